@@ -1,0 +1,75 @@
+"""ament_python package definition: works with ``colcon build`` and with ``pip install``.
+
+Console scripts go where setuptools puts them (``bin/`` under pip); ``setup.cfg`` moves
+them to ``lib/xmodelkd_ros`` only for colcon builds, where ``ros2 run`` looks.
+"""
+
+from glob import glob
+
+from setuptools import find_packages, setup
+
+PACKAGE = "xmodelkd_ros"
+
+CORE = [
+    "numpy>=1.24",
+    # A range the CPU wheel 2.13.0 satisfies: CI installs that wheel first (see .ci/run),
+    # so pip never reaches for a multi-GB CUDA build. GPU machines install their own torch.
+    "torch>=2.1",
+    "pyyaml>=6",
+    "tqdm>=4.60",
+    "pillow>=9",
+    "rosbags>=0.10",
+]
+EXTRAS = {
+    # For machines without a ROS 2 distribution (CI, laptops): pip wheels of rclpy + Fast DDS.
+    "ros": [
+        "ros-rclpy",
+        "ros-rmw-fastrtps-cpp",
+        "ros-sensor-msgs",
+        "ros-std-msgs",
+        "ros-diagnostic-msgs",
+    ],
+    "export": ["onnx>=1.15", "onnxruntime>=1.17"],
+    "gpu": ["spconv-cu120", "tensorrt>=10"],
+    # spconv's CPU build is the weight-layout oracle in tests and the reference in bench/.
+    "dev": [
+        "pytest>=8",
+        "pytest-timeout",
+        "hypothesis>=6.100",
+        "ruff>=0.5",
+        "spconv>=2.3",
+    ],
+}
+
+
+def _data_files():
+    files = [
+        ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
+        (f"share/{PACKAGE}", ["package.xml"]),
+    ]
+    for folder in ("launch", "config", "models"):
+        found = [p for p in glob(f"{folder}/**/*", recursive=True) if not p.endswith("/")]
+        found = [p for p in found if "." in p.rsplit("/", 1)[-1]]
+        if found:
+            files.append((f"share/{PACKAGE}/{folder}", sorted(found)))
+    return files
+
+
+setup(
+    name=PACKAGE,
+    version="0.1.0",
+    packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*"]),
+    data_files=_data_files(),
+    install_requires=CORE,
+    extras_require=EXTRAS,
+    python_requires=">=3.10",
+    zip_safe=True,
+    maintainer="xmodelkd_ros developers",
+    maintainer_email="xmodelkd-ros@example.com",
+    description="LiDAR semantic segmentation node with a camera-distilled LiDAR-only student",
+    license="Apache-2.0",
+    tests_require=["pytest"],
+    entry_points={
+        "console_scripts": [],
+    },
+)
