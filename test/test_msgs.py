@@ -98,7 +98,7 @@ def layouts(draw: Any) -> tuple[Cloud, dict]:
         count = 1 if name in "xyz" else draw(st.integers(0, 3))  # 0 is read as 1
         off += draw(st.integers(0, 3))  # gaps: unaligned offsets and padding
         fields.append(Field(name, off, dtype, count))
-        off += SIZE[dtype] * count
+        off += SIZE[dtype] * max(count, 1)
     point_step = off + draw(st.integers(0, 9))
     height = draw(st.integers(1, 3))
     width = draw(st.integers(0, 7))
