@@ -147,7 +147,7 @@ class SparseConv3d(nn.Module):
         self, x: torch.Tensor, table: torch.Tensor, impl: str | None = None
     ) -> torch.Tensor:
         """x (M_in, Cin), table (M_out, K) -> (M_out, Cout)."""
-        if table.shape[1] != self.num_offsets:
+        if not _is_tracing() and table.shape[1] != self.num_offsets:
             raise ValueError(f"table has {table.shape[1]} offsets, layer needs {self.num_offsets}")
         impl = _check_impl(impl or _default_impl)
         if impl == "pairs" and _is_tracing():
