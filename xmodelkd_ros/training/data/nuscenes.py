@@ -1,0 +1,163 @@
+"""nuScenes-lidarseg through ``nuscenes-devkit`` (optional extra): the multi-view case.
+
+Each keyframe gives the LIDAR_TOP sweep, its lidarseg labels (32 general classes folded
+onto the 16 challenge classes) and the six camera images with calibration, so every
+point can have several 2D views. Ego motion between the LiDAR and camera timestamps is
+compensated through the ego poses, as the devkit's own point-to-image mapping does.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from xmodelkd_ros.geometry import PinholeCamera
+from xmodelkd_ros.training.data.sample import IGNORE_INDEX, Sample
+from xmodelkd_ros.training.data.semantickitti import DatasetError
+
+CLASS_NAMES: tuple[str, ...] = (
+    "barrier",
+    "bicycle",
+    "bus",
+    "car",
+    "construction_vehicle",
+    "motorcycle",
+    "pedestrian",
+    "traffic_cone",
+    "trailer",
+    "truck",
+    "driveable_surface",
+    "other_flat",
+    "sidewalk",
+    "terrain",
+    "manmade",
+    "vegetation",
+)
+#: nuScenes general class name -> challenge class name (others are ignored).
+GENERAL_TO_CHALLENGE: dict[str, str] = {
+    "movable_object.barrier": "barrier",
+    "vehicle.bicycle": "bicycle",
+    "vehicle.bus.bendy": "bus",
+    "vehicle.bus.rigid": "bus",
+    "vehicle.car": "car",
+    "vehicle.construction": "construction_vehicle",
+    "vehicle.motorcycle": "motorcycle",
+    "human.pedestrian.adult": "pedestrian",
+    "human.pedestrian.child": "pedestrian",
+    "human.pedestrian.construction_worker": "pedestrian",
+    "human.pedestrian.police_officer": "pedestrian",
+    "movable_object.trafficcone": "traffic_cone",
+    "vehicle.trailer": "trailer",
+    "vehicle.truck": "truck",
+    "flat.driveable_surface": "driveable_surface",
+    "flat.other": "other_flat",
+    "flat.sidewalk": "sidewalk",
+    "flat.terrain": "terrain",
+    "static.manmade": "manmade",
+    "static.vegetation": "vegetation",
+}
+CAMERAS = (
+    "CAM_FRONT",
+    "CAM_FRONT_LEFT",
+    "CAM_FRONT_RIGHT",
+    "CAM_BACK",
+    "CAM_BACK_LEFT",
+    "CAM_BACK_RIGHT",
+)
+
+
+def _pose(translation: list[float], rotation: list[float]) -> np.ndarray:
+    from pyquaternion import Quaternion  # a devkit dependency
+
+    T = np.eye(4)
+    T[:3, :3] = Quaternion(rotation).rotation_matrix
+    T[:3, 3] = translation
+    return T
+
+
+def learning_lut(idx2name: dict[int, str]) -> np.ndarray:
+    """General lidarseg index -> challenge class index (IGNORE_INDEX if not evaluated)."""
+    lut = np.full(max(idx2name) + 1, IGNORE_INDEX, dtype=np.int64)
+    for idx, name in idx2name.items():
+        if name in GENERAL_TO_CHALLENGE:
+            lut[idx] = CLASS_NAMES.index(GENERAL_TO_CHALLENGE[name])
+    return lut
+
+
+class NuScenesLidarseg:
+    """Keyframes of the scenes in ``split`` (a devkit split name, e.g. ``train``, ``val``,
+    ``mini_train``, ``mini_val``)."""
+
+    class_names = CLASS_NAMES
+
+    def __init__(
+        self,
+        root: str | Path,
+        version: str = "v1.0-trainval",
+        split: str = "train",
+        cameras: list[str] | None = None,
+        limit: int | None = None,
+    ) -> None:
+        try:
+            from nuscenes import NuScenes
+            from nuscenes.utils.splits import create_splits_scenes
+        except ImportError as exc:
+            raise DatasetError(
+                "nuScenes needs nuscenes-devkit: pip install 'xmodelkd_ros[nuscenes]'"
+            ) from exc
+        if not Path(root).is_dir():
+            raise DatasetError(f"nuScenes root {root} does not exist")
+        self.nusc = NuScenes(version=version, dataroot=str(root), verbose=False)
+        scenes = set(create_splits_scenes()[split])
+        self.cameras = list(CAMERAS if cameras is None else cameras)
+        self.tokens = [
+            s["token"]
+            for s in self.nusc.sample
+            if self.nusc.get("scene", s["scene_token"])["name"] in scenes
+        ]
+        if limit:
+            self.tokens = self.tokens[:limit]
+        if not self.tokens:
+            raise DatasetError(f"no nuScenes samples in split {split!r} of {version}")
+        self.lut = learning_lut(self.nusc.lidarseg_idx2name_mapping)
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def _sensor_to_global(self, sd: dict) -> np.ndarray:
+        cs = self.nusc.get("calibrated_sensor", sd["calibrated_sensor_token"])
+        ego = self.nusc.get("ego_pose", sd["ego_pose_token"])
+        return _pose(ego["translation"], ego["rotation"]) @ _pose(cs["translation"], cs["rotation"])
+
+    def __getitem__(self, i: int) -> Sample:
+        nusc = self.nusc
+        sample = nusc.get("sample", self.tokens[i])
+        lidar_sd = nusc.get("sample_data", sample["data"]["LIDAR_TOP"])
+        pts = np.fromfile(Path(nusc.dataroot) / lidar_sd["filename"], dtype=np.float32)
+        pts = pts.reshape(-1, 5)[:, :4].copy()
+        pts[:, 3] /= 255.0  # nuScenes intensity is 0..255; KITTI remission is 0..1
+        seg = nusc.get("lidarseg", lidar_sd["token"])
+        raw = np.fromfile(Path(nusc.dataroot) / seg["filename"], dtype=np.uint8)
+        labels = self.lut[raw]
+        lidar_to_global = self._sensor_to_global(lidar_sd)
+        images, cams = [], []
+        for name in self.cameras:
+            cam_sd = nusc.get("sample_data", sample["data"][name])
+            cs = nusc.get("calibrated_sensor", cam_sd["calibrated_sensor_token"])
+            T_cam_lidar = np.linalg.inv(self._sensor_to_global(cam_sd)) @ lidar_to_global
+            with Image.open(Path(nusc.dataroot) / cam_sd["filename"]) as im:
+                img = np.asarray(im.convert("RGB"))
+            cams.append(
+                PinholeCamera(
+                    name,
+                    np.asarray(cs["camera_intrinsic"]),
+                    img.shape[1],
+                    img.shape[0],
+                    T_cam_lidar,
+                    near=1.0,
+                )
+            )
+            images.append(img)
+        return Sample(pts, labels, images, cams, name=sample["token"])
