@@ -1,0 +1,427 @@
+"""Losses of cross-modal distillation: segmentation, contrastive alignment, distillation.
+
+Why each exists (see DESIGN.md, "The method"):
+
+* :func:`segmentation_loss` — labels: cross-entropy for per-point accuracy plus the
+  Lovász-softmax surrogate of the Jaccard index, which optimises the metric we report
+  (mIoU) directly and counters class imbalance (poles, bicycles) that CE alone neglects.
+* :func:`multiview_infonce` — aligns the teacher's 3D and 2D features of the same point
+  so the fusion encoder mixes features that live in one space; several camera views (or
+  two augmentations of one image) of a point are all positives of each other.
+* :func:`kd_kl` / :func:`feature_distill` — the student learns the teacher's softened
+  class distribution and its feature geometry on the points the cameras see (where the
+  teacher knows more than LiDAR alone), optionally on all points from the teacher's
+  3D-only branch.
+* :class:`DistillLoss` — the weighted sum the training loop optimises, with per-term
+  values for logging; :class:`TeacherLoss` — the same for the fusion teacher's own stage.
+* :func:`check_finite` — stop a step whose loss is NaN/inf before it corrupts the weights.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A loss (or loss component) is NaN or infinite; the training step must not proceed."""
+
+
+def check_finite(loss: Tensor, name: str = "loss") -> Tensor:
+    """Return ``loss`` unchanged, or raise :class:`NonFiniteLossError` naming it.
+
+    One optimizer step on a NaN gradient destroys every weight (and BatchNorm statistics),
+    so the training loop checks before ``backward`` and skips / stops on the error.
+    """
+    if not bool(torch.isfinite(loss.detach()).all()):
+        value = loss.detach().flatten()[:4].tolist()
+        raise NonFiniteLossError(f"non-finite {name}: {value}")
+    return loss
+
+
+def _zero(ref: Tensor) -> Tensor:
+    """A zero that still depends on ``ref`` so ``backward`` works and gives zero gradients."""
+    return ref.sum() * 0.0
+
+
+# --------------------------------------------------------------------------- segmentation
+
+
+def _lovasz_grad(fg_sorted: Tensor) -> Tensor:
+    """Increments of the Jaccard loss along the errors sorted in decreasing order.
+
+    With the points sorted by decreasing error and ``M_i`` the set of the first ``i``
+    points treated as mispredicted, ``Δ(M_i) = 1 - |fg \\ M_i| / |fg ∪ M_i|``; the Lovász
+    extension's gradient (Berman et al., CVPR 2018, eq. 8-9) is ``Δ(M_i) - Δ(M_{i-1})``.
+    """
+    gts = fg_sorted.sum()
+    intersection = gts - fg_sorted.cumsum(0)
+    union = gts + (1.0 - fg_sorted).cumsum(0)
+    jaccard = 1.0 - intersection / union
+    if jaccard.numel() > 1:
+        jaccard = torch.cat([jaccard[:1], jaccard[1:] - jaccard[:-1]])
+    return jaccard
+
+
+def lovasz_softmax(probs: Tensor, labels: Tensor, ignore_index: int | None = None) -> Tensor:
+    """Lovász-softmax loss: mean over the classes present in ``labels`` of the Lovász
+    extension of the Jaccard loss applied to the errors ``|1[y = c] - p_c|``.
+
+    ``probs`` (P, C) are softmax probabilities, ``labels`` (P,) class ids; points labelled
+    ``ignore_index`` are left out. On hard (one-hot) predictions the value is exactly
+    ``mean_c (1 - IoU_c)``; it is a convex, piecewise-linear surrogate in between. Returns a
+    gradient-safe zero when no point is labelled.
+    """
+    if probs.ndim != 2 or labels.shape != probs.shape[:1]:
+        raise ValueError(
+            f"expected probs (P, C) and labels (P,), got {tuple(probs.shape)}, "
+            f"{tuple(labels.shape)}"
+        )
+    if ignore_index is not None:
+        keep = labels != ignore_index
+        probs, labels = probs[keep], labels[keep]
+    if labels.numel() == 0:
+        return _zero(probs)
+    losses = []
+    for c in torch.unique(labels).tolist():
+        fg = (labels == c).to(probs.dtype)
+        errors = (fg - probs[:, c]).abs()
+        errors_sorted, order = torch.sort(errors, descending=True)
+        losses.append(torch.dot(errors_sorted, _lovasz_grad(fg[order])))
+    return torch.stack(losses).mean()
+
+
+def segmentation_loss(
+    logits: Tensor, labels: Tensor, ignore_index: int = -100, lovasz_weight: float = 1.0
+) -> Tensor:
+    """Cross-entropy + ``lovasz_weight`` x Lovász-softmax on per-point logits (P, C).
+
+    CE alone favours frequent classes; the Lovász term optimises the IoU we report.
+    All-ignored inputs give a gradient-safe zero instead of CE's NaN.
+    """
+    valid = labels != ignore_index
+    if not bool(valid.any()):
+        return _zero(logits)
+    ce = F.cross_entropy(logits[valid], labels[valid])
+    if lovasz_weight == 0:
+        return ce
+    lov = lovasz_softmax(torch.softmax(logits[valid], dim=1), labels[valid])
+    return ce + lovasz_weight * lov
+
+
+# --------------------------------------------------------------------------- contrastive
+
+
+def multiview_infonce(
+    feat_3d: Tensor,
+    feat_2d: Tensor,
+    point_idx: Tensor,
+    temperature: float = 0.07,
+    max_points: int | None = 2048,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Multi-positive InfoNCE between per-point 3D features and their 2D views.
+
+    ``feat_3d`` (P, D) holds one feature per point; ``feat_2d`` (K, D) one feature per
+    (point, view) correspondence, ``point_idx`` (K,) naming the point of each view. Only
+    points with at least one view take part; at most ``max_points`` of them are sampled
+    (uniformly, with ``generator``) to bound the (N x N) similarity matrix.
+
+    The sampled 3D features and all of their 2D views form one set of L2-normalised
+    embeddings, labelled by point. Every embedding is an anchor; its positives are all
+    other embeddings of the same point (the point's 3D feature and each of its views), its
+    negatives the embeddings of every other sampled point (supervised-contrastive form,
+    Khosla et al. 2020)::
+
+        L = mean_a  -1/|P(a)| sum_{p in P(a)} log( exp(s_ap / t) / sum_{k != a} exp(s_ak / t) )
+
+    With one view per point this is the symmetric (3D->2D and 2D->3D) InfoNCE plus
+    same-modality negatives. Returns a gradient-safe zero when no point has a view.
+    """
+    if feat_3d.ndim != 2 or feat_2d.ndim != 2 or feat_3d.shape[1] != feat_2d.shape[1]:
+        raise ValueError(
+            f"expected feat_3d (P, D) and feat_2d (K, D), got {tuple(feat_3d.shape)}, "
+            f"{tuple(feat_2d.shape)}"
+        )
+    if point_idx.shape != feat_2d.shape[:1]:
+        raise ValueError(f"point_idx must be (K,) = ({feat_2d.shape[0]},)")
+    if temperature <= 0:
+        raise ValueError(f"temperature must be positive, got {temperature}")
+    if point_idx.numel() == 0:
+        return _zero(feat_3d) + _zero(feat_2d)
+    points = torch.unique(point_idx)
+    if max_points is not None and points.numel() > max_points:
+        perm = torch.randperm(points.numel(), generator=generator, device="cpu")
+        points = points[perm[:max_points].to(points.device)].sort().values
+    # Views of the sampled points, relabelled 0..n-1.
+    pos = torch.searchsorted(points, point_idx).clamp(max=points.numel() - 1)
+    view_sel = points[pos] == point_idx
+    view_label = pos[view_sel]
+    n = points.numel()
+    z = torch.cat([feat_3d[points], feat_2d[view_sel]])
+    z = F.normalize(z, dim=1)
+    label = torch.cat([torch.arange(n, device=z.device), view_label])
+    logits = z @ z.t() / temperature
+    eye = torch.eye(z.shape[0], dtype=torch.bool, device=z.device)
+    log_norm = torch.logsumexp(logits.masked_fill(eye, float("-inf")), dim=1, keepdim=True)
+    log_prob = logits - log_norm
+    positive = (label[:, None] == label[None, :]) & ~eye
+    n_pos = positive.sum(1)
+    per_anchor = -(log_prob * positive).sum(1) / n_pos.clamp(min=1)
+    has_pos = n_pos > 0  # always true: every sampled point has its 3D feature and >= 1 view
+    return per_anchor[has_pos].mean()
+
+
+# --------------------------------------------------------------------------- distillation
+
+
+def kd_kl(
+    student_logits: Tensor,
+    teacher_logits: Tensor,
+    temperature: float = 2.0,
+    mask: Tensor | None = None,
+) -> Tensor:
+    """``T^2 * mean_i KL(softmax(t_i / T) || softmax(s_i / T))`` over the masked points.
+
+    Softening with ``T > 1`` exposes the teacher's "dark knowledge" (which wrong classes
+    are plausible); ``T^2`` keeps the gradient scale independent of ``T`` (Hinton et al.
+    2015). The teacher is detached: it is a target, not trained by this term. An empty mask
+    gives a gradient-safe zero.
+    """
+    if student_logits.shape != teacher_logits.shape:
+        raise ValueError(
+            f"student {tuple(student_logits.shape)} and teacher {tuple(teacher_logits.shape)} "
+            "logits differ in shape"
+        )
+    if temperature <= 0:
+        raise ValueError(f"temperature must be positive, got {temperature}")
+    if mask is not None:
+        student_logits, teacher_logits = student_logits[mask], teacher_logits[mask]
+    if student_logits.shape[0] == 0:
+        return _zero(student_logits)
+    log_p_s = F.log_softmax(student_logits / temperature, dim=1)
+    log_p_t = F.log_softmax(teacher_logits.detach() / temperature, dim=1)
+    kl = (log_p_t.exp() * (log_p_t - log_p_s)).sum(1)
+    return kl.mean() * temperature**2
+
+
+class FeatureProjector(nn.Module):
+    """Student feature -> teacher feature space (Linear-ReLU-Linear).
+
+    The student is not forced to use the teacher's width or basis; a small head maps it
+    across and is trained with the student (it is discarded at deployment). No BatchNorm:
+    the masked subsets can be tiny.
+    """
+
+    def __init__(self, d_student: int, d_teacher: int, hidden: int | None = None):
+        super().__init__()
+        hidden = hidden or max(d_student, d_teacher)
+        self.net = nn.Sequential(
+            nn.Linear(d_student, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, d_teacher)
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+
+def feature_distill(
+    student_feat: Tensor,
+    teacher_feat: Tensor,
+    head: nn.Module,
+    mask: Tensor | None = None,
+    kind: str = "cosine",
+) -> Tensor:
+    """Align ``head(student_feat)`` with the (detached) teacher features on masked points.
+
+    ``kind="cosine"``: mean of ``1 - cos`` (matches direction only, robust to the teacher's
+    feature scale); ``kind="l2"``: mean squared error over points and channels. An empty
+    mask gives a gradient-safe zero (which still touches the head's parameters).
+    """
+    if kind not in ("cosine", "l2"):
+        raise ValueError(f"kind must be 'cosine' or 'l2', got {kind!r}")
+    if student_feat.shape[0] != teacher_feat.shape[0]:
+        raise ValueError(
+            f"student has {student_feat.shape[0]} points, teacher {teacher_feat.shape[0]}"
+        )
+    if mask is not None:
+        student_feat, teacher_feat = student_feat[mask], teacher_feat[mask]
+    projected = head(student_feat)
+    if projected.shape[0] == 0:
+        return _zero(projected)
+    target = teacher_feat.detach()
+    if kind == "cosine":
+        return (1.0 - F.cosine_similarity(projected, target, dim=1)).mean()
+    return F.mse_loss(projected, target)
+
+
+# --------------------------------------------------------------------------- combined
+
+
+class _StudentLike(Protocol):
+    logits: Tensor
+    features: Tensor
+
+
+class _TeacherLike(Protocol):
+    logits: Tensor
+    features: Tensor
+    logits_3d: Tensor
+    features_3d: Tensor
+
+
+@dataclass(frozen=True)
+class DistillWeights:
+    """Weights and settings of :class:`DistillLoss` (a zero weight skips the term)."""
+
+    ce: float = 1.0
+    lovasz: float = 1.0
+    #: KL to the fused teacher logits on points in some camera's field of view.
+    kd: float = 1.0
+    kd_temperature: float = 2.0
+    #: Feature alignment to the fused teacher features in the field of view.
+    feat: float = 1.0
+    feat_kind: str = "cosine"
+    #: Optional: KL and feature alignment to the teacher's 3D-only branch on all points.
+    kd_all: float = 0.0
+    feat_all: float = 0.0
+    ignore_index: int = 0
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, object]) -> DistillWeights:
+        unknown = sorted(set(data) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise ValueError(f"unknown distillation weights: {unknown}")
+        return cls(**data)  # type: ignore[arg-type]
+
+
+class DistillLoss(nn.Module):
+    """Student objective: labels (CE + Lovász) + teacher (KD-KL and feature alignment).
+
+    Holds the feature projection heads, so its parameters go into the student's optimizer.
+    ``teacher=None`` gives the labels-only baseline with the same code path.
+    """
+
+    def __init__(
+        self,
+        d_student: int,
+        d_teacher: int,
+        d_teacher_3d: int | None = None,
+        weights: DistillWeights | None = None,
+    ):
+        super().__init__()
+        self.weights = w = weights or DistillWeights()
+        if w.feat_kind not in ("cosine", "l2"):
+            raise ValueError(f"feat_kind must be 'cosine' or 'l2', got {w.feat_kind!r}")
+        self.head = FeatureProjector(d_student, d_teacher)
+        self.head_3d = FeatureProjector(d_student, d_teacher_3d or d_teacher)
+
+    def forward(
+        self,
+        student: _StudentLike,
+        labels: Tensor,
+        teacher: _TeacherLike | None = None,
+        fov_mask: Tensor | None = None,
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """Total loss and detached components (``ce``, ``lovasz``, ``kd``, ``feat``, ...).
+
+        ``labels`` (P,) per point (``weights.ignore_index`` = unlabeled); ``fov_mask`` (P,)
+        marks the points seen by at least one camera (None: all points). Teacher outputs
+        are treated as constants.
+        """
+        w = self.weights
+        logits, feats = student.logits, student.features
+        parts: dict[str, Tensor] = {}
+        valid = labels != w.ignore_index
+        if w.ce:
+            parts["ce"] = (
+                F.cross_entropy(logits[valid], labels[valid]) if bool(valid.any())
+                else _zero(logits)
+            )
+        if w.lovasz:
+            parts["lovasz"] = lovasz_softmax(torch.softmax(logits, 1), labels, w.ignore_index)
+        if teacher is not None:
+            if w.kd:
+                parts["kd"] = kd_kl(logits, teacher.logits, w.kd_temperature, fov_mask)
+            if w.feat:
+                parts["feat"] = feature_distill(
+                    feats, teacher.features, self.head, fov_mask, w.feat_kind
+                )
+            if w.kd_all:
+                parts["kd_all"] = kd_kl(logits, teacher.logits_3d, w.kd_temperature)
+            if w.feat_all:
+                parts["feat_all"] = feature_distill(
+                    feats, teacher.features_3d, self.head_3d, None, w.feat_kind
+                )
+        scale = {"ce": w.ce, "lovasz": w.lovasz, "kd": w.kd, "feat": w.feat,
+                 "kd_all": w.kd_all, "feat_all": w.feat_all}
+        total = _zero(logits)
+        for name, value in parts.items():
+            total = total + scale[name] * value
+        log = {name: value.detach() for name, value in parts.items()}
+        log["total"] = total.detach()
+        return total, log
+
+
+@dataclass(frozen=True)
+class TeacherWeights:
+    """Weights of :class:`TeacherLoss` (a zero weight skips the term)."""
+
+    #: CE + Lovász on the fused logits.
+    fused: float = 1.0
+    #: CE + Lovász on the 3D-only logits (keeps the 3D branch useful on its own, for
+    #: points outside the cameras and for ``DistillWeights.kd_all``).
+    branch_3d: float = 1.0
+    lovasz: float = 1.0
+    contrastive: float = 0.1
+    temperature: float = 0.07
+    max_points: int = 2048
+    ignore_index: int = 0
+
+
+class _TeacherOutputLike(Protocol):
+    logits: Tensor
+    logits_3d: Tensor
+    proj_3d: Tensor
+    proj_2d: Tensor
+
+
+class TeacherLoss(nn.Module):
+    """Fusion-teacher objective: segmentation on fused and 3D logits + multi-view InfoNCE."""
+
+    def __init__(self, weights: TeacherWeights | None = None):
+        super().__init__()
+        self.weights = weights or TeacherWeights()
+
+    def forward(
+        self,
+        out: _TeacherOutputLike,
+        labels: Tensor,
+        point_idx: Tensor,
+        generator: torch.Generator | None = None,
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """``point_idx`` (K,): the point of each correspondence (rows of ``out.proj_2d``)."""
+        w = self.weights
+        parts: dict[str, Tensor] = {}
+        scale: dict[str, float] = {}
+        if w.fused:
+            parts["seg_fused"] = segmentation_loss(out.logits, labels, w.ignore_index, w.lovasz)
+            scale["seg_fused"] = w.fused
+        if w.branch_3d:
+            parts["seg_3d"] = segmentation_loss(out.logits_3d, labels, w.ignore_index, w.lovasz)
+            scale["seg_3d"] = w.branch_3d
+        if w.contrastive:
+            parts["contrastive"] = multiview_infonce(
+                out.proj_3d, out.proj_2d, point_idx, w.temperature, w.max_points, generator
+            )
+            scale["contrastive"] = w.contrastive
+        total = _zero(out.logits)
+        for name, value in parts.items():
+            total = total + scale[name] * value
+        log = {name: value.detach() for name, value in parts.items()}
+        log["total"] = total.detach()
+        return total, log
