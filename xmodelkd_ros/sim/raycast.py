@@ -119,43 +119,49 @@ def lidar_window_fn(
 
 
 def _intersect(
-    o: np.ndarray, D: np.ndarray, p: Prim
+    o: np.ndarray, dx: np.ndarray, dy: np.ndarray, dz: np.ndarray, p: Prim
 ) -> tuple[np.ndarray, Callable[[np.ndarray], np.ndarray]]:
-    """Ray parameter (inf on miss) for directions ``D`` (h, w, 3) and a normal function
-    evaluated lazily on the boolean mask of rays that win the depth test."""
+    """Ray parameter (inf on miss) for direction components ``dx, dy, dz`` (h, w) and a
+    normal function evaluated lazily on the mask of rays that win the depth test."""
     rel = (o - p.center).astype(np.float32)
     inf = np.float32(np.inf)
     if p.kind == BOX:
-        if p.yaw != 0.0:
-            c, s = np.cos(p.yaw), np.sin(p.yaw)
+        yaw = float(np.mod(p.yaw, np.pi))  # boxes are symmetric under a half turn
+        if abs(yaw) > 1e-9 and abs(yaw - np.pi) > 1e-9:
+            c, s = np.float32(np.cos(yaw)), np.float32(np.sin(yaw))
             R = np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]], dtype=np.float32)
             ol = R.T @ rel
-            Dl = D @ R
+            comps = (c * dx + s * dy, -s * dx + c * dy, dz)
         else:
             R = None
-            ol, Dl = rel, D
+            ol = rel
+            comps = (dx, dy, dz)
         size = p.size.astype(np.float32)
+        tn = tf = None
         with np.errstate(divide="ignore", invalid="ignore"):
-            inv = np.float32(1.0) / Dl
-            t1 = (-size - ol) * inv
-            t2 = (size - ol) * inv
-        tmin = np.minimum(t1, t2)
-        tn = tmin.max(axis=-1)
-        tf = np.maximum(t1, t2).min(axis=-1)
+            for a in range(3):
+                inv = np.float32(1.0) / comps[a]
+                t1 = (-size[a] - ol[a]) * inv
+                t2 = (size[a] - ol[a]) * inv
+                lo, hi = np.minimum(t1, t2), np.maximum(t1, t2)
+                tn = lo if tn is None else np.maximum(tn, lo)
+                tf = hi if tf is None else np.minimum(tf, hi)
         t = np.where((tf >= tn) & (tn > 0), tn, inf)
 
         def normal(m: np.ndarray) -> np.ndarray:
-            tm = tmin[m]
-            ax = tm.argmax(axis=-1)
-            n = np.zeros_like(tm)
-            rows = np.arange(len(tm))
-            n[rows, ax] = -np.sign(Dl[m][rows, ax])
+            Dm = np.stack([cp[m] for cp in comps], axis=1)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                inv = 1.0 / Dm
+                lo = np.minimum((-size - ol) * inv, (size - ol) * inv)
+            ax = np.nan_to_num(lo, nan=-np.inf).argmax(axis=1)
+            n = np.zeros_like(Dm)
+            rows = np.arange(len(Dm))
+            n[rows, ax] = -np.sign(Dm[rows, ax])
             return n if R is None else n @ R.T
 
         return t, normal
     if p.kind == CYL:
         r, hh = float(p.size[0]), float(p.size[2])
-        dx, dy, dz = D[..., 0], D[..., 1], D[..., 2]
         a = dx * dx + dy * dy
         b = 2 * (dx * rel[0] + dy * rel[1])
         cc = rel[0] ** 2 + rel[1] ** 2 - r * r
@@ -167,18 +173,19 @@ def _intersect(
         t = np.where(ok, t, inf)
 
         def normal(m: np.ndarray) -> np.ndarray:
-            h = rel[:2] + t[m][:, None] * D[m][:, :2]
-            n = np.zeros((len(h), 3), dtype=np.float32)
-            n[:, :2] = h / r
+            tm = t[m]
+            n = np.zeros((len(tm), 3), dtype=np.float32)
+            n[:, 0] = (rel[0] + tm * dx[m]) / r
+            n[:, 1] = (rel[1] + tm * dy[m]) / r
             return n
 
         return t, normal
     # ellipsoid
     rad = p.size.astype(np.float32)
     q = rel / rad
-    E = D / rad
-    a = (E * E).sum(-1)
-    b = 2 * (E @ q)
+    ex, ey, ez = dx / rad[0], dy / rad[1], dz / rad[2]
+    a = ex * ex + ey * ey + ez * ez
+    b = 2 * (ex * q[0] + ey * q[1] + ez * q[2])
     cc = float(q @ q) - 1.0
     disc = b * b - 4 * a * cc
     with np.errstate(invalid="ignore"):
@@ -186,7 +193,8 @@ def _intersect(
     t = np.where((disc > 0) & (t > 0), t, inf)
 
     def normal(m: np.ndarray) -> np.ndarray:
-        h = q + t[m][:, None] * E[m]
+        tm = t[m]
+        h = np.stack([q[0] + tm * ex[m], q[1] + tm * ey[m], q[2] + tm * ez[m]], axis=1)
         n = h / rad
         return n / np.linalg.norm(n, axis=1, keepdims=True)
 
@@ -226,11 +234,11 @@ def cast(grid: RayGrid, prims: list[Prim], street: Street) -> Hits:
     band[sel] = bg[ok]
     nb[sel] = (0.0, 0.0, 1.0)
 
+    DX, DY, DZ = (np.ascontiguousarray(D[..., a]) for a in range(3))
     for k, p in enumerate(prims):
         lo, hi = p.aabb()
         for rs, cs in grid.window(lo, hi):
-            Dw = D[rs, cs]
-            t, normal = _intersect(o, Dw, p)
+            t, normal = _intersect(o, DX[rs, cs], DY[rs, cs], DZ[rs, cs], p)
             tv = tb[rs, cs]
             upd = t < tv
             if not upd.any():
