@@ -406,7 +406,9 @@ def _copy_points_le(
         )
         flat.view(raw_dt)["raw"] = src_v
         return
-    src = cloud.points if src_index is None else cloud.points[src_index]
+    src = cloud.points
+    if src_index is not None:  # gather whole points as void, then convert field by field
+        src = np.take(src.view(f"V{ps}"), src_index).view(src.dtype)
     dst = flat.view(structured_dtype(cloud.fields, step, big_endian=False))
     for s in cloud.fields:
         dst[s.key] = src[s.key]
