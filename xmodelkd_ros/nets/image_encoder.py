@@ -48,7 +48,10 @@ class ImageEncoderConfig:
     out_stride: int = 8
     #: Which stages (1..4) feed the FPN; default: every stage at or coarser than out_stride.
     fpn_stages: tuple[int, ...] | None = None
-    #: ImageNet statistics; images passed to the encoder are already normalized with these.
+    #: Images arrive as RGB in [0, 1] (what the batch collator gives) and are normalized
+    #: inside with ``mean`` / ``std`` (ImageNet: what torchvision's pretrained weights
+    #: expect). Set False to pass already-normalized images.
+    normalize_input: bool = True
     mean: tuple[float, float, float] = field(default=(0.485, 0.456, 0.406))
     std: tuple[float, float, float] = field(default=(0.229, 0.224, 0.225))
 
@@ -118,6 +121,8 @@ class ResNetBackbone(nn.Module):
 class ImageEncoder(ResNetBackbone):
     """ResNet backbone + FPN-lite: images (B, 3, H, W) -> features (B, C, ~H/s, ~W/s).
 
+    Input: RGB in [0, 1] (normalized inside, see ``ImageEncoderConfig.normalize_input``).
+
     Parameter names of the backbone are those of torchvision's ResNet (no prefix), the
     head lives under ``lateral.*`` and ``smooth.*``; so ``model.state_dict()`` restricted
     to backbone keys is a torchvision state_dict.
@@ -138,6 +143,13 @@ class ImageEncoder(ResNetBackbone):
             )
         self.stages = stages
         widths = self.widths
+        # Not persistent: they are config, and keep the state_dict a torchvision superset.
+        self.register_buffer(
+            "input_mean", torch.tensor(cfg.mean).view(1, 3, 1, 1), persistent=False
+        )
+        self.register_buffer(
+            "input_std", torch.tensor(cfg.std).view(1, 3, 1, 1), persistent=False
+        )
         self.lateral = nn.ModuleDict(
             {f"layer{s}": nn.Conv2d(widths[s - 1], cfg.out_channels, 1) for s in stages}
         )
@@ -158,6 +170,8 @@ class ImageEncoder(ResNetBackbone):
     def forward(self, images: Tensor) -> Tensor:
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"expected images (B, 3, H, W), got {tuple(images.shape)}")
+        if self.config.normalize_input:
+            images = (images - self.input_mean) / self.input_std
         feats = self.backbone(images)
         h, w = images.shape[-2:]
         s = self.config.out_stride

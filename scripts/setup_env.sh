@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Creates ./.venv with everything the project, its tests and its benchmarks need on a
+# CPU machine. torch is pinned to the CPU wheel first: an unpinned torch (asked for by
+# any package) would otherwise pull a multi-GB CUDA build. GPU machines: see README.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+VENV=${VENV:-.venv}
+TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
+
+if [ ! -x "$VENV/bin/python" ]; then
+    "$PYTHON" -m venv "$VENV"
+fi
+"$VENV/bin/python" -m pip install --quiet --upgrade pip
+"$VENV/bin/python" -m pip install --quiet "$TORCH_SPEC"
+# The ROS 2 wheels (rclpy + Fast DDS) stand in for a ROS distribution on bare machines;
+# skip them with WITH_ROS=0 on a vehicle whose rclpy comes from /opt/ros.
+EXTRAS="dev,export"
+if [ "${WITH_ROS:-1}" = "1" ]; then
+    EXTRAS="$EXTRAS,ros"
+fi
+"$VENV/bin/python" -m pip install --quiet -e ".[$EXTRAS]" "$TORCH_SPEC"
+"$VENV/bin/python" -c "import torch, xmodelkd_ros; print('environment ready: torch', torch.__version__)"
