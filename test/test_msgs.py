@@ -309,6 +309,12 @@ def test_ouster_layout_zero_copy_and_invalid_points() -> None:
     assert back.points["confidence"][7] == 0.0
     assert out.point_step % 4 == 0 and out.point_step >= 48 + 12
     assert out.is_dense is False
+    assert np.array_equal(d.column("ring"), np.delete(np.arange(64) % 16, [3, 7]))
+    assert d.column("ring", valid_only=False).shape == (64,)
+    with pytest.raises(KeyError, match="no field"):
+        d.column("nope")
+    auto = M.decode_cloud(cloud, intensity_field=("i", "reflectivity", "intensity"))
+    assert auto.intensity_found and np.array_equal(auto.intensity, d.intensity)
 
 
 def test_big_endian_output_is_little_endian() -> None:

@@ -255,17 +255,36 @@ class DecodedCloud:
                 return s
         return None
 
+    def column(self, name: str, valid_only: bool = True) -> np.ndarray:
+        """Any field (first component) as float32, e.g. ``ring`` or ``time`` for features.
+
+        ``valid_only`` aligns it with :attr:`xyz`; raises KeyError for a missing field.
+        """
+        spec = self.field(name)
+        if spec is None:
+            raise KeyError(f"cloud has no field {name!r}: {[s.name for s in self.fields]}")
+        with np.errstate(over="ignore", invalid="ignore"):
+            col = _first_component(self.points[spec.key]).astype(np.float32)
+        return (
+            np.compress(self.valid, col)
+            if valid_only and self.num_valid != self.num_points
+            else col
+        )
+
 
 def _first_component(col: np.ndarray) -> np.ndarray:
     return col[:, 0] if col.ndim == 2 else col
 
 
-def decode_cloud(msg: Any, intensity_field: str | None = "intensity") -> DecodedCloud:
+def decode_cloud(
+    msg: Any, intensity_field: str | Sequence[str] | None = "intensity"
+) -> DecodedCloud:
     """Decode any PointCloud2 layout into numpy (see :class:`DecodedCloud`).
 
     ``intensity_field`` names the field fed to the network as intensity (``"intensity"``,
     ``"reflectivity"``, ``"i"``...); ``None``/``""`` or a missing field gives zeros and
-    ``intensity_found=False`` so the node can report it instead of failing.
+    ``intensity_found=False`` so the node can report it instead of failing. A sequence
+    of names picks the first one present (``("intensity", "reflectivity", "i")``).
     """
     try:
         height = int(msg.height)
@@ -320,7 +339,8 @@ def decode_cloud(msg: Any, intensity_field: str | None = "intensity") -> Decoded
     all_valid = bool(valid.all())
     xyz = xyz_all if all_valid else np.compress(valid, xyz_all, axis=0)
 
-    ispec = by_name.get(intensity_field) if intensity_field else None
+    names = [intensity_field] if isinstance(intensity_field, str) else (intensity_field or [])
+    ispec = next((by_name[nm] for nm in names if nm and nm in by_name), None)
     if ispec is not None:
         with np.errstate(over="ignore", invalid="ignore"):
             inten = _first_component(points[ispec.key]).astype(np.float32)
