@@ -509,7 +509,8 @@ def encode_labeled_cloud(
     fields_out.append(field_cls(name="confidence", offset=conf_off, datatype=FLOAT32, count=1))
     if with_rgb:
         fields_out.append(field_cls(name="rgb", offset=rgb_off, datatype=FLOAT32, count=1))
-    return cloud_cls(
+    return _build(
+        cloud_cls,
         header=c.header if header is None else header,
         height=c.height,
         width=c.width,
@@ -520,6 +521,14 @@ def encode_labeled_cloud(
         data=data,
         is_dense=bool(c.valid.all()),
     )
+
+
+def _build(cls: Any, header: Any, **kw: Any) -> Any:
+    """Construct a message; a None header is left to the class default (rclpy's
+    messages would otherwise hold None and fail to serialize)."""
+    if header is not None:
+        kw["header"] = header
+    return cls(**kw)
 
 
 def filter_mask(labels: np.ndarray, remove_labels: Iterable[int]) -> np.ndarray:
@@ -559,7 +568,8 @@ def encode_filtered_cloud(
     if m:
         _copy_points_le(c, flat, ps, idx)
     del flat
-    return cloud_cls(
+    return _build(
+        cloud_cls,
         header=c.header if header is None else header,
         height=1,
         width=m,
@@ -703,8 +713,15 @@ def encode_image(
     data, flat = _new_byte_buffer(h * w * 3)
     flat.reshape(h, w, 3)[...] = a
     del flat
-    return image_cls(
-        header=header, height=h, width=w, encoding=enc, is_bigendian=0, step=w * 3, data=data
+    return _build(
+        image_cls,
+        header=header,
+        height=h,
+        width=w,
+        encoding=enc,
+        is_bigendian=0,
+        step=w * 3,
+        data=data,
     )
 
 
