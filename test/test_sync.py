@@ -205,7 +205,7 @@ def run(sync: LidarAnchoredSync, events: list[tuple], check: Any) -> list[Synced
     return out
 
 
-PROPS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+PROPS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 @PROPS
