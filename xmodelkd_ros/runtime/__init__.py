@@ -1,0 +1,24 @@
+"""Deployment runtime: one Segmenter over TensorRT, ONNX Runtime and PyTorch backends."""
+
+from xmodelkd_ros.runtime.backends import Backend, OnnxRuntimeBackend, TorchBackend
+from xmodelkd_ros.runtime.metadata import ModelLoadError, ModelMetadata, sha256_file
+from xmodelkd_ros.runtime.segmenter import BACKENDS, Segmenter, SegmentResult, choose_backend
+from xmodelkd_ros.runtime.tensorrt import build_only, tensorrt_available
+from xmodelkd_ros.runtime.trt_ops import FORBIDDEN_OPS, TENSORRT_ONNX_OPS
+
+__all__ = [
+    "BACKENDS",
+    "FORBIDDEN_OPS",
+    "TENSORRT_ONNX_OPS",
+    "Backend",
+    "ModelLoadError",
+    "ModelMetadata",
+    "OnnxRuntimeBackend",
+    "SegmentResult",
+    "Segmenter",
+    "TorchBackend",
+    "build_only",
+    "choose_backend",
+    "sha256_file",
+    "tensorrt_available",
+]
