@@ -265,16 +265,17 @@ def _outputs(P=12, C=5, Ds=8, Dt=6):
 
 def test_distill_loss_combines_weighted_components():
     student, teacher = _outputs()
-    labels = torch.randint(0, 5, (12,))
+    labels = torch.randint(-1, 5, (12,))
+    labels[0] = 0
     fov = torch.rand(12) < 0.5
     w = DistillWeights(ce=1.0, lovasz=0.5, kd=2.0, feat=0.3, kd_all=0.1, feat_all=0.2,
                        kd_temperature=2.0)
     loss_fn = DistillLoss(8, 6, d_teacher_3d=8, weights=w)
     total, parts = loss_fn(student, labels, teacher, fov)
     assert set(parts) == {"ce", "lovasz", "kd", "feat", "kd_all", "feat_all", "total"}
-    valid = labels != 0
+    valid = labels != -1  # the data pipeline's IGNORE_INDEX is the default
     ce = torch.nn.functional.cross_entropy(student.logits[valid], labels[valid])
-    expect = (ce + 0.5 * lovasz_softmax(torch.softmax(student.logits, 1), labels, 0)
+    expect = (ce + 0.5 * lovasz_softmax(torch.softmax(student.logits, 1), labels, -1)
               + 2.0 * kd_kl(student.logits, teacher.logits, 2.0, fov)
               + 0.3 * feature_distill(student.features, teacher.features, loss_fn.head, fov)
               + 0.1 * kd_kl(student.logits, teacher.logits_3d, 2.0)
@@ -298,11 +299,12 @@ def test_teacher_loss_components():
                           logits_3d=torch.randn(P, C, requires_grad=True),
                           proj_3d=torch.randn(P, D, requires_grad=True),
                           proj_2d=torch.randn(K, D, requires_grad=True))
-    labels = torch.randint(0, C, (P,))
+    labels = torch.randint(-1, C, (P,))
     point_idx = torch.randint(0, P, (K,))
     w = TeacherWeights(contrastive=0.5, temperature=0.1, max_points=100)
     total, parts = TeacherLoss(w)(out, labels, point_idx)
-    expect = (segmentation_loss(out.logits, labels, 0) + segmentation_loss(out.logits_3d, labels, 0)
+    expect = (segmentation_loss(out.logits, labels, -1)
+              + segmentation_loss(out.logits_3d, labels, -1)
               + 0.5 * multiview_infonce(out.proj_3d, out.proj_2d, point_idx, 0.1, 100))
     torch.testing.assert_close(total, expect)
     assert set(parts) == {"seg_fused", "seg_3d", "contrastive", "total"}

@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from xmodelkd_ros.training.data.sample import IGNORE_INDEX
+
 
 class NonFiniteLossError(FloatingPointError):
     """A loss (or loss component) is NaN or infinite; the training step must not proceed."""
@@ -97,7 +99,7 @@ def lovasz_softmax(probs: Tensor, labels: Tensor, ignore_index: int | None = Non
 
 
 def segmentation_loss(
-    logits: Tensor, labels: Tensor, ignore_index: int = -100, lovasz_weight: float = 1.0
+    logits: Tensor, labels: Tensor, ignore_index: int = IGNORE_INDEX, lovasz_weight: float = 1.0
 ) -> Tensor:
     """Cross-entropy + ``lovasz_weight`` x Lovász-softmax on per-point logits (P, C).
 
@@ -289,7 +291,8 @@ class DistillWeights:
     #: Optional: KL and feature alignment to the teacher's 3D-only branch on all points.
     kd_all: float = 0.0
     feat_all: float = 0.0
-    ignore_index: int = 0
+    #: Label of unlabeled points (the data pipeline's IGNORE_INDEX).
+    ignore_index: int = IGNORE_INDEX
 
     @classmethod
     def from_dict(cls, data: Mapping[str, object]) -> DistillWeights:
@@ -380,7 +383,8 @@ class TeacherWeights:
     contrastive: float = 0.1
     temperature: float = 0.07
     max_points: int = 2048
-    ignore_index: int = 0
+    #: Label of unlabeled points (the data pipeline's IGNORE_INDEX).
+    ignore_index: int = IGNORE_INDEX
 
 
 class _TeacherOutputLike(Protocol):
