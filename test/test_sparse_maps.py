@@ -169,3 +169,30 @@ def test_empty_coords():
     assert upsample_table(empty, out).shape == (0, 8)
     maps = build_kernel_maps(empty, (4, 4, 4), num_levels=3)
     assert maps.sizes() == [0, 0, 0]
+
+
+@settings(max_examples=30, deadline=None)
+@given(sparse_coords(max_side=9))
+def test_searchsorted_fallback_matches_dense_index(data):
+    """Grids too big for the dense pillar index use searchsorted; both must agree."""
+    from xmodelkd_ros.sparse import maps as maps_mod
+
+    coords, shape = data
+    coarse, _, _ = downsample(coords, shape)
+
+    def all_tables():
+        return (
+            submanifold_table(coords, shape, 3),
+            downsample(coords, shape, 3, 2)[1],
+            upsample_table(coords, coarse),
+        )
+
+    dense = all_tables()
+    saved = maps_mod._DENSE_LIMIT
+    maps_mod._DENSE_LIMIT = 0
+    try:
+        fallback = all_tables()
+    finally:
+        maps_mod._DENSE_LIMIT = saved
+    for a, b in zip(dense, fallback, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
