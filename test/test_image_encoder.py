@@ -121,6 +121,20 @@ def test_encoder_output_shape(stride, size):
         ImageEncoder(ImageEncoderConfig(out_stride=16))
 
 
+def test_encoder_normalizes_unit_range_images_inside():
+    cfg = ImageEncoderConfig(arch="tiny", out_channels=8)
+    raw = ImageEncoder(cfg).eval()
+    pre = ImageEncoder(ImageEncoderConfig(arch="tiny", out_channels=8, normalize_input=False))
+    pre.load_state_dict(raw.state_dict())
+    pre.eval()
+    images = torch.rand(1, 3, 32, 48)
+    mean = torch.tensor(cfg.mean).view(1, 3, 1, 1)
+    std = torch.tensor(cfg.std).view(1, 3, 1, 1)
+    with torch.inference_mode():
+        torch.testing.assert_close(raw(images), pre((images - mean) / std))
+    assert not any(k.startswith("input_") for k in raw.state_dict())
+
+
 def _bilinear_oracle(fmap: np.ndarray, u: float, v: float, H: int, W: int) -> np.ndarray:
     """Hand-written bilinear interpolation: feature cell j's centre sits at (j + 0.5) W / w."""
     _, h, w = fmap.shape

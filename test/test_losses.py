@@ -293,6 +293,17 @@ def test_distill_loss_combines_weighted_components():
         DistillWeights.from_dict({"kdd": 0.5})
 
 
+@pytest.mark.parametrize("kind", ["cosine", "l2"])
+def test_distill_loss_accepts_teacher_outputs_from_inference_mode(kind):
+    with torch.inference_mode():
+        _, teacher = _outputs()
+    student, _ = _outputs()
+    loss_fn = DistillLoss(8, 6, 8, DistillWeights(kd_all=1.0, feat_all=1.0, feat_kind=kind))
+    total, _ = loss_fn(student, torch.randint(-1, 5, (12,)), teacher, None)
+    total.backward()
+    assert student.features.grad is not None
+
+
 def test_teacher_loss_components():
     P, K, C, D = 10, 14, 4, 8
     out = SimpleNamespace(logits=torch.randn(P, C, requires_grad=True),

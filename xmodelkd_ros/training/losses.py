@@ -46,6 +46,13 @@ def check_finite(loss: Tensor, name: str = "loss") -> Tensor:
     return loss
 
 
+def _constant(t: Tensor) -> Tensor:
+    """A detached target; a clone if it was made under ``torch.inference_mode`` (those may not
+    be saved for backward), so the loop may run the teacher in either no-grad mode."""
+    t = t.detach()
+    return t.clone() if t.is_inference() else t
+
+
 def _zero(ref: Tensor) -> Tensor:
     """A zero that still depends on ``ref`` so ``backward`` works and gives zero gradients."""
     return ref.sum() * 0.0
@@ -207,7 +214,7 @@ def kd_kl(
     if student_logits.shape[0] == 0:
         return _zero(student_logits)
     log_p_s = F.log_softmax(student_logits / temperature, dim=1)
-    log_p_t = F.log_softmax(teacher_logits.detach() / temperature, dim=1)
+    log_p_t = F.log_softmax(_constant(teacher_logits) / temperature, dim=1)
     kl = (log_p_t.exp() * (log_p_t - log_p_s)).sum(1)
     return kl.mean() * temperature**2
 
@@ -255,7 +262,7 @@ def feature_distill(
     projected = head(student_feat)
     if projected.shape[0] == 0:
         return _zero(projected)
-    target = teacher_feat.detach()
+    target = _constant(teacher_feat)
     if kind == "cosine":
         return (1.0 - F.cosine_similarity(projected, target, dim=1)).mean()
     return F.mse_loss(projected, target)
@@ -321,7 +328,10 @@ class DistillLoss(nn.Module):
         if w.feat_kind not in ("cosine", "l2"):
             raise ValueError(f"feat_kind must be 'cosine' or 'l2', got {w.feat_kind!r}")
         self.head = FeatureProjector(d_student, d_teacher)
-        self.head_3d = FeatureProjector(d_student, d_teacher_3d or d_teacher)
+        # Only built when used: a parameter without gradient trips DDP and clutters checkpoints.
+        self.head_3d = (
+            FeatureProjector(d_student, d_teacher_3d or d_teacher) if w.feat_all else None
+        )
 
     def forward(
         self,
@@ -356,7 +366,7 @@ class DistillLoss(nn.Module):
                 )
             if w.kd_all:
                 parts["kd_all"] = kd_kl(logits, teacher.logits_3d, w.kd_temperature)
-            if w.feat_all:
+            if w.feat_all and self.head_3d is not None:
                 parts["feat_all"] = feature_distill(
                     feats, teacher.features_3d, self.head_3d, None, w.feat_kind
                 )
