@@ -7,6 +7,14 @@ folding bugs, so :func:`random_student` randomises them.
 
 from __future__ import annotations
 
+import atexit
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
 import numpy as np
 import torch
 from torch import nn
@@ -16,7 +24,7 @@ from xmodelkd_ros.nets.inputs import build_inputs, default_grid
 from xmodelkd_ros.nets.student import StudentNet, student_config
 from xmodelkd_ros.sparse import VoxelGridSpec
 
-__all__ = ["random_student", "random_student_checkpoint", "synthetic_scan"]
+__all__ = ["exported_random_model", "random_student", "random_student_checkpoint", "synthetic_scan"]
 
 
 def synthetic_scan(n: int, seed: int = 0, max_range: float = 45.0) -> np.ndarray:
@@ -103,3 +111,36 @@ def random_student_checkpoint(
             "preset": preset,
         },
     )
+
+
+_EXPORTS: dict[tuple[str, int], Path] = {}
+
+
+def exported_random_model(preset: str = "small", seed: int = 0) -> Path:
+    """Export a :func:`random_student_checkpoint` once per process through the real CLI
+    (``python -m xmodelkd_ros.export``) and return the model directory.
+
+    Export costs ~10 s on a small CPU; tests and benchmarks share one per process.
+    The directory is removed at interpreter exit.
+    """
+    key = (preset, seed)
+    if key in _EXPORTS and (_EXPORTS[key] / "model.json").is_file():
+        return _EXPORTS[key]
+    from xmodelkd_ros.nets.checkpoint import save_student
+
+    root = Path(tempfile.mkdtemp(prefix="xmodelkd_export_"))
+    atexit.register(shutil.rmtree, root, True)
+    ckpt_path = root / "student.ckpt"
+    save_student(random_student_checkpoint(preset, seed), ckpt_path)
+    out = root / "model"
+    repo = Path(__file__).resolve().parents[2]
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(repo), env.get("PYTHONPATH")) if p)
+    env.setdefault("OMP_NUM_THREADS", "1")
+    cmd = [sys.executable, "-m", "xmodelkd_ros.export", "--checkpoint", str(ckpt_path),
+           "--out", str(out), "--opt-points", "1000", "--max-points", "160000"]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"export CLI failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+    _EXPORTS[key] = out
+    return out

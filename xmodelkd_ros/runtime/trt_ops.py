@@ -35,3 +35,29 @@ TENSORRT_ONNX_OPS: frozenset[str] = frozenset(
 FORBIDDEN_OPS: frozenset[str] = frozenset(
     {"NonZero", "Unique", "TopK", "ScatterND", "ScatterElements", "Loop", "If", "Scan"}
 )
+
+
+def unsupported_ops(model: object) -> dict[str, list[str]]:
+    """Op types of an ``onnx.ModelProto`` (subgraphs included) that TensorRT would reject.
+
+    Returns ``{"unsupported": [...], "forbidden": [...]}``, both empty for a good graph.
+    """
+    ops: set[str] = set()
+
+    def walk(graph: object) -> None:
+        for node in graph.node:  # type: ignore[attr-defined]
+            if node.domain not in ("", "ai.onnx"):
+                ops.add(f"{node.domain}::{node.op_type}")
+            else:
+                ops.add(node.op_type)
+            for attr in node.attribute:
+                if attr.g is not None and len(attr.g.node):
+                    walk(attr.g)
+                for sub in attr.graphs:
+                    walk(sub)
+
+    walk(model.graph)  # type: ignore[attr-defined]
+    return {
+        "unsupported": sorted(ops - TENSORRT_ONNX_OPS),
+        "forbidden": sorted(ops & FORBIDDEN_OPS),
+    }

@@ -1,0 +1,103 @@
+"""The exported ONNX graph: valid, dynamic, TensorRT-parsable operators only, with model.json."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from xmodelkd_ros.export import main as export_main
+from xmodelkd_ros.labels import CLASS_NAMES, PALETTE
+from xmodelkd_ros.runtime.graph import input_names
+from xmodelkd_ros.runtime.metadata import ModelMetadata, sha256_file
+from xmodelkd_ros.runtime.synthetic import exported_random_model
+from xmodelkd_ros.runtime.trt_ops import FORBIDDEN_OPS, TENSORRT_ONNX_OPS, unsupported_ops
+
+
+@pytest.fixture(scope="module")
+def model_dir() -> Path:
+    """Exported once through ``python -m xmodelkd_ros.export`` (the real CLI)."""
+    return exported_random_model("small", seed=0)
+
+
+@pytest.fixture(scope="module")
+def graph(model_dir: Path) -> onnx.ModelProto:
+    return onnx.load(str(model_dir / "model.onnx"))
+
+
+def test_checker_and_opset(graph: onnx.ModelProto) -> None:
+    onnx.checker.check_model(graph, full_check=True)
+    opset = {o.domain: o.version for o in graph.opset_import}
+    assert opset.get("", opset.get("ai.onnx", 0)) >= 17
+
+
+def test_ops_supported_by_tensorrt(graph: onnx.ModelProto) -> None:
+    ops = {n.op_type for n in graph.graph.node}
+    assert ops <= TENSORRT_ONNX_OPS, sorted(ops - TENSORRT_ONNX_OPS)
+    assert not ops & {"NonZero", "Unique", "TopK", "ScatterND", "Loop", "If"}
+    assert not ops & FORBIDDEN_OPS
+    assert "BatchNormalization" not in ops  # folded
+    assert {"Gather", "MatMul", "Add"} <= ops
+    assert unsupported_ops(graph) == {"unsupported": [], "forbidden": []}
+
+
+def test_op_check_catches_bad_graph() -> None:
+    """The check itself must fail on a graph TensorRT's parser would reject."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [None])
+    y = helper.make_tensor_value_info("y", TensorProto.INT64, [1, None])
+    z = helper.make_tensor_value_info("z", TensorProto.FLOAT, [None])
+    nodes = [
+        helper.make_node("NonZero", ["x"], ["y"]),
+        helper.make_node("Unique", ["x"], ["z"]),
+        helper.make_node("Relu", ["x"], ["r"]),
+    ]
+    g = helper.make_graph(nodes, "bad", [x], [y, z])
+    bad = unsupported_ops(helper.make_model(g))
+    assert bad["forbidden"] == ["NonZero", "Unique"]
+    assert "Unique" in bad["unsupported"] and "NonZero" not in TENSORRT_ONNX_OPS
+
+
+def test_dynamic_axes_distinct_per_level(graph: onnx.ModelProto) -> None:
+    inputs = {i.name: i for i in graph.graph.input}
+    assert list(inputs) == input_names(4)
+    dim0 = {n: i.type.tensor_type.shape.dim[0].dim_param for n, i in inputs.items()}
+    assert all(dim0.values()), dim0  # every first dim symbolic
+    levels = {dim0["voxel_feats"], dim0["subm_1"], dim0["subm_2"], dim0["subm_3"]}
+    assert len(levels) == 4 and dim0["point_feats"] not in levels
+    assert dim0["point2voxel"] == dim0["point_feats"]
+    assert dim0["down_0"] == dim0["subm_1"] and dim0["up_0"] == dim0["subm_0"]
+    for name in ("point2voxel", "subm_0", "down_0", "up_0"):
+        assert inputs[name].type.tensor_type.elem_type == TensorProto.INT64
+    (out,) = graph.graph.output
+    assert out.name == "logits"
+    assert out.type.tensor_type.shape.dim[0].dim_param == dim0["point_feats"]
+    assert out.type.tensor_type.shape.dim[1].dim_value == len(CLASS_NAMES)
+
+
+def test_model_json(model_dir: Path) -> None:
+    data = json.loads((model_dir / "model.json").read_text())
+    assert data["classes"] == list(CLASS_NAMES)
+    assert data["palette"] == PALETTE.tolist()
+    assert data["grid"]["voxel_size"] == [0.1, 0.1, 0.1]
+    assert data["input"]["fields"] == ["x", "y", "z", "intensity"]
+    assert len(data["input"]["normalization"]["mean"]) == 4
+    assert data["network"]["preset"] == "small"
+    prov = data["provenance"]
+    assert prov["recipe"] == "untrained-test" and prov["dataset"] == "synthetic"
+    assert prov["metrics"] == {"miou": 0.0}
+    assert data["onnx"]["sha256"] == sha256_file(model_dir / "model.onnx")
+    assert data["onnx"]["opset"] >= 17
+    assert data["tensorrt_profile"]["points"] == [1, 1000, 160000]  # CLI flags respected
+    assert data["checkpoint"]["sha256"] == sha256_file(model_dir / "student.pt")
+    meta = ModelMetadata.read(model_dir)
+    assert meta.num_levels == 4 and meta.class_names == list(CLASS_NAMES)
+
+
+def test_cli_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rc = export_main(["--checkpoint", str(tmp_path / "nope.pt"), "--out", str(tmp_path / "o")])
+    assert rc == 1 and "not found" in capsys.readouterr().err
+    rc = export_main(["--checkpoint", "x", "--out", "y", "--min-points", "5", "--opt-points", "2"])
+    assert rc == 2
