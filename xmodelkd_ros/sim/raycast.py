@@ -25,7 +25,8 @@ MISS, GROUND = -2, -1
 
 @dataclass
 class RayGrid:
-    """Rays from one world-frame origin. ``dirs`` (H, W, 3) float32 world directions;
+    """Rays from one world-frame origin. ``dirs`` (3, H, W) float32 world directions
+    (planar: one contiguous array per component);
     ``window(lo, hi)`` lists the grid windows a world AABB may cover."""
 
     origin: np.ndarray
@@ -203,38 +204,35 @@ def _intersect(
 
 def cast(grid: RayGrid, prims: list[Prim], street: Street) -> Hits:
     """Intersect every ray of ``grid`` with the ground and ``prims``; nearest hit wins."""
-    H, W = grid.dirs.shape[:2]
+    _, H, W = grid.dirs.shape
     o = np.asarray(grid.origin, dtype=np.float64)
-    D = grid.dirs
-    tb = np.full((H, W), np.inf, dtype=np.float32)
-    pid = np.full((H, W), MISS, dtype=np.int32)
+    DX, DY, DZ = grid.dirs
+    tb = np.full(H * W, np.inf, dtype=np.float32)
+    pid = np.full(H * W, MISS, dtype=np.int32)
     nb = np.zeros((H, W, 3), dtype=np.float32)
-    band = np.zeros((H, W), dtype=np.int16)
+    band = np.zeros(H * W, dtype=np.int16)
 
-    # Ground: try the curb-height plane first, then the road plane.
-    dz = D[..., 2]
-    down = dz < -1e-6
-    idx = np.nonzero(down)
-    Dd = D[idx]
-    t_hi = (CURB - o[2]) / Dd[:, 2]
-    t_lo = (0.0 - o[2]) / Dd[:, 2]
-    x_hi, y_hi = o[0] + t_hi * Dd[:, 0], o[1] + t_hi * Dd[:, 1]
-    x_lo, y_lo = o[0] + t_lo * Dd[:, 0], o[1] + t_lo * Dd[:, 1]
+    # Ground: try the curb-height plane first, then the road plane where that one misses.
+    idx = np.flatnonzero(DZ.ravel() < -1e-6)
+    dx, dy, dz = DX.ravel()[idx], DY.ravel()[idx], DZ.ravel()[idx]
     span = grid.max_t + 5.0
     first, table = street.edge_table(o[0] - span, o[0] + span)
-    b_hi = street.ground_band(x_hi, y_hi, first, table)
-    b_lo = street.ground_band(x_lo, y_lo, first, table)
-    acc_hi = GROUND_HEIGHT[b_hi] > 0.05
-    tg = np.where(acc_hi, t_hi, t_lo).astype(np.float32)
-    bg = np.where(acc_hi, b_hi, b_lo)
+    tg = ((CURB - o[2]) / dz).astype(np.float32)
+    bg = street.ground_band(o[0] + tg * dx, o[1] + tg * dy, first, table)
+    low = np.flatnonzero(GROUND_HEIGHT[bg] < 0.05)
+    t_lo = ((0.0 - o[2]) / dz[low]).astype(np.float32)
+    tg[low] = t_lo
+    bg[low] = street.ground_band(o[0] + t_lo * dx[low], o[1] + t_lo * dy[low], first, table)
     ok = tg < grid.max_t
-    sel = tuple(i[ok] for i in idx)
+    sel = idx[ok]
     tb[sel] = tg[ok]
     pid[sel] = GROUND
     band[sel] = bg[ok]
-    nb[sel] = (0.0, 0.0, 1.0)
+    nb.reshape(-1, 3)[sel, 2] = 1.0
+    tb = tb.reshape(H, W)
+    pid = pid.reshape(H, W)
+    band = band.reshape(H, W)
 
-    DX, DY, DZ = (np.ascontiguousarray(D[..., a]) for a in range(3))
     for k, p in enumerate(prims):
         lo, hi = p.aabb()
         for rs, cs in grid.window(lo, hi):

@@ -80,8 +80,8 @@ class LidarModel:
         self.azimuths = az
         self.dirs = np.stack(
             np.broadcast_arrays(np.cos(el) * np.cos(az), np.cos(el) * np.sin(az), np.sin(el)),
-            axis=-1,
-        ).astype(np.float32)  # (beams, columns, 3), sensor frame
+            axis=0,
+        ).astype(np.float32)  # (3, beams, columns), sensor frame
         period = 1.0 / self.rate_hz
         self.column_time = ((np.pi - az) / (2 * np.pi) * period).astype(np.float32)
 
@@ -96,36 +96,38 @@ class LidarModel:
         R = pose[:3, :3].astype(np.float32)
         o = pose[:3, 3]
         yaw = float(np.arctan2(pose[1, 0], pose[0, 0]))
+        B, C = self.beams, self.columns
         grid = RayGrid(
             origin=o,
-            dirs=self.dirs @ R.T,
+            dirs=(R @ self.dirs.reshape(3, -1)).reshape(3, B, C),
             window=lidar_window_fn(o, yaw, np.deg2rad(self.elevations_deg), self.columns),
             max_t=self.max_range,
         )
         hits = cast(grid, prims, street)
         valid = (hits.pid != MISS) & (hits.t >= self.min_range)
         valid &= rng.random(valid.shape) >= self.dropout
-        ring, col = np.nonzero(valid)
-        t = hits.t[ring, col]
+        idx = np.flatnonzero(valid)
+        ring, col = np.divmod(idx, C)
+        t = hits.t.ravel()[idx]
         rng_noisy = t + rng.normal(0.0, self.range_noise, t.shape).astype(np.float32)
-        d = self.dirs[ring, col]
-        xyz = d * rng_noisy[:, None]
-        raw, inst, refl, _, _, _ = _materials(hits, prims, ring, col)
-        cos_inc = np.abs((hits.normal[ring, col] * grid.dirs[ring, col]).sum(-1))
+        d = self.dirs.reshape(3, -1)[:, idx]
+        raw, inst, refl, _, _, _ = _materials(hits, prims, idx)
+        n = hits.normal.reshape(-1, 3)[idx]
+        cos_inc = np.abs((n * grid.dirs.reshape(3, -1)[:, idx].T).sum(-1))
         inten = refl * (0.55 + 0.45 * cos_inc)
         inten = inten + rng.normal(0.0, self.intensity_noise, inten.shape)
         inten = np.clip(inten, 0.0, 1.0)
         pts = np.empty((len(t), 6), dtype=np.float32)
-        pts[:, :3] = xyz
+        pts[:, :3] = (d * rng_noisy).T
         pts[:, 3] = inten
         pts[:, 4] = ring
         pts[:, 5] = self.column_time[col]
         return pts, raw, inst
 
 
-def _materials(hits: Hits, prims: list[Prim], *index: np.ndarray):
-    """Per-ray raw id, instance, reflectivity, colour, texture kind and texture seed."""
-    pid = hits.pid[index]
+def _materials(hits: Hits, prims: list[Prim], index: np.ndarray):
+    """Per-ray (flat ``index``) raw id, instance, reflectivity, colour, texture and seed."""
+    pid = hits.pid.ravel()[index]
     n = len(pid)
     P = len(prims)
     p_raw = np.array([p.raw for p in prims] + [0], dtype=np.uint16)
@@ -143,7 +145,7 @@ def _materials(hits: Hits, prims: list[Prim], *index: np.ndarray):
     tex = p_tex[k]
     seed = p_seed[k]
     if g.any():
-        b = hits.band[index][g]
+        b = hits.band.ravel()[index][g]
         raw[g] = GROUND_RAW[b]
         refl[g] = GROUND_REFLECT[b]
         col[g] = GROUND_COLOR[b]
@@ -256,42 +258,42 @@ def render_camera(
     T_wc = pose @ cam.T_lidar_cam
     R_wc = T_wc[:3, :3]
     o = T_wc[:3, 3]
-    rays_cam = _camera_rays(cam)
-    dirs = (rays_cam @ R_wc.T.astype(np.float32)).astype(np.float32)
-    grid = RayGrid(o, dirs, camera_window_fn(o, R_wc, cam.K, cam.width, cam.height), max_depth)
-    hits = cast(grid, prims, street)
     H, W = cam.height, cam.width
-    img = np.empty((H, W, 3), dtype=np.float32)
+    rays_cam, ray_len = _camera_rays(cam)
+    dirs = (R_wc.astype(np.float32) @ rays_cam).reshape(3, H, W)
+    grid = RayGrid(o, dirs, camera_window_fn(o, R_wc, cam.K, W, H), max_depth)
+    hits = cast(grid, prims, street)
     # Sky gradient by ray elevation.
-    dn = dirs / np.linalg.norm(dirs, axis=-1, keepdims=True)
-    s = np.clip(dn[..., 2] * 3.0, 0.0, 1.0)[..., None]
-    sky = SKY_HORIZON * (1 - s) + SKY_TOP * s
-    img[:] = sky
-    raw_img = np.zeros((H, W), dtype=np.uint16)
-    inst_img = np.zeros((H, W), dtype=np.uint16)
-    r, c = np.nonzero(hits.pid != MISS)
-    if len(r):
-        raw, inst, _, col, tex, seed = _materials(hits, prims, r, c)
-        t = hits.t[r, c]
-        P = o + t[:, None].astype(np.float64) * dirs[r, c]
-        col = _texture(tex, col, P.astype(np.float32), seed)
-        n = hits.normal[r, c]
+    s = np.clip(dirs[2].ravel() / ray_len * 3.0, 0.0, 1.0)[:, None]
+    img = SKY_HORIZON + s * (SKY_TOP - SKY_HORIZON)  # (H*W, 3) float32
+    raw_img = np.zeros(H * W, dtype=np.uint16)
+    inst_img = np.zeros(H * W, dtype=np.uint16)
+    idx = np.flatnonzero(hits.pid.ravel() != MISS)
+    if len(idx):
+        raw, inst, _, col, tex, seed = _materials(hits, prims, idx)
+        t = hits.t.ravel()[idx]
+        d = dirs.reshape(3, -1)[:, idx]
+        P = (o[:, None] + t * d).T.astype(np.float32)
+        col = _texture(tex, col, P, seed)
+        n = hits.normal.reshape(-1, 3)[idx]
         shade = 0.5 + 0.55 * np.clip(n @ SUN, 0.0, 1.0)
-        rgb = col * shade[:, None]
-        dist = t * np.linalg.norm(dirs[r, c], axis=-1)
-        fog = (1.0 - np.exp(-dist / 220.0))[:, None]
-        img[r, c] = rgb * (1 - fog) + sky[r, c] * fog
-        raw_img[r, c] = raw
-        inst_img[r, c] = inst
-    return np.clip(img, 0, 255).astype(np.uint8), raw_img, inst_img
+        fog = 1.0 - np.exp(-(t * ray_len[idx]) / np.float32(220.0))
+        sky = img[idx]
+        img[idx] = col * (shade * (1 - fog))[:, None] + sky * fog[:, None]
+        raw_img[idx] = raw
+        inst_img[idx] = inst
+    rgb = np.clip(img, 0, 255).astype(np.uint8).reshape(H, W, 3)
+    return rgb, raw_img.reshape(H, W), inst_img.reshape(H, W)
 
 
-_RAY_CACHE: dict[tuple, np.ndarray] = {}
+_RAY_CACHE: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
 
 
-def _camera_rays(cam: PinholeCamera) -> np.ndarray:
+def _camera_rays(cam: PinholeCamera) -> tuple[np.ndarray, np.ndarray]:
+    """Camera-frame pixel rays (3, H*W) float32 (z = 1) and their lengths (H*W,)."""
     key = (cam.width, cam.height, *np.round(cam.K.ravel(), 6))
-    rays = _RAY_CACHE.get(key)
-    if rays is None:
-        rays = _RAY_CACHE[key] = cam.pixel_rays().astype(np.float32)
-    return rays
+    hit = _RAY_CACHE.get(key)
+    if hit is None:
+        rays = np.ascontiguousarray(cam.pixel_rays().reshape(-1, 3).T.astype(np.float32))
+        hit = _RAY_CACHE[key] = (rays, np.linalg.norm(rays, axis=0))
+    return hit
