@@ -139,8 +139,8 @@ class PinholeCamera:
             "frame_id": self.frame_id,
             "width": self.width,
             "height": self.height,
-            "K": [float(x) for x in self.K.ravel()],
-            "T_cam_lidar": [float(x) for x in self.T_cam_lidar.ravel()],
+            "K": [float(x) + 0.0 for x in self.K.ravel()],
+            "T_cam_lidar": [float(x) + 0.0 for x in self.T_cam_lidar.ravel()],
         }
         d["D"] = [float(x) for x in self.D] if self.D is not None else [0.0] * 5
         return d
