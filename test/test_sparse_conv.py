@@ -329,3 +329,13 @@ def test_state_dict_roundtrip_with_spconv(spconv):
     fresh.load_state_dict(sp_layer.state_dict())
     torch.testing.assert_close(fresh.weight, layer.weight)
     torch.testing.assert_close(fresh.bias, layer.bias)
+
+
+def test_pairs_cache_follows_in_place_table_changes():
+    layer, x, table = _case("subm", 13)
+    with torch.no_grad():
+        before = layer(x, table, impl="pairs")
+        table[:, 0] = x.shape[0]  # drop one offset in place: cached pairs must be rebuilt
+        after = layer(x, table, impl="pairs")
+        torch.testing.assert_close(after, layer(x, table, impl="gather"))
+    assert not torch.allclose(before, after)

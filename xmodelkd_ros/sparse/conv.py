@@ -13,6 +13,7 @@ Two numerically identical forms:
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -85,13 +86,32 @@ def sparse_conv_gather(
     return out
 
 
+def cached_pairs(table: torch.Tensor, num_inputs: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """``table_to_pairs`` memoised on the table tensor itself.
+
+    A network applies each level's table in several layers per forward; splitting it
+    into pairs costs ~25 nonzero() passes, so do it once. Stored as an attribute of
+    the tensor so it is freed with it and invalidated if the table is modified.
+    """
+    key = (num_inputs, table._version)
+    cached = getattr(table, "_xmkd_pairs", None)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    pairs = table_to_pairs(table, num_inputs)
+    # some tensor subclasses forbid attributes: then just do not cache
+    with contextlib.suppress(AttributeError, RuntimeError):
+        table._xmkd_pairs = (key, pairs)  # type: ignore[attr-defined]
+    return pairs
+
+
 def sparse_conv_pairs(x: torch.Tensor, table: torch.Tensor, weight_k: torch.Tensor) -> torch.Tensor:
     """Pair-list form. ``weight_k`` is (K, Cin, Cout)."""
     out = x.new_zeros(table.shape[0], weight_k.shape[2])
-    for k, (in_rows, out_rows) in enumerate(table_to_pairs(table, x.shape[0])):
+    for k, (in_rows, out_rows) in enumerate(cached_pairs(table, x.shape[0])):
         if in_rows.numel() == 0:
             continue
-        out = out.index_add(0, out_rows, x[in_rows] @ weight_k[k])
+        # in place: an out-of-place index_add would copy the (M_out, Cout) output per offset
+        out.index_add_(0, out_rows, x[in_rows] @ weight_k[k])
     return out
 
 
