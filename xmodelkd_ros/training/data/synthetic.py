@@ -30,7 +30,7 @@ class SyntheticWorld:
         cache: bool = True,
         sim_kwargs: dict[str, Any] | None = None,
     ) -> None:
-        from xmodelkd_ros.sim import SimWorld
+        from xmodelkd_ros.sim.world import SimWorld
 
         self.world = SimWorld(seed, **(sim_kwargs or {}))
         self.seed, self.scans, self.start, self.stride = seed, scans, start, max(1, stride)
