@@ -129,11 +129,14 @@ class Segmenter:
         device: str = "cpu",
         engine_cache: str | os.PathLike | None = None,
         fp16: bool = False,
+        intra_op_threads: int = 0,
     ) -> Segmenter:
         """Load ``model.json`` + ``model.onnx`` (or ``student.pt`` for torch) from an export.
 
         Raises :class:`ModelLoadError` for a missing/corrupt directory, a missing or
         malformed ``model.json`` or an ONNX file whose sha256 differs from the recorded one.
+        ``intra_op_threads`` bounds ONNX Runtime's CPU threads (0 = its default), so the
+        node can leave cores to the driver and the rest of the stack.
         """
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
@@ -161,7 +164,7 @@ class Segmenter:
                 f"({meta.onnx_sha256[:12]}..): re-export or restore the file"
             )
         if backend == "onnxruntime":
-            impl: Backend = OnnxRuntimeBackend(onnx_path, device)
+            impl: Backend = OnnxRuntimeBackend(onnx_path, device, intra_op_threads)
         else:
             from xmodelkd_ros.runtime.tensorrt import TensorRTBackend, get_engine
 
