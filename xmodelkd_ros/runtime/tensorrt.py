@@ -156,9 +156,12 @@ def build_engine(
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_bytes)
     if fp16:
-        if not builder.platform_has_fast_fp16:
-            log.warning("GPU has no fast FP16; building anyway")
-        config.set_flag(trt.BuilderFlag.FP16)
+        # weakly-typed FP16 (the builder picks per-layer precision); TensorRT releases that
+        # dropped the flag need an FP16 ONNX instead, which we do not produce
+        flag = getattr(trt.BuilderFlag, "FP16", None)
+        if flag is None:
+            raise ModelLoadError(f"TensorRT {trt.__version__} has no FP16 builder flag")
+        config.set_flag(flag)
     opt_profile = builder.create_optimization_profile()
     shapes = profile_shapes(_static_input_shapes(onnx_path), profile or DEFAULT_PROFILE)
     for i in range(network.num_inputs):
