@@ -132,3 +132,16 @@ def test_auto_picks_tensorrt_on_gpu(trt_env: dict) -> None:
         trt_env["model_dir"], "auto", "cuda", engine_cache=trt_env["cache"]
     )
     assert seg.backend_name == "tensorrt"
+
+
+def test_tensorrt_unusable_is_a_clear_load_error() -> None:
+    ok, _ = tensorrt_available()
+    if ok:
+        pytest.skip("TensorRT is usable here")
+    from xmodelkd_ros.runtime import ModelLoadError, build_only
+
+    model_dir = exported_random_model("small", seed=0)
+    with pytest.raises(ModelLoadError, match="TensorRT"):
+        Segmenter.from_model_dir(model_dir, backend="tensorrt", device="cuda")
+    with pytest.raises(ModelLoadError, match="TensorRT"):
+        build_only(model_dir)

@@ -189,6 +189,9 @@ def get_engine(
 
     Returns ``(path, built)``; ``built`` is False when the cache was hit.
     """
+    ok, reason = tensorrt_available()
+    if not ok:
+        raise ModelLoadError(f"cannot use TensorRT: {reason}")
     trt = _trt()
     onnx_path = Path(onnx_path)
     profile = profile or DEFAULT_PROFILE
