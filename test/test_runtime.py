@@ -59,6 +59,9 @@ def test_torch_and_onnxruntime_agree(seg_torch: Segmenter, seg_ort: Segmenter) -
     np.testing.assert_allclose(ra.confidence, rb.confidence, atol=1e-4)
     assert set(ra.timings) == STAGES and set(rb.timings) == STAGES
     assert rb.timings["total"] >= rb.timings["inference"] > 0
+    # maps are timed apart from voxelization (catches build_inputs no longer going
+    # through the timed build_kernel_maps)
+    assert rb.timings["maps"] > 0 and rb.timings["voxelize"] > 0
 
 
 @pytest.mark.parametrize("n", [0, 1, 100])
