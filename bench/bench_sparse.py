@@ -11,6 +11,7 @@ and flatter the gather form.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -33,7 +34,7 @@ from xmodelkd_ros.sparse import (
 )
 from xmodelkd_ros.sparse.spconv_backend import make_sparse_tensor
 
-GRID = VoxelGridSpec((0.1, 0.1, 0.1), (-50.0, -50.0, -4.0), (50.0, 50.0, 4.0))
+RANGE_MIN, RANGE_MAX = (-50.0, -50.0, -4.0), (50.0, 50.0, 4.0)
 SENSOR_HEIGHT = 1.8
 
 
@@ -83,28 +84,35 @@ def synth_scan(num_points: int, seed: int = 0) -> np.ndarray:
     return np.concatenate([pts, inten], 1).astype(np.float32)
 
 
-def timeit(fn: Callable[[], object], repeats: int, warmup: int = 2) -> float:
-    """Median wall time in ms (median: the machine is shared, means get skewed)."""
+def timeit(fn: Callable[[], object], repeats: int, warmup: int = 2) -> tuple[float, float]:
+    """Median (wall ms, process-CPU ms). Median because the machine is shared; CPU time
+    alongside because wall time on an oversubscribed box mostly measures the neighbours."""
     for _ in range(warmup):
         fn()
-    times = []
+    walls, cpus = [], []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         fn()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
+        walls.append((time.perf_counter() - t0) * 1e3)
+        cpus.append((time.process_time() - c0) * 1e3)
+    return statistics.median(walls), statistics.median(cpus)
 
 
-def bench_conv(
-    c: int, vox: object, table: torch.Tensor, repeats: int
-) -> list[tuple[str, float, str]]:
+Row = tuple[str, tuple[float, float], str]
+
+
+def _ratio(t: tuple[float, float], ref: tuple[float, float]) -> str:
+    return f"{t[0] / ref[0]:5.2f}x  {t[1] / ref[1]:5.2f}x"
+
+
+def bench_conv(c: int, vox: object, table: torch.Tensor, repeats: int) -> list[Row]:
     """subm c->c at level 0 with one weight shared by our layer and spconv's."""
     torch.manual_seed(0)
     layer = SparseConv3d(c, c, 3, "subm").eval()
     x = torch.randn(table.shape[0], c)
     t_g = timeit(lambda: layer(x, table, impl="gather"), repeats)
     t_p = timeit(lambda: layer(x, table, impl="pairs"), repeats)
-    t_sp = t_sp_full = float("nan")
+    t_sp = t_sp_full = (float("nan"), float("nan"))
     if spconv_available():
         sp_layer = to_spconv(layer, indice_key="subm0").eval()
 
@@ -125,25 +133,26 @@ def bench_conv(
         t_sp = timeit(lambda: sp_layer(st), repeats)
         t_sp_full = timeit(fresh, repeats)
     return [
-        (f"subm {c}->{c} ours gather", t_g, f"{t_g / t_sp:.2f}x spconv"),
-        (f"subm {c}->{c} ours pairs", t_p, f"{t_p / t_sp:.2f}x spconv"),
-        (f"subm {c}->{c} spconv (cached indices)", t_sp, "1.00x"),
-        (f"subm {c}->{c} spconv (incl. index build)", t_sp_full, f"{t_sp_full / t_sp:.2f}x"),
+        (f"subm {c}->{c} ours gather", t_g, _ratio(t_g, t_sp)),
+        (f"subm {c}->{c} ours pairs", t_p, _ratio(t_p, t_sp)),
+        (f"subm {c}->{c} spconv (cached indices)", t_sp, _ratio(t_sp, t_sp)),
+        (f"subm {c}->{c} spconv (incl. index build)", t_sp_full, _ratio(t_sp_full, t_sp)),
     ]
 
 
-def bench_one(num_points: int, channels: list[int], repeats: int) -> list[tuple[str, float, str]]:
+def bench_one(num_points: int, channels: list[int], repeats: int, voxel: float) -> list[Row]:
     scan = torch.from_numpy(synth_scan(num_points))
-    rows: list[tuple[str, float, str]] = []
+    grid = VoxelGridSpec((voxel,) * 3, RANGE_MIN, RANGE_MAX)
+    rows: list[Row] = []
     with torch.inference_mode():
-        vox = voxelize(scan, GRID)
-        rows.append(("voxelize", timeit(lambda: voxelize(scan, GRID), repeats), ""))
+        vox = voxelize(scan, grid)
+        rows.append(("voxelize", timeit(lambda: voxelize(scan, grid), repeats), ""))
         maps = build_kernel_maps(vox.coords, vox.spatial_shape, 4)
         t_maps = timeit(lambda: build_kernel_maps(vox.coords, vox.spatial_shape, 4), repeats)
         sizes = maps.sizes()
         fill = (maps.subm[0] < sizes[0]).float().sum(1).mean().item()
         print(
-            f"\n== {len(scan)} points -> voxels per level {sizes}, "
+            f"\n== {len(scan)} points, voxel {voxel} m -> voxels per level {sizes}, "
             f"mean active neighbours (level 0) {fill:.1f}/27"
         )
         rows.append(("build_kernel_maps (4 levels)", t_maps, ""))
@@ -157,16 +166,27 @@ def main() -> None:
     ap.add_argument("--points", type=int, nargs="+", default=[35000, 120000])
     ap.add_argument("--channels", type=int, nargs="+", default=[32, 64])
     ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--voxel", type=float, default=0.1, help="voxel edge in metres")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch intra-op threads; use 1 on a shared box: OpenMP barriers of an"
+        " oversubscribed multi-threaded run inflate every number several-fold",
+    )
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     print(
         f"torch {torch.__version__}, threads {torch.get_num_threads()}, "
-        f"spconv {'available' if spconv_available() else 'NOT available'}"
+        f"spconv {'available' if spconv_available() else 'NOT available'}, "
+        f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
     )
     for n in args.points:
-        rows = bench_one(n, args.channels, args.repeats)
-        print(f"{'step':44s} {'median ms':>10s}  ratio")
-        for name, ms, ratio in rows:
-            print(f"{name:44s} {ms:10.1f}  {ratio}")
+        rows = bench_one(n, args.channels, args.repeats, args.voxel)
+        print(f"{'step':44s} {'wall ms':>9s} {'cpu ms':>9s}  vs spconv (wall, cpu)")
+        for name, (wall, cpu), ratio in rows:
+            print(f"{name:44s} {wall:9.1f} {cpu:9.1f}  {ratio}")
 
 
 if __name__ == "__main__":

@@ -91,9 +91,12 @@ def cached_pairs(table: torch.Tensor, num_inputs: int) -> list[tuple[torch.Tenso
 
     A network applies each level's table in several layers per forward; splitting it
     into pairs costs ~25 nonzero() passes, so do it once. Stored as an attribute of
-    the tensor so it is freed with it and invalidated if the table is modified.
+    the tensor so it is freed with it and invalidated if the table is modified
+    (tracked via the version counter, which inference-mode tensors lack).
     """
-    key = (num_inputs, table._version)
+    # inference tensors have no version counter: those tables are treated as immutable
+    version = None if table.is_inference() else table._version
+    key = (num_inputs, version, table.data_ptr(), tuple(table.shape))
     cached = getattr(table, "_xmkd_pairs", None)
     if cached is not None and cached[0] == key:
         return cached[1]
