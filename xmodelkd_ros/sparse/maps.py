@@ -59,10 +59,11 @@ class _Index:
     """Membership lookup ``(b, x, y, z) -> row`` over a voxel set, fully vectorised.
 
     Default: a dense (B, X, Y) grid of pillar ids plus a dense (pillars, Z) table of
-    rows, both padded by ``pad`` cells on every side so that neighbour queries need
-    no bounds masks. A LiDAR scan fills few z cells per (x, y) column, so both stay
-    small (~4 MiB for a 1000 x 1000 x 80 grid) and a lookup is two gathers. Grids
-    too large for that fall back to ``searchsorted`` on packed int64 keys.
+    rows, both cropped to the occupied bounding box and padded by ``pad`` cells on
+    every side so that neighbour queries need no bounds masks. A LiDAR scan fills
+    few z cells per (x, y) column, so both stay small (a few MiB at 0.1 m) and a
+    lookup is two gathers. Grids too large for that fall back to ``searchsorted``
+    on packed int64 keys.
     """
 
     def __init__(self, coords: torch.Tensor, spatial_shape: Shape3, pad: int = 1) -> None:
@@ -75,11 +76,26 @@ class _Index:
         X, Y, Z = self.shape
         nb = int(c[:, 0].max().item()) + 1 if m else 1
         self.batch = nb
-        Xp, Yp, Zp = X + 2 * pad, Y + 2 * pad, Z + 2 * pad
+        # dense tables cover only the occupied bounding box (a scan rarely fills the grid)
+        if m:
+            lo = c[:, 1:].min(0).values
+            ext = c[:, 1:].max(0).values - lo + 1
+        else:
+            lo = torch.zeros(3, dtype=torch.int64, device=dev)
+            ext = torch.ones(3, dtype=torch.int64, device=dev)
+        self.lo = lo
+        self.ext = ext
+        Xe, Ye, Ze = (int(v) for v in ext)
+        Xp, Yp, Zp = Xe + 2 * pad, Ye + 2 * pad, Ze + 2 * pad
+        self.padded = (Xp, Yp, Zp)
         self.dense = nb * Xp * Yp <= _DENSE_LIMIT and (m + 1) * Zp <= _DENSE_LIMIT
         if self.dense:
-            pk = (c[:, 0] * Xp + c[:, 1] + pad) * Yp + c[:, 2] + pad
-            uniq, pid = torch.unique(pk, return_inverse=True)
+            cs = c[:, 1:] - lo + pad
+            pk = (c[:, 0] * Xp + cs[:, 0]) * Yp + cs[:, 1]
+            if m > 1 and bool((pk[1:] >= pk[:-1]).all()):
+                uniq, pid = torch.unique_consecutive(pk, return_inverse=True)
+            else:
+                uniq, pid = torch.unique(pk, return_inverse=True)
             p = uniq.numel()
             self.num_pillars = p
             self.pillar_keys = uniq
@@ -87,7 +103,7 @@ class _Index:
             self.pillar_grid = torch.full((nb * Xp * Yp,), p, dtype=torch.int32, device=dev)
             self.pillar_grid[uniq] = torch.arange(p, dtype=torch.int32, device=dev)
             self.rows = torch.full(((p + 1) * Zp,), m, dtype=torch.int64, device=dev)
-            self.rows[pid * Zp + c[:, 3] + pad] = torch.arange(m, device=dev)
+            self.rows[pid * Zp + cs[:, 2]] = torch.arange(m, device=dev)
             return
         keys = ((c[:, 0] * X + c[:, 1]) * Y + c[:, 2]) * Z + c[:, 3]
         if m > 1 and not bool((keys[1:] > keys[:-1]).all()):
@@ -109,11 +125,15 @@ class _Index:
         inside = (x >= 0) & (x < X) & (y >= 0) & (y < Y) & (z >= 0) & (z < Z)
         inside &= (b >= 0) & (b < self.batch)
         if self.dense:
-            P, Xp, Yp, Zp = self.pad, X + 2 * self.pad, Y + 2 * self.pad, Z + 2 * self.pad
-            pk = torch.where(inside, (b * Xp + x + P) * Yp + y + P, 0)
+            P = self.pad
+            Xp, Yp, Zp = self.padded
+            xs, ys, zs = x - self.lo[0], y - self.lo[1], z - self.lo[2]
+            inside &= (xs >= 0) & (ys >= 0) & (zs >= 0)
+            inside &= (xs < Xp - 2 * P) & (ys < Yp - 2 * P) & (zs < Zp - 2 * P)
+            pk = torch.where(inside, (b * Xp + xs + P) * Yp + ys + P, 0)
             pid = self.pillar_grid[pk].to(torch.int64)
             pid = torch.where(inside, pid, self.num_pillars)
-            return self.rows[pid * Zp + torch.where(inside, z + P, 0)]
+            return self.rows[pid * Zp + torch.where(inside, zs + P, 0)]
         q = ((b * X + x) * Y + y) * Z + z
         q = torch.where(inside, q, -1)
         pos = torch.searchsorted(self.keys, q).clamp_max(self.size - 1)
@@ -130,12 +150,12 @@ class _Index:
         ~15 for a generic lookup -- this is the hot part of building maps.
         """
         h = kernel_size // 2
-        _, Y, Z = self.shape
-        Yp, Zp = Y + 2 * self.pad, Z + 2 * self.pad
+        _, Yp, Zp = self.padded
         r = torch.arange(-h, h + 1, device=self.coords.device)
         dxy = (r[:, None] * Yp + r[None, :]).reshape(-1)  # (ks^2,) in (a, b) order
         nbr_pillars = self.pillar_grid[self.pillar_keys[:, None] + dxy[None, :]].to(torch.int64)
-        base = nbr_pillars[self.pid] * Zp + (self.coords[:, 3:4] + self.pad)  # (M, ks^2)
+        zs = self.coords[:, 3:4] - self.lo[2] + self.pad
+        base = nbr_pillars[self.pid] * Zp + zs  # (M, ks^2)
         idx = base[:, :, None] + r[None, None, :]  # (M, ks^2, ks): c fastest
         return self.rows[idx.reshape(self.size, -1)]
 
