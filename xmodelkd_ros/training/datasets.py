@@ -1,0 +1,133 @@
+"""Recipe -> dataset objects, and the torch ``Dataset`` that prepares samples.
+
+Keeping this apart from the loop means a new data source is one reader class plus one
+branch here; augmentation randomness is a pure function of (seed, stage, epoch, index),
+so a resumed run (and every DDP rank) sees exactly the samples it would have seen.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from torch.utils.data import Dataset
+
+from xmodelkd_ros.training.augment import AugmentConfig, Prepared, prepare_sample
+from xmodelkd_ros.training.data.sample import Sample
+from xmodelkd_ros.training.data.semantickitti import DatasetError, SemanticKITTI
+from xmodelkd_ros.training.recipe import get
+
+
+def build_source(recipe: dict[str, Any], split: str) -> Any:
+    """The reader for ``split`` ("train", "val" or "pretrain") of the recipe's dataset."""
+    data = recipe["data"]
+    kind = data.get("dataset", "synthetic")
+    if split == "pretrain" and data.get("pretrain", "train") == "bag":
+        from xmodelkd_ros.training.data.rosbag import RosbagPairs
+
+        bag = data.get("bag") or {}
+        if not bag.get("path") or not bag.get("calibration"):
+            raise DatasetError("data.pretrain=bag needs data.bag.path and data.bag.calibration")
+        return RosbagPairs(
+            bag["path"],
+            bag.get("lidar_topic", "/points"),
+            list(bag.get("camera_topics") or []),
+            bag["calibration"],
+            max_dt=float(bag.get("max_dt", 0.05)),
+            limit=bag.get("limit"),
+        )
+    part = "train" if split == "pretrain" else split
+    if kind == "synthetic" and data.get("root") is None:
+        from xmodelkd_ros.training.data.synthetic import SyntheticWorld
+
+        h, w = data.get("render_size", [180, 320])
+        return SyntheticWorld(
+            seed=int(data[f"{part}_seed"]),
+            scans=int(data[f"{part}_scans"]),
+            stride=int(data.get("stride", 1)),
+            sim_kwargs={"cameras": int(data.get("cameras", 3)), "width": w, "height": h},
+        )
+    if kind in ("synthetic", "semantickitti"):
+        if not data.get("root"):
+            raise DatasetError("data.root is not set: --set data.root=/path/to/semantickitti")
+        seqs = get(recipe, f"data.sequences.{part}")
+        if not seqs:
+            raise DatasetError(f"data.sequences.{part} is empty")
+        return SemanticKITTI(
+            data["root"],
+            list(seqs),
+            cameras=data.get("kitti_cameras"),
+            limit=data.get(f"{part}_limit") or data.get(f"{part}_scans"),
+            stride=int(data.get("stride", 1)),
+        )
+    if kind == "nuscenes":
+        from xmodelkd_ros.training.data.nuscenes import NuScenesLidarseg
+
+        if not data.get("root"):
+            raise DatasetError("data.root is not set: --set data.root=/path/to/nuscenes")
+        return NuScenesLidarseg(
+            data["root"],
+            version=data.get("version", "v1.0-trainval"),
+            split=data.get(f"{part}_split", part),
+            cameras=data.get("nuscenes_cameras"),
+            limit=data.get(f"{part}_limit"),
+        )
+    raise DatasetError(f"unknown data.dataset {kind!r} (synthetic | semantickitti | nuscenes)")
+
+
+def class_names_of(source: Any) -> list[str]:
+    names = list(getattr(source, "class_names", ()) or ())
+    if not names:
+        from xmodelkd_ros.labels import CLASS_NAMES
+
+        names = list(CLASS_NAMES)
+    return names
+
+
+def augment_config(recipe: dict[str, Any], enabled: bool) -> AugmentConfig:
+    a = dict(recipe.get("augment") or {})
+    return AugmentConfig(
+        enabled=enabled,
+        rotate_deg=float(a.get("rotate_deg", 180.0)),
+        flip=bool(a.get("flip", True)),
+        scale=tuple(a.get("scale", (0.95, 1.05))),
+        jitter=float(a.get("jitter", 0.01)),
+        color_jitter=float(a.get("color_jitter", 0.2)),
+        crop_scale=tuple(a.get("crop_scale", (0.8, 1.0))),
+    )
+
+
+class PreparedDataset(Dataset):
+    """Wraps a reader: ``ds[i]`` is the augmented, correspondence-carrying sample ``i``.
+
+    ``set_epoch`` must be called before each epoch (the DataLoader pickles the dataset
+    into workers at iterator creation, so the epoch travels with it).
+    """
+
+    def __init__(
+        self,
+        source: Any,
+        cfg: AugmentConfig,
+        image_hw: tuple[int, int],
+        seed: int,
+        stream: int,
+        max_points: int | None,
+        views: int = 1,
+        use_images: bool = True,
+    ) -> None:
+        self.source, self.cfg, self.image_hw = source, cfg, tuple(image_hw)
+        self.seed, self.stream, self.max_points = seed, stream, max_points
+        self.views, self.use_images, self.epoch = views, use_images, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, i: int) -> Prepared:
+        sample: Sample = self.source[i]
+        rng = np.random.default_rng([self.seed, self.stream, self.epoch, i])
+        return prepare_sample(
+            sample, self.cfg, rng, self.image_hw, self.max_points, self.views, self.use_images
+        )
