@@ -69,3 +69,13 @@ def student_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("model") / "student.pt"
     save_student(StudentCheckpoint(cfg, default_grid(), StudentNet(cfg).state_dict()), path)
     return path
+
+
+@pytest.fixture(scope="session")
+def exported_model(student_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``student_checkpoint`` exported to a model dir (model.onnx + model.json)."""
+    from xmodelkd_ros.export import export_checkpoint
+
+    out = tmp_path_factory.mktemp("export") / "model"
+    export_checkpoint(student_checkpoint, out)
+    return out

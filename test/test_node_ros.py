@@ -382,12 +382,14 @@ def test_one_camera_never_publishes(sim_frame, student_checkpoint, ros_env, ros_
 
 
 def test_malformed_cloud_is_counted_and_node_keeps_running(
-    sim_frame, student_checkpoint, ros_env, ros_domain, tmp_path
+    sim_frame, exported_model, ros_env, ros_domain, tmp_path
 ):
+    """Also runs the exported model dir on ONNX Runtime (the CPU deployment path)."""
     _frame, pts = sim_frame
+    params = base_params(exported_model, backend="onnxruntime")
     node, peer = None, None
     try:
-        node, peer = start(base_params(student_checkpoint), tmp_path, ros_env, ros_domain, [])
+        node, peer = start(params, tmp_path, ros_env, ros_domain, [])
         t0 = 1_700_000_200_000_000_000
         good1 = make_cloud(pts, t0)
         bad = make_cloud(pts, t0 + 100_000_000)
@@ -402,6 +404,7 @@ def test_malformed_cloud_is_counted_and_node_keeps_running(
                                                                   stamp_of(good2)]
         level, msg, kv = peer.status(": segmentation")
         assert kv["malformed_clouds"] == "1" and kv["processing_errors"] == "0"
+        assert kv["backend"] == "onnxruntime"
         assert level == 1 and "malformed" in msg
         assert node.proc.poll() is None
         assert "malformed cloud" in node.log()
@@ -452,23 +455,45 @@ def test_burst_drops_stale_scans_memory_flat(sim_frame, student_checkpoint, ros_
             assert node.stop() == 0, node.log()
 
 
+def _tensorrt_ok() -> bool:
+    from xmodelkd_ros.runtime import tensorrt_available
+
+    return bool(tensorrt_available()[0])
+
+
 @pytest.mark.parametrize(
     ("params", "expect"),
     [
         ({"model": "/nonexistent/model"}, "does not exist"),
         ({"model": "CORRUPT"}, "cannot load model"),
+        ({"model": "CORRUPT_DIR", "backend": "onnxruntime"}, "does not match model.json"),
         ({"model": "CKPT", "backend": "fast"}, "backend='fast' is not one of"),
         ({"model": "CKPT", "qos": {"depth": "deep"}}, "qos.depth"),
         ({"model": "CKPT", "backend": "onnxruntime"}, "needs an exported model dir"),
+        ({"model": "CKPT", "build_only": True}, "build_only needs an exported model dir"),
+        ({"model": "EXPORT", "build_only": True}, "TensorRT engine build failed"),
     ],
-    ids=["missing", "corrupt", "bad-backend", "bad-type", "ckpt-with-onnx"],
+    ids=["missing", "corrupt-ckpt", "corrupt-onnx", "bad-backend", "bad-type",
+         "ckpt-with-onnx", "build-only-ckpt", "build-only-no-tensorrt"],
 )
-def test_startup_errors_are_one_line(params, expect, student_checkpoint, ros_env, tmp_path):
+def test_startup_errors_are_one_line(params, expect, student_checkpoint, ros_env, tmp_path,
+                                     request):  # fmt: skip
     """Model missing/corrupt or a bad parameter: one FATAL line, exit 1, no traceback."""
-    corrupt = tmp_path / "corrupt.pt"
-    corrupt.write_bytes(b"not a checkpoint" * 10)
-    p = {k: ({"CORRUPT": str(corrupt), "CKPT": str(student_checkpoint)}.get(v, v)
-             if isinstance(v, str) else v) for k, v in params.items()}  # fmt: skip
+    subst = {"CKPT": str(student_checkpoint)}
+    if params["model"] == "CORRUPT":
+        subst["CORRUPT"] = str(tmp_path / "corrupt.pt")
+        (tmp_path / "corrupt.pt").write_bytes(b"not a checkpoint" * 10)
+    if params["model"] in ("CORRUPT_DIR", "EXPORT"):
+        export = request.getfixturevalue("exported_model")
+        subst["EXPORT"] = str(export)
+        bad = tmp_path / "bad_model"
+        bad.mkdir()
+        (bad / "model.json").write_bytes((export / "model.json").read_bytes())
+        (bad / "model.onnx").write_bytes((export / "model.onnx").read_bytes()[:-100])
+        subst["CORRUPT_DIR"] = str(bad)
+    if "build_only" in params and params["model"] == "EXPORT" and _tensorrt_ok():
+        pytest.skip("TensorRT is available here: build_only would succeed")
+    p = {k: (subst.get(v, v) if isinstance(v, str) else v) for k, v in params.items()}
     pf = tmp_path / "p.yaml"
     pf.write_text(yaml.safe_dump({"/**": {"ros__parameters": p}}))
     r = subprocess.run([sys.executable, "-m", "xmodelkd_ros.node", "--ros-args",

@@ -105,22 +105,22 @@ def load_segmenter(cfg: NodeConfig) -> Any:
 
     Raises :class:`StartupError` with a one-sentence reason for every known failure.
     """
+    path = Path(cfg.model).expanduser()
+    if not path.exists():  # checked before importing torch: a typo fails in a blink
+        raise StartupError(f"model {path} does not exist (parameter model)")
+    if not path.is_dir() and cfg.backend not in ("auto", "torch"):
+        raise StartupError(
+            f"backend {cfg.backend} needs an exported model dir but {path} is a "
+            "checkpoint: export it (python -m xmodelkd_ros.export) or use backend torch"
+        )
     from xmodelkd_ros.runtime import ModelLoadError, Segmenter
 
-    path = Path(cfg.model).expanduser()
-    if not path.exists():
-        raise StartupError(f"model {path} does not exist (parameter model)")
     try:
         if path.is_dir():
             return Segmenter.from_model_dir(
                 path, backend=cfg.backend, device=cfg.device,
                 engine_cache=cfg.engine_cache_dir or None, fp16=cfg.fp16,
             )  # fmt: skip
-        if cfg.backend not in ("auto", "torch"):
-            raise StartupError(
-                f"backend {cfg.backend} needs an exported model dir but {path} is a "
-                "checkpoint: export it (python -m xmodelkd_ros.export) or use backend torch"
-            )
         return Segmenter.from_checkpoint(path, backend="torch", device=cfg.device)
     except (ModelLoadError, ValueError, OSError) as exc:
         raise StartupError(f"cannot load model {path}: {exc}") from None
@@ -534,11 +534,11 @@ class SegmentNode(Node):
 
 
 def _build_only(node: SegmentNode) -> None:
-    from xmodelkd_ros.runtime import build_only
-
     cfg = node.cfg
     if not Path(cfg.model).is_dir():
         raise StartupError(f"build_only needs an exported model dir, got {cfg.model}")
+    from xmodelkd_ros.runtime import build_only
+
     try:
         path = build_only(cfg.model, cfg.engine_cache_dir or None, fp16=cfg.fp16)
     except Exception as exc:
