@@ -20,6 +20,17 @@ from xmodelkd_ros.sparse import (
     use_impl,
 )
 
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny tensors: intra-op threads only add OpenMP barrier overhead (several-fold on
+    a shared, oversubscribed CI box), so these tests run single-threaded."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 IMPLS = ["gather", "pairs"]
 
 
@@ -269,10 +280,7 @@ def spconv():
     mod = pytest.importorskip(
         "spconv.pytorch", reason="spconv not installed: weight/convention equivalence needs it"
     )
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield mod
-    torch.set_num_threads(threads)
+    return mod  # the autouse _one_thread fixture already pins one thread
 
 
 SP_SHAPE = (12, 10, 8)  # even: spconv's floor output shape then equals ours
@@ -339,3 +347,16 @@ def test_pairs_cache_follows_in_place_table_changes():
         after = layer(x, table, impl="pairs")
         torch.testing.assert_close(after, layer(x, table, impl="gather"))
     assert not torch.allclose(before, after)
+
+
+def test_spconv_backend_degrades_without_spconv(monkeypatch):
+    """The package must import and report cleanly on machines without spconv."""
+    import sys
+
+    from xmodelkd_ros.sparse import spconv_available, to_spconv
+
+    monkeypatch.setitem(sys.modules, "spconv", None)
+    monkeypatch.setitem(sys.modules, "spconv.pytorch", None)
+    assert spconv_available() is False
+    with pytest.raises(ImportError):
+        to_spconv(SparseConv3d(2, 2, 3, "subm"))

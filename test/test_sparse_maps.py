@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 
 import numpy as np
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -17,6 +18,17 @@ from xmodelkd_ros.sparse import (
     transpose_table,
     upsample_table,
 )
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny tensors: intra-op threads only add OpenMP barrier overhead (several-fold on
+    a shared, oversubscribed CI box), so these tests run single-threaded."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
 
 OFFSETS = {ks: list(itertools.product(range(ks), repeat=3)) for ks in (2, 3, 5)}
 
