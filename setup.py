@@ -1,7 +1,8 @@
 """ament_python package definition: works with ``colcon build`` and with ``pip install``.
 
-Console scripts go where setuptools puts them (``bin/`` under pip); ``setup.cfg`` moves
-them to ``lib/xmodelkd_ros`` only for colcon builds, where ``ros2 run`` looks.
+Console scripts go to ``bin/`` under pip (wheel builds ignore ``setup.cfg``'s script
+dirs); colcon builds honour ``setup.cfg`` and put them in ``lib/xmodelkd_ros``, where
+``ros2 run`` looks.
 """
 
 from glob import glob
@@ -68,8 +69,9 @@ setup(
     maintainer_email="xmodelkd-ros@example.com",
     description="LiDAR semantic segmentation node with a camera-distilled LiDAR-only student",
     license="Apache-2.0",
-    tests_require=["pytest"],
     entry_points={
-        "console_scripts": [],
+        "console_scripts": [
+            "segment_node = xmodelkd_ros.node:main",
+        ],
     },
 )
