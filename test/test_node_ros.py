@@ -165,7 +165,7 @@ class Peer:
         from diagnostic_msgs.msg import DiagnosticArray
         from rclpy.executors import SingleThreadedExecutor
         from rclpy.qos import QoSProfile, ReliabilityPolicy
-        from sensor_msgs.msg import Image, PointCloud2
+        from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
         self.ctx = rclpy.Context()
         rclpy.init(context=self.ctx, domain_id=domain)
@@ -175,6 +175,8 @@ class Peer:
             PointCloud2, f"/{NODE}/input/points", rel if reliable else 10)
         self.pub_images = {c: self.node.create_publisher(Image, f"/camera/{c}/image_raw", 10)
                            for c in cameras}  # fmt: skip
+        self.pub_info = {c: self.node.create_publisher(CameraInfo, f"/camera/{c}/camera_info",
+                                                       10) for c in cameras}  # fmt: skip
         self.lock = threading.Lock()
         self.got: dict[str, list[Any]] = {}
         topics = {"seg": f"/{NODE}/output/segmentation", "viz": f"/{NODE}/output/visualization",
@@ -351,15 +353,27 @@ def test_all_cameras_present(sim_frame, student_checkpoint, ros_env, ros_domain,
 
 def test_one_camera_never_publishes(sim_frame, student_checkpoint, ros_env, ros_domain,
                                     tmp_path):  # fmt: skip
-    """'back' is configured but silent: every scan is still segmented; back is WARN."""
+    """'back' is configured but silent: every scan is still segmented; back is WARN.
+
+    Also the calibration path without a file: front's extrinsic comes from the
+    ``T_cam_lidar`` parameter and its intrinsics from CameraInfo.
+    """
+    from sensor_msgs.msg import CameraInfo
+
     frame, pts = sim_frame
-    params = base_params(student_checkpoint, cameras=camera_params(["front", "back"], None))
+    cam = frame.cameras[0]
+    cameras = camera_params(["front", "back"], None)
+    cameras["front"].update(info_topic="/camera/front/camera_info",
+                            T_cam_lidar=[float(x) for x in cam.T_cam_lidar.ravel()])
+    params = base_params(student_checkpoint, cameras=cameras, output={"overlay": True})
+    info = CameraInfo(width=cam.width, height=cam.height, k=[float(x) for x in cam.K.ravel()])
     node, peer = None, None
     try:
-        node, peer = start(params, tmp_path, ros_env, ros_domain, ["front"])
+        node, peer = start(params, tmp_path, ros_env, ros_domain, ["front"], overlay=True)
         t0 = 1_700_000_100_000_000_000
         for i in range(4):
             stamp = t0 + i * 100_000_000
+            peer.pub_info["front"].publish(info)
             peer.pub_images["front"].publish(make_image(frame.images["front"], stamp, "cam"))
             peer.pub_points.publish(make_cloud(pts, stamp))
             time.sleep(0.4)
@@ -374,6 +388,9 @@ def test_one_camera_never_publishes(sim_frame, student_checkpoint, ros_env, ros_
         assert kv["received"] == "0" and int(kv["missed"]) >= 3
         assert peer.status("camera front")[0] == 0
         assert int(peer.status(": segmentation")[2]["scans_sync_expired"]) >= 3
+        wait_for(lambda: peer.msgs("overlay/front"), 10, "front overlay", node)
+        img = np.frombuffer(bytes(peer.msgs("overlay/front")[-1].data), np.uint8)
+        assert np.any(img != frame.images["front"].ravel())
     finally:
         if peer is not None:
             peer.close()

@@ -452,6 +452,9 @@ class SegmentNode(Node):
             msgs.append("no input scans")
         if self.slot.dropped:
             msgs.append(f"{self.slot.dropped} stale scans dropped")
+        if self.intensity_found is False:  # the network was trained with intensity
+            level = max(level, DiagnosticStatus.WARN)
+            msgs.append(f"no intensity field ({', '.join(cfg.intensity_fields)}): zeros used")
         if c["malformed"] or c["errors"]:
             level = max(level, DiagnosticStatus.WARN)
             msgs.append(f"{c['malformed']} malformed, {c['errors']} failed")
