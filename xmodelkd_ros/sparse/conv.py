@@ -86,17 +86,21 @@ def sparse_conv_gather(
     return out
 
 
+def _table_key(table: torch.Tensor) -> tuple:
+    """Identity of a table's contents for memoisation. Inference tensors have no version
+    counter: those tables are treated as immutable."""
+    version = None if table.is_inference() else table._version
+    return (version, table.data_ptr(), tuple(table.shape))
+
+
 def cached_pairs(table: torch.Tensor, num_inputs: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """``table_to_pairs`` memoised on the table tensor itself.
 
     A network applies each level's table in several layers per forward; splitting it
     into pairs costs ~25 nonzero() passes, so do it once. Stored as an attribute of
-    the tensor so it is freed with it and invalidated if the table is modified
-    (tracked via the version counter, which inference-mode tensors lack).
+    the tensor so it is freed with it and invalidated if the table is modified.
     """
-    # inference tensors have no version counter: those tables are treated as immutable
-    version = None if table.is_inference() else table._version
-    key = (num_inputs, version, table.data_ptr(), tuple(table.shape))
+    key = (num_inputs, *_table_key(table))
     cached = getattr(table, "_xmkd_pairs", None)
     if cached is not None and cached[0] == key:
         return cached[1]
@@ -109,13 +113,38 @@ def cached_pairs(table: torch.Tensor, num_inputs: int) -> list[tuple[torch.Tenso
 
 def sparse_conv_pairs(x: torch.Tensor, table: torch.Tensor, weight_k: torch.Tensor) -> torch.Tensor:
     """Pair-list form. ``weight_k`` is (K, Cin, Cout)."""
-    out = x.new_zeros(table.shape[0], weight_k.shape[2])
-    for k, (in_rows, out_rows) in enumerate(cached_pairs(table, x.shape[0])):
-        if in_rows.numel() == 0:
+    pairs = cached_pairs(table, x.shape[0])
+    m_out = table.shape[0]
+    out: torch.Tensor | None = None
+    centre = table.shape[1] // 2
+    skip = -1
+    if x.shape[0] == m_out and pairs[centre][0].numel() == m_out and _is_identity(table, centre):
+        # submanifold centre tap maps every row to itself: a plain matmul starts the sum
+        out = x @ weight_k[centre]
+        skip = centre
+    for k, (in_rows, out_rows) in enumerate(pairs):
+        if in_rows.numel() == 0 or k == skip:
             continue
+        if out is None:
+            out = x.new_zeros(m_out, weight_k.shape[2])
         # in place: an out-of-place index_add would copy the (M_out, Cout) output per offset
         out.index_add_(0, out_rows, x[in_rows] @ weight_k[k])
+    if out is None:
+        out = x.new_zeros(m_out, weight_k.shape[2])
     return out
+
+
+def _is_identity(table: torch.Tensor, k: int) -> bool:
+    """Whether column k is 0..M-1 (the subm centre tap); memoised next to the pairs."""
+    cached = getattr(table, "_xmkd_identity", None)
+    key = (k, *_table_key(table))
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    col = table[:, k]
+    ident = bool((col == torch.arange(col.numel(), device=col.device)).all())
+    with contextlib.suppress(AttributeError, RuntimeError):
+        table._xmkd_identity = (key, ident)  # type: ignore[attr-defined]
+    return ident
 
 
 class SparseConv3d(nn.Module):
