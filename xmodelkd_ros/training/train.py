@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import signal
 import sys
 import time
@@ -317,6 +318,7 @@ def train_stage(ctx: Context, kind: str) -> dict[str, Any]:
     split = "pretrain" if kind == "pretrain" else "train"
     train_src = ctx.source(split)
     class_names = class_names_of(ctx.source("train") if kind != "pretrain" else train_src)
+    torch.manual_seed(ctx.seed * 1000 + STREAM[kind])  # same init for every run and rank
     stage = build_stage(ctx, kind, len(class_names)).to(ctx.device)
     net_cfg = stage.net.config.student if kind in ("pretrain", "teacher") else stage.net.config
     params = [p for p in stage.parameters() if p.requires_grad]
@@ -337,7 +339,6 @@ def train_stage(ctx: Context, kind: str) -> dict[str, Any]:
         optim, _lr_lambda(int(o.get("warmup_steps", 0)), total)
     )
     start_epoch, start_step, global_step = 0, 0, 0
-    torch.manual_seed(ctx.seed * 1000 + STREAM[kind])
     if ctx.resume and last.is_file():
         ck = torch.load(last, map_location="cpu", weights_only=True)
         if ck.get("done") and (ctx.out / FINAL[kind]).is_file():
@@ -391,7 +392,9 @@ def train_stage(ctx: Context, kind: str) -> dict[str, Any]:
         use_images=kind != "baseline",
     )
     nan_policy = o.get("nan_policy", "stop")
-    inject = int((r.get("debug") or {}).get("inject_nan_step", -1))
+    debug = r.get("debug") or {}
+    inject = int(debug.get("inject_nan_step", -1))
+    signal_at = int(debug.get("signal_at_step", -1))
     clip = float(o.get("grad_clip") or 0)
     ctx.log(
         f"{kind}: {epochs} epochs x {steps_per_epoch} steps, {len(train_src)} scans, "
@@ -460,6 +463,8 @@ def train_stage(ctx: Context, kind: str) -> dict[str, Any]:
                     ctx.writer.add_scalar(f"{kind}/{k}", float(v), global_step)
                 ctx.writer.add_scalar(f"{kind}/lr", sched.get_last_lr()[0], global_step)
                 ctx.writer.add_scalar(f"{kind}/points_per_s", rate, global_step)
+            if global_step == signal_at:
+                os.kill(os.getpid(), signal.SIGTERM)  # test hook: a real signal, mid-epoch
             if D.any_flag(ctx.stop.signum is not None, ctx.dist):
                 checkpoint(epoch, step_in_epoch + 1)
                 raise TrainingStoppedError(
@@ -475,6 +480,9 @@ def train_stage(ctx: Context, kind: str) -> dict[str, Any]:
         checkpoint(epoch + 1, 0)
         start_step = 0
 
+    if debug.get("dump_rank_weights"):
+        params_now = {k: v.detach().cpu() for k, v in stage.named_parameters()}
+        torch.save(params_now, stage_dir / f"rank{ctx.dist.rank}_params.pt")
     metrics: dict[str, Any] = {}
     if ctx.dist.is_main and kind != "pretrain":
         result = evaluate(ctx, kind, stage.net, class_names)
@@ -696,8 +704,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         )
         return 0
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    threads = args.threads or recipe.get("threads")
+    if threads:
+        torch.set_num_threads(int(threads))
     try:
         device = D.resolve_device(str(recipe.get("device", "auto")))
     except (RuntimeError, ValueError) as exc:
