@@ -117,6 +117,13 @@ def wait_for(pred: Callable[[], Any], timeout: float, what: str, proc: Any = Non
                 (f"\nnode log:\n{proc.log()}" if proc is not None else ""))  # fmt: skip
 
 
+def wait_output(peer: Any, stamp: int, node: Any, timeout: float = 30.0) -> None:
+    """Wait for the labeled cloud of the scan stamped ``stamp``: one scan in flight at a
+    time, so a slow (loaded) machine drops nothing and the counts stay exact."""
+    wait_for(lambda: any(stamp_of(m) == stamp for m in peer.msgs("seg")), timeout,
+             f"the labeled cloud of scan {stamp}", node)  # fmt: skip
+
+
 class NodeProcess:
     """``python -m xmodelkd_ros.node`` with a params file, output to a log file."""
 
@@ -140,11 +147,11 @@ class NodeProcess:
                     return int(line.split()[1]) / 1024.0
         return float("nan")
 
-    def stop(self) -> int | None:
-        """SIGINT (clean shutdown), then SIGKILL if it hangs; returns the exit code."""
+    def stop(self, sig: int = signal.SIGINT) -> int | None:
+        """``sig`` (clean shutdown), then SIGKILL if it hangs; returns the exit code."""
         rc = None
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
+            self.proc.send_signal(sig)
             try:
                 rc = self.proc.wait(timeout=15)
             except subprocess.TimeoutExpired:
@@ -309,10 +316,11 @@ def test_all_cameras_present(sim_frame, student_checkpoint, ros_env, ros_domain,
             msg = make_cloud(pts, stamp)
             sent[stamp] = msg
             peer.pub_points.publish(msg)
-            time.sleep(0.25)
-        wait_for(lambda: len(peer.msgs("seg")) >= 3 and len(peer.msgs("filtered")) >= 3
+            wait_output(peer, stamp, node)
+        wait_for(lambda: len(peer.msgs("filtered")) >= 3
                  and all(peer.msgs(f"overlay/{c}") for c in cams)
-                 and peer.counter("scans_processed") >= 3, 60, "outputs", node)  # fmt: skip
+                 and peer.counter("scans_processed") == 5, 30, "outputs", node)  # fmt: skip
+        assert len(peer.msgs("seg")) == 5
 
         segs = {stamp_of(m): m for m in peer.msgs("seg")}
         for st, out in segs.items():
@@ -376,8 +384,7 @@ def test_one_camera_never_publishes(sim_frame, student_checkpoint, ros_env, ros_
             peer.pub_info["front"].publish(info)
             peer.pub_images["front"].publish(make_image(frame.images["front"], stamp, "cam"))
             peer.pub_points.publish(make_cloud(pts, stamp))
-            time.sleep(0.4)
-        wait_for(lambda: len(peer.msgs("seg")) >= 3, 60, "segmentation", node)
+            wait_output(peer, stamp, node)
         for out in peer.msgs("seg"):
             assert out.width == N_POINTS
         wait_for(lambda: peer.status("camera back") is not None
@@ -412,11 +419,13 @@ def test_malformed_cloud_is_counted_and_node_keeps_running(
         bad = make_cloud(pts, t0 + 100_000_000)
         bad.data = bytes(bad.data)[: 24 * 10]  # claims 1500 points, carries 10
         good2 = make_cloud(pts, t0 + 200_000_000)
-        for m in (good1, bad, good2):
-            peer.pub_points.publish(m)
-            time.sleep(0.5)
-        wait_for(lambda: len(peer.msgs("seg")) >= 2 and peer.counter("malformed_clouds") >= 1,
-                 60, "outputs and malformed count", node)  # fmt: skip
+        peer.pub_points.publish(good1)
+        wait_output(peer, stamp_of(good1), node)
+        peer.pub_points.publish(bad)
+        wait_for(lambda: peer.counter("malformed_clouds") >= 1, 30, "malformed count", node)
+        peer.pub_points.publish(good2)
+        wait_output(peer, stamp_of(good2), node)
+        wait_for(lambda: peer.counter("scans_processed") == 2, 10, "diagnostics", node)
         assert sorted(stamp_of(m) for m in peer.msgs("seg")) == [stamp_of(good1),
                                                                   stamp_of(good2)]
         level, msg, kv = peer.status(": segmentation")
@@ -468,8 +477,8 @@ def test_burst_drops_stale_scans_memory_flat(sim_frame, student_checkpoint, ros_
     finally:
         if peer is not None:
             peer.close()
-        if node is not None:
-            assert node.stop() == 0, node.log()
+        if node is not None:  # SIGTERM (systemd, docker stop) must shut down cleanly too
+            assert node.stop(signal.SIGTERM) == 0, node.log()
 
 
 def _tensorrt_ok() -> bool:
