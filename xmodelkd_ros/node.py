@@ -28,6 +28,17 @@ from typing import Any
 
 import numpy as np
 
+from xmodelkd_ros.geometry import PinholeCamera, load_calibration
+from xmodelkd_ros.msgs import (
+    CloudFormatError,
+    MessageFormatError,
+    decode_camera_info,
+    decode_cloud,
+    encode_filtered_cloud,
+    encode_image,
+    encode_labeled_cloud,
+    image_to_rgb,
+)
 from xmodelkd_ros.node_params import (
     PARAM_SPECS,
     ConfigError,
@@ -36,8 +47,10 @@ from xmodelkd_ros.node_params import (
     camera_param_specs,
     parse_config,
 )
+from xmodelkd_ros.overlay import draw_overlay
 from xmodelkd_ros.slot import FrameSlot, SlotClosedError
 from xmodelkd_ros.stats import RateMeter, StageLatencies
+from xmodelkd_ros.sync import LidarAnchoredSync
 
 NODE_NAME = "lidar_segmentation"
 #: Stages reported in diagnostics, in pipeline order. ``pipeline`` is scan arrival at the
@@ -164,11 +177,16 @@ class SegmentNode(Node):
     def start(self) -> None:
         """Load the model, build calibration, create pubs/subs/timers and the worker."""
         cfg = self.cfg
-        from xmodelkd_ros.sync import LidarAnchoredSync
 
         self._calib = self._load_calibration()
         t0 = time.perf_counter()
         self.segmenter = load_segmenter(cfg)
+        c_in = int(getattr(self.segmenter.config, "in_channels", 4))
+        if c_in != 4:
+            raise StartupError(
+                f"model {cfg.model} expects {c_in} input channels; the node feeds 4 "
+                "(x, y, z, intensity)"
+            )
         self._warm_up()
         self.get_logger().info(
             f"model {cfg.model} loaded on {self.segmenter.backend_name} ({cfg.device}) "
@@ -243,8 +261,6 @@ class SegmentNode(Node):
 
     def _load_calibration(self) -> dict[str, Any]:
         """Per camera ``{"K", "width", "height", "T", "D"}`` from file and parameters."""
-        from xmodelkd_ros.geometry import load_calibration
-
         calib: dict[str, dict[str, Any]] = {c.name: {} for c in self.cfg.cameras}
         if self.cfg.calibration_file:
             try:
@@ -257,11 +273,16 @@ class SegmentNode(Node):
                 c = cams.get(name)
                 if c is not None:
                     entry.update(K=c.K, width=c.width, height=c.height, T=c.T_cam_lidar, D=c.D)
+                else:
+                    self.get_logger().warning(
+                        f"camera {name} is not in {self.cfg.calibration_file} "
+                        f"(it has: {', '.join(cams) or 'none'})"
+                    )
         for cam in self.cfg.cameras:
             if cam.T_cam_lidar is not None:
                 calib[cam.name]["T"] = cam.T_cam_lidar
             if "T" not in calib[cam.name] and self.cfg.overlay:
-                self.get_logger().warn(
+                self.get_logger().warning(
                     f"camera {cam.name}: no extrinsic (cameras.{cam.name}.T_cam_lidar or "
                     "calibration file): no overlay for it"
                 )
@@ -287,8 +308,6 @@ class SegmentNode(Node):
         self._dispatch(frames)
 
     def _on_info(self, camera: str, msg: Any) -> None:
-        from xmodelkd_ros.msgs import MessageFormatError, decode_camera_info
-
         try:
             self._camera_info[camera] = decode_camera_info(msg)
         except MessageFormatError as exc:
@@ -301,8 +320,6 @@ class SegmentNode(Node):
 
     # ------------------------------------------------------------------ worker
     def _work(self) -> None:
-        from xmodelkd_ros.msgs import CloudFormatError
-
         log = self.get_logger()
         while True:
             try:
@@ -316,15 +333,13 @@ class SegmentNode(Node):
             except CloudFormatError as exc:
                 self.counts["malformed"] += 1
                 self.last_error = f"malformed cloud: {exc}"
-                log.warn(f"dropping malformed cloud: {exc}", throttle_duration_sec=2.0)
+                log.warning(f"dropping malformed cloud: {exc}", throttle_duration_sec=2.0)
             except Exception as exc:  # keep segmenting; report it
                 self.counts["errors"] += 1
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 log.error(f"scan failed: {self.last_error}", throttle_duration_sec=2.0)
 
     def _process(self, frame: Any) -> None:
-        from xmodelkd_ros.msgs import decode_cloud, encode_filtered_cloud, encode_labeled_cloud
-
         cfg = self.cfg
         msg, arrival_ns = frame.scan
         t0 = time.perf_counter()
@@ -386,8 +401,6 @@ class SegmentNode(Node):
 
     def _camera_model(self, name: str) -> Any:
         """A PinholeCamera from the calibration file / parameters / CameraInfo, or None."""
-        from xmodelkd_ros.geometry import PinholeCamera
-
         c = self._calib.get(name, {})
         if "T" not in c:
             self._camera_note[name] = "no extrinsic"
@@ -397,6 +410,8 @@ class SegmentNode(Node):
             K, w, h, D = c["K"], c["width"], c["height"], c.get("D")
         elif info is not None:
             K, w, h, D = info.K, info.width, info.height, info.D
+            if info.distortion_model not in ("", "plumb_bob", "rational_polynomial"):
+                D = None  # only plumb_bob is modelled (rational's first 5 terms match)
         else:
             self._camera_note[name] = "no intrinsics yet (calibration file or CameraInfo)"
             return None
@@ -404,9 +419,6 @@ class SegmentNode(Node):
         return PinholeCamera(name, K, w, h, c["T"], D=None if D is None else D[:5])
 
     def _publish_overlays(self, frame: Any, xyz: np.ndarray, labels: np.ndarray) -> None:
-        from xmodelkd_ros.msgs import MessageFormatError, encode_image, image_to_rgb
-        from xmodelkd_ros.overlay import draw_overlay
-
         for name, (_stamp, img_msg) in frame.images.items():
             pub = self.pub_overlay.get(name)
             if pub is None or pub.get_subscription_count() == 0:
