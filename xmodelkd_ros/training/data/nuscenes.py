@@ -9,6 +9,7 @@ compensated through the ego poses, as the devkit's own point-to-image mapping do
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -68,11 +69,21 @@ CAMERAS = (
 )
 
 
-def _pose(translation: list[float], rotation: list[float]) -> np.ndarray:
-    from pyquaternion import Quaternion  # a devkit dependency
+def quat_to_matrix(q: list[float]) -> np.ndarray:
+    """nuScenes quaternion ``[w, x, y, z]`` -> 3x3 rotation matrix."""
+    w, x, y, z = np.asarray(q, dtype=np.float64) / np.linalg.norm(q)
+    return np.array(
+        [
+            [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+            [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+            [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
+        ]
+    )
 
+
+def _pose(translation: list[float], rotation: list[float]) -> np.ndarray:
     T = np.eye(4)
-    T[:3, :3] = Quaternion(rotation).rotation_matrix
+    T[:3, :3] = quat_to_matrix(rotation)
     T[:3, 3] = translation
     return T
 
@@ -84,6 +95,17 @@ def learning_lut(idx2name: dict[int, str]) -> np.ndarray:
         if name in GENERAL_TO_CHALLENGE:
             lut[idx] = CLASS_NAMES.index(GENERAL_TO_CHALLENGE[name])
     return lut
+
+
+def _split_scenes(split: str) -> set[str] | None:
+    """Scene names of a devkit split; ``"all"`` = no filtering."""
+    if split == "all":
+        return None
+    try:
+        from nuscenes.utils.splits import create_splits_scenes
+    except ImportError as exc:
+        raise DatasetError("nuScenes splits need nuscenes-devkit (or split='all')") from exc
+    return set(create_splits_scenes()[split])
 
 
 class NuScenesLidarseg:
@@ -99,23 +121,27 @@ class NuScenesLidarseg:
         split: str = "train",
         cameras: list[str] | None = None,
         limit: int | None = None,
+        nusc: Any = None,
     ) -> None:
-        try:
-            from nuscenes import NuScenes
-            from nuscenes.utils.splits import create_splits_scenes
-        except ImportError as exc:
-            raise DatasetError(
-                "nuScenes needs nuscenes-devkit: pip install 'xmodelkd_ros[nuscenes]'"
-            ) from exc
-        if not Path(root).is_dir():
-            raise DatasetError(f"nuScenes root {root} does not exist")
-        self.nusc = NuScenes(version=version, dataroot=str(root), verbose=False)
-        scenes = set(create_splits_scenes()[split])
+        """``nusc``: an already-loaded ``NuScenes`` (or any object with its ``get``,
+        ``sample``, ``dataroot`` and ``lidarseg_idx2name_mapping``); loaded here if None."""
+        if nusc is None:
+            try:
+                from nuscenes import NuScenes
+            except ImportError as exc:
+                raise DatasetError(
+                    "nuScenes needs nuscenes-devkit: pip install nuscenes-devkit"
+                ) from exc
+            if not Path(root).is_dir():
+                raise DatasetError(f"nuScenes root {root} does not exist")
+            nusc = NuScenes(version=version, dataroot=str(root), verbose=False)
+        self.nusc = nusc
+        scenes = _split_scenes(split)
         self.cameras = list(CAMERAS if cameras is None else cameras)
         self.tokens = [
             s["token"]
             for s in self.nusc.sample
-            if self.nusc.get("scene", s["scene_token"])["name"] in scenes
+            if scenes is None or self.nusc.get("scene", s["scene_token"])["name"] in scenes
         ]
         if limit:
             self.tokens = self.tokens[:limit]
