@@ -74,6 +74,8 @@ def student_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def exported_model(student_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """``student_checkpoint`` exported to a model dir (model.onnx + model.json)."""
+    pytest.importorskip("onnx", reason="ONNX export needs the 'export' extra")
+    pytest.importorskip("onnxruntime", reason="ONNX Runtime is in the 'export' extra")
     from xmodelkd_ros.export import export_checkpoint
 
     out = tmp_path_factory.mktemp("export") / "model"
