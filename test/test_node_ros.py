@@ -167,12 +167,13 @@ class Peer:
     """The test's ROS side: publishers for the node's inputs, subscribers for its outputs."""
 
     def __init__(self, domain: int, cameras: list[str], overlay: bool = False,
-                 reliable: bool = False) -> None:  # fmt: skip
+                 reliable: bool = False, debug: bool = False) -> None:  # fmt: skip
         import rclpy
         from diagnostic_msgs.msg import DiagnosticArray
         from rclpy.executors import SingleThreadedExecutor
         from rclpy.qos import QoSProfile, ReliabilityPolicy
         from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+        from std_msgs.msg import Float64
 
         self.ctx = rclpy.Context()
         rclpy.init(context=self.ctx, domain_id=domain)
@@ -196,6 +197,9 @@ class Peer:
                 for c in cameras]  # fmt: skip
         self.subs.append(self.node.create_subscription(
             DiagnosticArray, "/diagnostics", self._store("diag"), 10))
+        if debug:
+            self.subs.append(self.node.create_subscription(
+                Float64, f"/{NODE}/debug/processing_time_ms", self._store("debug"), rel))
         self.executor = SingleThreadedExecutor(context=self.ctx)
         self.executor.add_node(self.node)
         self.thread = threading.Thread(target=self._spin, daemon=True)
@@ -301,10 +305,12 @@ def test_all_cameras_present(sim_frame, student_checkpoint, ros_env, ros_domain,
     calib = tmp_path / "calibration.yaml"
     save_calibration(str(calib), frame.cameras)
     params = base_params(student_checkpoint, cameras=camera_params(cams, calib),
-                         output={"overlay": True, "filter_classes": ["road", "sidewalk"]})
+                         output={"overlay": True, "filter_classes": ["road", "sidewalk"]},
+                         debug={"publish_timings": True})
     node, peer = None, None
     try:
-        node, peer = start(params, tmp_path, ros_env, ros_domain, cams, overlay=True)
+        node, peer = start(params, tmp_path, ros_env, ros_domain, cams, overlay=True,
+                           debug=True)
         sent = {}
         t0 = 1_700_000_000_000_000_000
         for i in range(5):
@@ -321,6 +327,8 @@ def test_all_cameras_present(sim_frame, student_checkpoint, ros_env, ros_domain,
                  and all(peer.msgs(f"overlay/{c}") for c in cams)
                  and peer.counter("scans_processed") == 5, 30, "outputs", node)  # fmt: skip
         assert len(peer.msgs("seg")) == 5
+        wait_for(lambda: len(peer.msgs("debug")) >= 3, 10, "debug timings", node)
+        assert all(m.data > 0 for m in peer.msgs("debug"))
 
         segs = {stamp_of(m): m for m in peer.msgs("seg")}
         for st, out in segs.items():

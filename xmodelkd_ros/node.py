@@ -72,11 +72,25 @@ try:  # rclpy is only needed when the node actually runs
         qos_profile_sensor_data,
     )
     from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2, PointField
+    from std_msgs.msg import Float64
 
     _RCLPY_ERROR: str | None = None
 except ImportError as _exc:  # pragma: no cover - exercised where ROS is absent
     _RCLPY_ERROR = str(_exc)
     Node = object  # type: ignore[misc,assignment]
+
+
+#: debug topic name -> stage (when debug.publish_timings), as Autoware's debug publishers.
+DEBUG_TOPICS = {"processing_time": "total", "inference": "inference",
+                "pipeline_latency": "pipeline"}  # fmt: skip
+
+
+class _NullPublisher:
+    def publish(self, msg: Any) -> None:
+        pass
+
+
+_NULL_PUB = _NullPublisher()
 
 
 class StartupError(RuntimeError):
@@ -224,6 +238,10 @@ class SegmentNode(Node):
             for c in cfg.cameras
         } if cfg.overlay else {}  # fmt: skip
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.pub_debug = {
+            name: self.create_publisher(Float64, f"~/debug/{name}_ms", qout)
+            for name in DEBUG_TOPICS
+        } if cfg.debug_timings else {}  # fmt: skip
 
         self.create_subscription(PointCloud2, cfg.points_topic, self._on_points, qin)
         for cam in cfg.cameras:
@@ -396,6 +414,8 @@ class SegmentNode(Node):
         timings.update(decode=t_decode, encode=t2 - t1, overlay=t3 - t2, total=t3 - t0,
                        pipeline=(time.monotonic_ns() - arrival_ns) / 1e9)  # fmt: skip
         self.latency.add_all(timings)
+        for name, stage in DEBUG_TOPICS.items():
+            self.pub_debug.get(name, _NULL_PUB).publish(Float64(data=timings[stage] * 1e3))
         self.counts["processed"] += 1
         self.out_rate.tick()
 

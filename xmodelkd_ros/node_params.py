@@ -107,6 +107,9 @@ PARAM_SPECS: tuple[ParamSpec, ...] = (
     ParamSpec("diagnostics.warn_ms", 100.0, "p95 processing time above this is WARN."),
     ParamSpec("diagnostics.error_ms", 200.0, "p95 processing time above this is ERROR."),
     ParamSpec("diagnostics.window", 200, "Samples kept for latency percentiles."),
+    ParamSpec("debug.publish_timings", False, "Publish per-scan timings (std_msgs/Float64, "
+              "ms) on ~/debug/<stage>_ms for plotting: processing_time, inference, "
+              "pipeline_latency."),
 )
 
 
@@ -174,6 +177,7 @@ class NodeConfig:
     diag_warn_ms: float
     diag_error_ms: float
     diag_window: int
+    debug_timings: bool = False
     extras: dict[str, Any] = field(default_factory=dict)
 
 
@@ -297,4 +301,5 @@ def parse_config(values: Mapping[str, Any]) -> NodeConfig:
         diag_warn_ms=warn,
         diag_error_ms=err,
         diag_window=int(v["diagnostics.window"]),
+        debug_timings=bool(v["debug.publish_timings"]),
     )
