@@ -184,6 +184,8 @@ def test_replay_at_rate_without_labels_mcap(
     assert sc["received"] + sc["dropped"] == N_SCANS
     assert doc["mode"] == "rate 2"
     assert doc["latency_ms"]["stamp_to_output"]["p50"] > 0
+    # the node's diagnostics timer runs on the replayed /clock (use_sim_time)
+    assert "total" in doc["node_diagnostics"]["stages_ms"]
     assert not (tmp_path / "confusion.png").exists()
     params = (tmp_path / "replay_params.yaml").read_text()
     assert "use_sim_time: true" in params
