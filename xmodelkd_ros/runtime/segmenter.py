@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +18,6 @@ import numpy as np
 import torch
 from torch import Tensor
 
-import xmodelkd_ros.nets.inputs as _inputs_mod
 from xmodelkd_ros.labels import PALETTE, UNLABELED
 from xmodelkd_ros.nets.checkpoint import CheckpointError, load_student
 from xmodelkd_ros.nets.inputs import build_inputs
@@ -46,33 +44,6 @@ log = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "tensorrt", "onnxruntime", "torch")
 STAGES = ("voxelize", "maps", "inference", "postprocess", "total")
-
-# --- per-stage timing of build_inputs -------------------------------------------------
-# build_inputs voxelizes and builds maps in one call; to report the two stages apart
-# without re-implementing it, its build_kernel_maps lookup is wrapped once with a
-# transparent, thread-local timer (same arguments, same result).
-_tls = threading.local()
-
-
-def _install_maps_timer() -> None:
-    orig = _inputs_mod.build_kernel_maps
-    if getattr(orig, "_xmodelkd_timed", False):
-        return
-
-    def timed(*args, **kwargs):  # type: ignore[no-untyped-def]
-        t0 = time.perf_counter()
-        try:
-            return orig(*args, **kwargs)
-        finally:
-            _tls.maps_s = getattr(_tls, "maps_s", 0.0) + time.perf_counter() - t0
-
-    timed._xmodelkd_timed = True  # type: ignore[attr-defined]
-    timed.__wrapped__ = orig  # type: ignore[attr-defined]
-    _inputs_mod.build_kernel_maps = timed
-
-
-_install_maps_timer()
-
 
 @dataclass
 class SegmentResult:
@@ -216,12 +187,7 @@ class Segmenter:
             timings["total"] = time.perf_counter() - t_start
             return SegmentResult(labels, conf, timings)
 
-        _tls.maps_s = 0.0
-        t0 = time.perf_counter()
-        inputs = build_inputs([pts], self.grid, self.config.num_levels, c_in)
-        t_build = time.perf_counter() - t0
-        timings["maps"] = _tls.maps_s
-        timings["voxelize"] = max(t_build - _tls.maps_s, 0.0)
+        inputs = build_inputs([pts], self.grid, self.config.num_levels, c_in, timings=timings)
 
         valid = inputs.valid[0]
         if inputs.point2voxel.numel() > 0:
