@@ -1,4 +1,5 @@
-"""Shared fixtures for the ROS node tests (real middleware: Fast DDS on loopback).
+"""Shared fixtures: single-threaded torch for tiny-tensor tests, and the ROS node tests'
+real middleware (Fast DDS on loopback).
 
 Why: several developers and CI jobs run these tests on one machine at once. Each test
 gets its own ``ROS_DOMAIN_ID`` (derived from the pytest process id plus a counter), so
@@ -14,6 +15,18 @@ from pathlib import Path
 import pytest
 
 _domain_counter = itertools.count()
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny tensors: intra-op threads only add OpenMP barrier overhead (several-fold on
+    a shared, oversubscribed CI box), so tests that use this run single-threaded."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def _rclpy_missing() -> str | None:

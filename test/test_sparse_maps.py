@@ -19,15 +19,7 @@ from xmodelkd_ros.sparse import (
     upsample_table,
 )
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: intra-op threads only add OpenMP barrier overhead (several-fold on
-    a shared, oversubscribed CI box), so these tests run single-threaded."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 OFFSETS = {ks: list(itertools.product(range(ks), repeat=3)) for ks in (2, 3, 5)}
