@@ -130,6 +130,10 @@ def prepare_sample(
 ) -> Prepared:
     """Subsample, compute correspondences, augment images (``views`` times) then points."""
     points, labels = sample.points, sample.labels
+    # Separate streams: with or without cameras (distill vs baseline), the points get the
+    # same subsample and the same augmentation, so the comparison is controlled.
+    img_rng = np.random.default_rng(rng.integers(1 << 62))
+    pts_rng = np.random.default_rng(rng.integers(1 << 62))
     if max_points and points.shape[0] > max_points:
         keep = np.sort(rng.choice(points.shape[0], size=max_points, replace=False))
         points = points[keep]
@@ -143,11 +147,15 @@ def prepare_sample(
             for i, img in enumerate(sample.images):
                 sel = raw.image_idx == i
                 h, w = img.shape[:2]
-                box = random_crop_box(h, w, image_hw, cfg.crop_scale, rng) if cfg.enabled else None
+                box = (
+                    random_crop_box(h, w, image_hw, cfg.crop_scale, img_rng)
+                    if cfg.enabled
+                    else None
+                )
                 new_img, uv, inside = crop_resize(img, raw.uv[sel], image_hw, box)
                 if cfg.enabled:
-                    new_img = color_jitter(new_img, cfg.color_jitter, rng)
-                    if cfg.hflip_image and rng.random() < 0.5:
+                    new_img = color_jitter(new_img, cfg.color_jitter, img_rng)
+                    if cfg.hflip_image and img_rng.random() < 0.5:
                         new_img = np.ascontiguousarray(new_img[:, ::-1])
                         uv = uv.copy()
                         uv[:, 0] = image_hw[1] - uv[:, 0]
@@ -167,5 +175,5 @@ def prepare_sample(
             np.concatenate([p.uv for p in parts]).reshape(-1, 2),
         )
     if cfg.enabled:
-        points = augment_points(points, cfg, rng)
+        points = augment_points(points, cfg, pts_rng)
     return Prepared(points, labels, images, corr, sample.name)
