@@ -352,3 +352,19 @@ def test_spconv_backend_degrades_without_spconv(monkeypatch):
     assert spconv_available() is False
     with pytest.raises(ImportError):
         to_spconv(SparseConv3d(2, 2, 3, "subm"))
+
+
+def test_pairs_trains_on_tables_built_in_inference_mode():
+    """Data loaders may build maps under inference_mode; training on them must work."""
+    layer, x, _ = _case("subm", 7)
+    with torch.inference_mode():
+        coords = torch.stack(
+            [torch.zeros(6, dtype=torch.long), *torch.randint(0, 4, (3, 6))], dim=1
+        ).unique(dim=0)
+        table = submanifold_table(coords, (4, 4, 4))
+    x = torch.randn(coords.shape[0], layer.in_channels, requires_grad=True)
+    ref = layer(x, table.clone(), impl="gather")
+    out = layer(x, table, impl="pairs")
+    out.sum().backward()
+    torch.testing.assert_close(out, ref)
+    assert layer.weight.grad is not None and x.grad is not None

@@ -48,7 +48,7 @@ from xmodelkd_ros.nets.image_encoder import ImageEncoderConfig
 from xmodelkd_ros.nets.inputs import default_grid
 from xmodelkd_ros.nets.student import StudentConfig, StudentNet, student_config
 from xmodelkd_ros.nets.teacher import FusionTeacher, PointPixelCorrespondence, TeacherConfig
-from xmodelkd_ros.sparse import VoxelGridSpec, set_default_impl
+from xmodelkd_ros.sparse import VoxelGridSpec, get_default_impl, set_default_impl
 from xmodelkd_ros.training import distributed as D
 from xmodelkd_ros.training.data.collate import Batch, collate
 from xmodelkd_ros.training.data.sample import IGNORE_INDEX
@@ -715,6 +715,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     dist = D.init_distributed(device)
     out = Path(recipe.get("out") or "runs/default")
     out.mkdir(parents=True, exist_ok=True)
+    # process-wide switch: restored below so a caller (tests, the demo) keeps its own
+    previous_impl = get_default_impl()
     set_default_impl(recipe["optim"].get("sparse_impl", "pairs"))
     ctx = Context(
         recipe,
@@ -751,6 +753,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: bad recipe value: {exc}", file=sys.stderr)
         code = 2
     finally:
+        set_default_impl(previous_impl)
         for s, h in old.items():
             signal.signal(s, h)
         if ctx.writer is not None:
