@@ -31,6 +31,10 @@ EXTRAS = {
         "ros-diagnostic-msgs",
     ],
     "export": ["onnx>=1.15", "onnxruntime>=1.17"],
+    # TensorBoard scalars during training (the CLI logs a line and goes on without it).
+    "train": ["tensorboard>=2.14"],
+    # nuScenes-lidarseg reader (multi-camera data); not needed for the synthetic default.
+    "nuscenes": ["nuscenes-devkit"],
     "gpu": ["spconv-cu120", "tensorrt>=10"],
     # spconv's CPU build is the weight-layout oracle in tests and the reference in bench/.
     "dev": [
