@@ -940,7 +940,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", default="auto", choices=("auto", "tensorrt", "onnxruntime",
                                                           "torch"))
     p.add_argument("--params-file", type=Path, default=None,
-                   help="node params file (default: config/segment.yaml)")
+                   help="node params file (default: config/segment.yaml); the replay's "
+                        "model, topics, reliable QoS and cameras are applied on top")
     p.add_argument("--domain-id", type=int, default=None,
                    help="ROS domain (default: a private one, so a replay never talks to a "
                         "live stack or to another replay)")
