@@ -252,6 +252,11 @@ def build_stage(ctx: Context, kind: str, num_classes: int) -> StageNet:
         for p in teacher.parameters():
             p.requires_grad_(False)
         d_t = teacher.feature_dim
+        if r["model"].get("student_init", "scratch") == "teacher3d":
+            # The teacher's 3D branch has the student's architecture and was trained with
+            # the image branch and the 2D-3D contrastive term: start the student there.
+            student.load_state_dict(teacher.branch_3d.state_dict())
+            ctx.log("distill: student initialised from the teacher's 3D branch")
     else:
         d_t = student.config.feature_dim
         for k in ("kd", "feat", "kd_all", "feat_all"):
@@ -598,6 +603,8 @@ def finish_report(
         "dataset": r["data"].get("dataset"),
         "seed": ctx.seed,
         "validation scans": len(ctx.source("val")),
+        "distilled student init": r["model"].get("student_init", "scratch"),
+        "distillation weights": (r.get("loss") or {}).get("distill"),
         "epochs (teacher / students)": (
             f"{r['schedule']['teacher_epochs']} / {r['schedule']['student_epochs']}"
         ),
