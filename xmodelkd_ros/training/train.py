@@ -196,11 +196,19 @@ class StageNet(nn.Module):
     """
 
     def __init__(
-        self, kind: str, net: nn.Module, loss: nn.Module, teacher: nn.Module | None = None
+        self,
+        kind: str,
+        net: nn.Module,
+        loss: nn.Module,
+        teacher: nn.Module | None = None,
+        kd_mask: str = "fov",
     ):
         super().__init__()
         self.kind, self.net, self.loss = kind, net, loss
         self._teacher = (teacher,) if teacher is not None else ()
+        if kd_mask not in ("fov", "fov_correct"):
+            raise ValueError(f"unknown loss.kd_mask {kd_mask!r} (fov | fov_correct)")
+        self.kd_mask = kd_mask
 
     def forward(
         self, batch: Batch, generator: torch.Generator | None = None
@@ -216,7 +224,13 @@ class StageNet(nn.Module):
         teacher = self._teacher[0]
         with torch.no_grad():
             t_out = teacher(batch.inputs, batch.images, _corr(batch))
-        return self.loss(out, labels, t_out, t_out.seen)
+        mask = t_out.seen
+        if self.kd_mask == "fov_correct":
+            # Distil only where the teacher is right (or the label is unknown): elsewhere its
+            # soft targets would teach the student the teacher's own mistakes.
+            right = (t_out.logits.argmax(1) == labels) | (labels == IGNORE_INDEX)
+            mask = mask & right
+        return self.loss(out, labels, t_out, mask)
 
 
 def build_stage(ctx: Context, kind: str, num_classes: int) -> StageNet:
@@ -262,7 +276,7 @@ def build_stage(ctx: Context, kind: str, num_classes: int) -> StageNet:
         for k in ("kd", "feat", "kd_all", "feat_all"):
             weights[k] = 0.0
     loss = DistillLoss(student.config.feature_dim, d_t, d_t, DistillWeights.from_dict(weights))
-    return StageNet(kind, student, loss, teacher)
+    return StageNet(kind, student, loss, teacher, str(loss_cfg.get("kd_mask", "fov")))
 
 
 # ----------------------------------------------------------------------------- data
