@@ -15,19 +15,8 @@ from xmodelkd_ros.nets import (
     default_grid,
     student_config,
 )
+from xmodelkd_ros.runtime.synthetic import synthetic_scan
 from xmodelkd_ros.sparse import use_impl
-
-
-def _scan(n: int, seed: int) -> np.ndarray:
-    """Ground ring plus a few boxes: enough structure for every U-Net level to be populated."""
-    rng = np.random.default_rng(seed)
-    r = rng.uniform(2.0, 25.0, n)
-    a = rng.uniform(-np.pi, np.pi, n)
-    z = rng.normal(-1.7, 0.03, n)
-    box = rng.random(n) < 0.3
-    z[box] = rng.uniform(-1.7, 0.5, box.sum())
-    intensity = rng.random(n)
-    return np.stack([r * np.cos(a), r * np.sin(a), z, intensity], 1).astype(np.float32)
 
 
 @pytest.fixture(autouse=True)
@@ -36,7 +25,7 @@ def _seed():
 
 
 def test_forward_shapes_and_unlabeled_points_left_out():
-    scan = _scan(3000, 1)
+    scan = synthetic_scan(3000, 1)
     scan[:5, :3] = np.nan  # non-finite points
     scan[5:10, 0] = 500.0  # far outside the grid
     net = StudentNet(student_config("small", num_classes=7)).eval()
@@ -55,7 +44,7 @@ def test_forward_shapes_and_unlabeled_points_left_out():
 def test_batched_scans_equal_separate_scans():
     """Kernel maps must never connect voxels of different scans in one batch."""
     net = StudentNet(StudentConfig()).eval()
-    scans = [_scan(2000, 2), _scan(1500, 3)]
+    scans = [synthetic_scan(2000, 2), synthetic_scan(1500, 3)]
     grid = default_grid()
     with torch.inference_mode():
         batched = build_inputs(scans, grid, net.config.num_levels)
@@ -71,7 +60,7 @@ def test_batched_scans_equal_separate_scans():
 def test_gather_and_pair_forms_agree_with_gradients():
     """float64: in float32, train-mode BatchNorm amplifies summation-order noise."""
     net = StudentNet(StudentConfig()).train().double()
-    inputs = build_inputs([_scan(1500, 4)], default_grid(), net.config.num_levels)
+    inputs = build_inputs([synthetic_scan(1500, 4)], default_grid(), net.config.num_levels)
     vfeats, pfeats = inputs.voxel_feats.double(), inputs.point_feats.double()
     results = []
     for impl in ("gather", "pairs"):
@@ -90,16 +79,16 @@ def test_gather_and_pair_forms_agree_with_gradients():
 
 def test_every_parameter_receives_a_gradient():
     net = StudentNet(StudentConfig()).train()
-    inputs = build_inputs([_scan(1500, 5)], default_grid(), net.config.num_levels)
+    inputs = build_inputs([synthetic_scan(1500, 5)], default_grid(), net.config.num_levels)
     out = net(inputs.voxel_feats, inputs.point_feats, inputs.point2voxel, inputs.maps)
     out.logits.logsumexp(1).mean().backward()
     missing = [n for n, p in net.named_parameters() if p.grad is None or not p.grad.any()]
     assert not missing
 
 
-def test_overfits_a_small_labelled_scan():
+def test_overfits_a_small_labelledsynthetic_scan():
     """Geometry-defined labels (ground / low / high) must be learnable in a few steps."""
-    scan = _scan(2000, 6)
+    scan = synthetic_scan(2000, 6)
     labels = np.digitize(scan[:, 2], [-1.5, -0.5])
     net = StudentNet(student_config("small", num_classes=3)).train()
     inputs = build_inputs([scan], default_grid(), net.config.num_levels)

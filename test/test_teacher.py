@@ -16,19 +16,10 @@ from xmodelkd_ros.nets.teacher import (
     TeacherConfig,
     average_views,
 )
+from xmodelkd_ros.runtime.synthetic import synthetic_scan
 from xmodelkd_ros.training.losses import TeacherLoss, TeacherWeights
 
 H, W = 64, 96
-
-
-def _scan(n: int, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    r = rng.uniform(2.0, 20.0, n)
-    a = rng.uniform(-np.pi, np.pi, n)
-    z = rng.normal(-1.7, 0.03, n)
-    box = rng.random(n) < 0.3
-    z[box] = rng.uniform(-1.7, 0.5, box.sum())
-    return np.stack([r * np.cos(a), r * np.sin(a), z, rng.random(n)], 1).astype(np.float32)
 
 
 def _config() -> TeacherConfig:
@@ -46,19 +37,27 @@ def _corr(P: int, seed: int, n_images: int = 2) -> PointPixelCorrespondence:
     seen = np.flatnonzero(rng.random(P) < 0.5)
     twice = seen[rng.random(seen.size) < 0.3]
     pidx = np.concatenate([seen, twice])
-    iidx = np.concatenate([rng.integers(0, n_images, seen.size),
-                           rng.integers(0, n_images, twice.size)])
+    iidx = np.concatenate(
+        [rng.integers(0, n_images, seen.size), rng.integers(0, n_images, twice.size)]
+    )
     uv = np.stack([rng.uniform(0, W, pidx.size), rng.uniform(0, H, pidx.size)], 1)
-    return PointPixelCorrespondence(torch.as_tensor(pidx), torch.as_tensor(iidx),
-                                    torch.as_tensor(uv, dtype=torch.float32), (H, W))
+    return PointPixelCorrespondence(
+        torch.as_tensor(pidx),
+        torch.as_tensor(iidx),
+        torch.as_tensor(uv, dtype=torch.float32),
+        (H, W),
+    )
 
 
 @pytest.fixture(scope="module")
 def setup():
     torch.manual_seed(0)
     teacher = FusionTeacher(_config())
-    inputs = build_inputs([_scan(300, 1), _scan(200, 2)], default_grid(),
-                          teacher.config.student.num_levels)
+    inputs = build_inputs(
+        [synthetic_scan(300, 1), synthetic_scan(200, 2)],
+        default_grid(),
+        teacher.config.student.num_levels,
+    )
     P = inputs.point_feats.shape[0]
     return teacher, inputs, _corr(P, 3), torch.rand(2, 3, H, W)
 
@@ -94,9 +93,16 @@ def test_unseen_points_ignore_images_and_no_cameras_works(setup):
     with torch.inference_mode():
         a = teacher(inputs, images, corr)
         b = teacher(inputs, torch.rand(2, 3, H, W), corr)
-        none = teacher(inputs, torch.zeros(0, 3, H, W), PointPixelCorrespondence(
-            torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long),
-            torch.zeros(0, 2), (H, W)))
+        none = teacher(
+            inputs,
+            torch.zeros(0, 3, H, W),
+            PointPixelCorrespondence(
+                torch.zeros(0, dtype=torch.long),
+                torch.zeros(0, dtype=torch.long),
+                torch.zeros(0, 2),
+                (H, W),
+            ),
+        )
     unseen = ~a.seen
     torch.testing.assert_close(a.logits[unseen], b.logits[unseen])
     assert not torch.allclose(a.logits[a.seen], b.logits[a.seen])
@@ -109,8 +115,9 @@ def test_views_are_averaged(setup):
     teacher, inputs, corr, images = setup
     teacher.eval()
     # Duplicating every correspondence leaves every per-point mean, hence the output, unchanged.
-    dup = PointPixelCorrespondence(corr.point_idx.repeat(2), corr.image_idx.repeat(2),
-                                   corr.uv.repeat(2, 1), corr.image_size)
+    dup = PointPixelCorrespondence(
+        corr.point_idx.repeat(2), corr.image_idx.repeat(2), corr.uv.repeat(2, 1), corr.image_size
+    )
     with torch.inference_mode():
         a = teacher(inputs, images, corr)
         b = teacher(inputs, images, dup)
@@ -140,12 +147,13 @@ def test_trains_end_to_end_with_teacher_loss(setup):
     missing = [n for n, p in teacher.named_parameters() if p.grad is None or not p.grad.any()]
     assert not missing
     with pytest.raises(IndexError):
-        bad = PointPixelCorrespondence(torch.tensor([P]), torch.tensor([0]),
-                                       torch.zeros(1, 2), (H, W))
+        bad = PointPixelCorrespondence(
+            torch.tensor([P]), torch.tensor([0]), torch.zeros(1, 2), (H, W)
+        )
         teacher(inputs, images, bad)
     with pytest.raises(ValueError, match="disagree"):
-        PointPixelCorrespondence(torch.tensor([0, 1]), torch.tensor([0]), torch.zeros(2, 2),
-                                 (H, W))
-    batch = SimpleNamespace(point_idx=corr.point_idx, image_idx=corr.image_idx, uv=corr.uv,
-                            image_size=[H, W])
+        PointPixelCorrespondence(torch.tensor([0, 1]), torch.tensor([0]), torch.zeros(2, 2), (H, W))
+    batch = SimpleNamespace(
+        point_idx=corr.point_idx, image_idx=corr.image_idx, uv=corr.uv, image_size=[H, W]
+    )
     assert PointPixelCorrespondence.from_batch(batch).image_size == (H, W)
