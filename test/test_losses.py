@@ -16,6 +16,7 @@ from xmodelkd_ros.training.losses import (
     NonFiniteLossError,
     TeacherLoss,
     TeacherWeights,
+    balanced_cross_entropy,
     check_finite,
     feature_distill,
     kd_kl,
@@ -328,3 +329,28 @@ def test_check_finite():
         check_finite(torch.tensor(float("nan")), "kd")
     with pytest.raises(FloatingPointError):
         check_finite(torch.tensor([1.0, float("inf")]), "total")
+
+
+@pytest.mark.parametrize("power", [0.0, 0.5, 1.0])
+def test_balanced_cross_entropy_matches_numpy(power):
+    rng = np.random.default_rng(3)
+    logits = rng.normal(size=(40, 5))
+    labels = rng.choice(5, size=40, p=[0.7, 0.2, 0.05, 0.05, 0.0])
+    # reference: per-point CE by hand, weights n_c^-power, weighted mean
+    shifted = logits - logits.max(1, keepdims=True)
+    log_p = shifted - np.log(np.exp(shifted).sum(1, keepdims=True))
+    ce = -log_p[np.arange(40), labels]
+    counts = np.bincount(labels, minlength=5)
+    w = counts[labels].astype(float) ** -power
+    expected = (w * ce).sum() / w.sum()
+    got = balanced_cross_entropy(torch.tensor(logits), torch.tensor(labels), power)
+    assert math.isclose(got.item(), expected, rel_tol=1e-9)
+
+
+def test_balanced_cross_entropy_gives_every_class_equal_weight():
+    """power=1: a class of 1 point weighs as much as a class of 99 points."""
+    logits = torch.zeros(100, 2, requires_grad=True)
+    labels = torch.tensor([0] * 99 + [1])
+    balanced_cross_entropy(logits, labels, 1.0).backward()
+    g = logits.grad
+    assert torch.isclose(g[:99].sum(0).abs().sum(), g[99].abs().sum())

@@ -105,10 +105,33 @@ def lovasz_softmax(probs: Tensor, labels: Tensor, ignore_index: int | None = Non
     return torch.stack(losses).mean()
 
 
+def balanced_cross_entropy(logits: Tensor, labels: Tensor, power: float = 0.0) -> Tensor:
+    """Cross-entropy with each point weighted by ``n_c ** -power``, ``n_c`` the number of
+    points of its class in this batch, the weights normalised to mean 1.
+
+    Why: a LiDAR batch is mostly road, building and vegetation; with a plain mean the thin
+    classes (pole, sign, person, fence) get almost no gradient in a short schedule and
+    stay at 0 IoU (measured on the synthetic world: +13..17 mIoU for a labels-only student
+    at ``power=1``). ``power=0`` is the plain mean; ``power=1`` gives every class present
+    the same total weight. ``labels`` must hold valid classes only.
+    """
+    per_point = F.cross_entropy(logits, labels, reduction="none")
+    if power == 0 or labels.numel() == 0:
+        return per_point.mean()
+    counts = torch.bincount(labels, minlength=logits.shape[1]).to(per_point.dtype)
+    w = counts.clamp(min=1).pow(-power)[labels]
+    return (per_point * w).sum() / w.sum()
+
+
 def segmentation_loss(
-    logits: Tensor, labels: Tensor, ignore_index: int = IGNORE_INDEX, lovasz_weight: float = 1.0
+    logits: Tensor,
+    labels: Tensor,
+    ignore_index: int = IGNORE_INDEX,
+    lovasz_weight: float = 1.0,
+    ce_balance: float = 0.0,
 ) -> Tensor:
-    """Cross-entropy + ``lovasz_weight`` x Lovász-softmax on per-point logits (P, C).
+    """Cross-entropy (class-balanced by ``ce_balance``, see :func:`balanced_cross_entropy`)
+    + ``lovasz_weight`` x Lovász-softmax on per-point logits (P, C).
 
     CE alone favours frequent classes; the Lovász term optimises the IoU we report.
     All-ignored inputs give a gradient-safe zero instead of CE's NaN.
@@ -116,7 +139,7 @@ def segmentation_loss(
     valid = labels != ignore_index
     if not bool(valid.any()):
         return _zero(logits)
-    ce = F.cross_entropy(logits[valid], labels[valid])
+    ce = balanced_cross_entropy(logits[valid], labels[valid], ce_balance)
     if lovasz_weight == 0:
         return ce
     lov = lovasz_softmax(torch.softmax(logits[valid], dim=1), labels[valid])
@@ -298,6 +321,8 @@ class DistillWeights:
     #: Optional: KL and feature alignment to the teacher's 3D-only branch on all points.
     kd_all: float = 0.0
     feat_all: float = 0.0
+    #: Class balance of the CE term (see :func:`balanced_cross_entropy`; 0 = plain mean).
+    ce_balance: float = 0.0
     #: Label of unlabeled points (the data pipeline's IGNORE_INDEX).
     ignore_index: int = IGNORE_INDEX
 
@@ -352,7 +377,8 @@ class DistillLoss(nn.Module):
         valid = labels != w.ignore_index
         if w.ce:
             parts["ce"] = (
-                F.cross_entropy(logits[valid], labels[valid]) if bool(valid.any())
+                balanced_cross_entropy(logits[valid], labels[valid], w.ce_balance)
+                if bool(valid.any())
                 else _zero(logits)
             )
         if w.lovasz:
@@ -393,6 +419,8 @@ class TeacherWeights:
     contrastive: float = 0.1
     temperature: float = 0.07
     max_points: int = 2048
+    #: Class balance of both CE terms (see :func:`balanced_cross_entropy`; 0 = plain mean).
+    ce_balance: float = 0.0
     #: Label of unlabeled points (the data pipeline's IGNORE_INDEX).
     ignore_index: int = IGNORE_INDEX
 
@@ -423,10 +451,14 @@ class TeacherLoss(nn.Module):
         parts: dict[str, Tensor] = {}
         scale: dict[str, float] = {}
         if w.fused:
-            parts["seg_fused"] = segmentation_loss(out.logits, labels, w.ignore_index, w.lovasz)
+            parts["seg_fused"] = segmentation_loss(
+                out.logits, labels, w.ignore_index, w.lovasz, w.ce_balance
+            )
             scale["seg_fused"] = w.fused
         if w.branch_3d:
-            parts["seg_3d"] = segmentation_loss(out.logits_3d, labels, w.ignore_index, w.lovasz)
+            parts["seg_3d"] = segmentation_loss(
+                out.logits_3d, labels, w.ignore_index, w.lovasz, w.ce_balance
+            )
             scale["seg_3d"] = w.branch_3d
         if w.contrastive:
             parts["contrastive"] = multiview_infonce(
