@@ -18,6 +18,7 @@ from xmodelkd_ros.training.losses import (
     TeacherWeights,
     balanced_cross_entropy,
     check_finite,
+    class_balance_weights,
     feature_distill,
     kd_kl,
     lovasz_softmax,
@@ -233,6 +234,61 @@ def test_kd_kl_matches_numpy_and_masks():
     empty = kd_kl(st, tt, T, torch.zeros(10, dtype=torch.bool))
     empty.backward()
     assert empty.item() == 0.0
+
+
+def _np_softmax(x):
+    e = np.exp(x - x.max(1, keepdims=True))
+    return e / e.sum(1, keepdims=True)
+
+
+@pytest.mark.parametrize("power", [0.5, 1.0])
+def test_class_balanced_kd_matches_numpy(power):
+    rng = np.random.default_rng(3)
+    P, C, T = 40, 5, 2.0
+    s, t = rng.normal(size=(P, C)), rng.normal(size=(P, C))
+    labels = rng.choice([-1, 0, 0, 0, 0, 0, 0, 1, 1, 3], size=P)  # class 0 frequent, 3 rare
+    labels[:3] = [0, 1, 3]
+    fov = rng.random(P) < 0.6
+    fov[:3] = True
+    # Independent computation: class = label, the teacher's argmax where unlabeled; weight
+    # n_c^-power with n_c counted inside the mask, normalised to mean 1 over the mask.
+    cls = np.where(labels >= 0, labels, t.argmax(1))
+    counts = np.array([np.sum(cls[fov] == c) for c in range(C)])
+    w = np.where(fov, np.maximum(counts[cls], 1) ** -power, 0.0)
+    w = w * fov.sum() / w.sum()
+    assert w[fov].mean() == pytest.approx(1.0)
+    # Every class present gets total weight proportional to n_c^(1-power).
+    if power == 1.0:
+        totals = [w[fov & (cls == c)].sum() for c in range(C) if counts[c]]
+        np.testing.assert_allclose(totals, totals[0])
+    torch.testing.assert_close(
+        class_balance_weights(torch.as_tensor(cls), C, power, torch.as_tensor(fov)),
+        torch.as_tensor(w, dtype=torch.float32),
+    )
+    ps, pt = _np_softmax(s / T), _np_softmax(t / T)
+    kl = np.sum(pt * (np.log(pt) - np.log(ps)), 1)
+    expect_kd = T**2 * np.sum(w[fov] * kl[fov]) / np.sum(w[fov])
+    student = SimpleNamespace(logits=torch.tensor(s, requires_grad=True),
+                              features=torch.randn(P, 8))
+    teacher = SimpleNamespace(logits=torch.tensor(t), features=torch.randn(P, 6),
+                              logits_3d=torch.tensor(t), features_3d=torch.randn(P, 8))
+    loss_fn = DistillLoss(8, 6, 8, DistillWeights(ce=0, lovasz=0, feat=0, kd=1.0,
+                                                  kd_temperature=T, kd_balance=power))
+    total, parts = loss_fn(student, torch.as_tensor(labels), teacher, torch.as_tensor(fov))
+    assert parts["kd"].item() == pytest.approx(expect_kd, rel=1e-6)
+    assert total.item() == pytest.approx(expect_kd, rel=1e-6)
+    total.backward()
+    assert torch.all(student.logits.grad[~torch.as_tensor(fov)] == 0)
+    # Uniform weights reproduce the plain mean; kd_balance=0 is the plain (Hinton) KD.
+    st, tt = torch.tensor(s), torch.tensor(t)
+    torch.testing.assert_close(kd_kl(st, tt, T, torch.as_tensor(fov), torch.full((P,), 3.0)),
+                               kd_kl(st, tt, T, torch.as_tensor(fov)))
+    plain = DistillLoss(8, 6, 8, DistillWeights(ce=0, lovasz=0, feat=0, kd_temperature=T))
+    _, plain_parts = plain(student, torch.as_tensor(labels), teacher, torch.as_tensor(fov))
+    expect_plain = T**2 * kl[fov].mean()
+    assert plain_parts["kd"].item() == pytest.approx(expect_plain, rel=1e-6)
+    with pytest.raises(ValueError, match="weights"):
+        kd_kl(st, tt, T, None, torch.ones(P - 1))
 
 
 def test_feature_distill_cosine_and_l2():

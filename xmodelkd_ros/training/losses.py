@@ -217,8 +217,13 @@ def kd_kl(
     teacher_logits: Tensor,
     temperature: float = 2.0,
     mask: Tensor | None = None,
+    weights: Tensor | None = None,
 ) -> Tensor:
     """``T^2 * mean_i KL(softmax(t_i / T) || softmax(s_i / T))`` over the masked points.
+
+    ``weights`` (P,), optional non-negative per-point weights: the mean becomes the
+    weighted mean ``sum_i w_i KL_i / sum_i w_i`` over the masked points (see
+    :func:`class_balance_weights`).
 
     Softening with ``T > 1`` exposes the teacher's "dark knowledge" (which wrong classes
     are plausible); ``T^2`` keeps the gradient scale independent of ``T`` (Hinton et al.
@@ -232,14 +237,36 @@ def kd_kl(
         )
     if temperature <= 0:
         raise ValueError(f"temperature must be positive, got {temperature}")
+    if weights is not None and weights.shape != student_logits.shape[:1]:
+        raise ValueError(f"weights must be (P,) = ({student_logits.shape[0]},)")
     if mask is not None:
         student_logits, teacher_logits = student_logits[mask], teacher_logits[mask]
+        weights = weights[mask] if weights is not None else None
     if student_logits.shape[0] == 0:
         return _zero(student_logits)
     log_p_s = F.log_softmax(student_logits / temperature, dim=1)
     log_p_t = F.log_softmax(_constant(teacher_logits) / temperature, dim=1)
     kl = (log_p_t.exp() * (log_p_t - log_p_s)).sum(1)
-    return kl.mean() * temperature**2
+    if weights is None:
+        return kl.mean() * temperature**2
+    w = _constant(weights).to(kl.dtype)
+    return (w * kl).sum() / w.sum().clamp(min=1e-12) * temperature**2
+
+
+def class_balance_weights(
+    classes: Tensor, num_classes: int, power: float = 0.5, mask: Tensor | None = None
+) -> Tensor:
+    """Per-point weights ``n_c^-power`` from the frequency ``n_c`` of each point's class
+    among the masked points, normalised to mean 1 over them (0 outside the mask).
+
+    ``power=0.5``: inverse square-root frequency; ``power=1``: every class present gets
+    the same total weight (the balance of the Lovász term).
+    """
+    keep = torch.ones_like(classes, dtype=torch.bool) if mask is None else mask
+    counts = torch.bincount(classes[keep], minlength=num_classes).to(torch.float32)
+    w = counts.clamp(min=1.0).pow(-power)[classes] * keep
+    n = keep.sum()
+    return w * (n / w.sum()) if bool(n > 0) else w
 
 
 class FeatureProjector(nn.Module):
@@ -323,6 +350,10 @@ class DistillWeights:
     feat_all: float = 0.0
     #: Class balance of the CE term (see :func:`balanced_cross_entropy`; 0 = plain mean).
     ce_balance: float = 0.0
+    #: Class-balanced KD: weight each point's KL by ``n_c^-kd_balance``, ``n_c`` the
+    #: number of points of its class (the label; the teacher's prediction where
+    #: unlabeled) in the KD region of the batch, normalised to mean 1 (0 = plain mean).
+    kd_balance: float = 0.0
     #: Label of unlabeled points (the data pipeline's IGNORE_INDEX).
     ignore_index: int = IGNORE_INDEX
 
@@ -384,14 +415,22 @@ class DistillLoss(nn.Module):
         if w.lovasz:
             parts["lovasz"] = lovasz_softmax(torch.softmax(logits, 1), labels, w.ignore_index)
         if teacher is not None:
+            cls = cw = cw_all = None
+            if w.kd_balance and (w.kd or w.kd_all):
+                cls = torch.where(valid, labels, teacher.logits.detach().argmax(1))
+                n_cls = logits.shape[1]
+                cw = class_balance_weights(cls, n_cls, w.kd_balance, fov_mask)
+                cw_all = class_balance_weights(cls, n_cls, w.kd_balance)
             if w.kd:
-                parts["kd"] = kd_kl(logits, teacher.logits, w.kd_temperature, fov_mask)
+                parts["kd"] = kd_kl(logits, teacher.logits, w.kd_temperature, fov_mask, cw)
             if w.feat:
                 parts["feat"] = feature_distill(
                     feats, teacher.features, self.head, fov_mask, w.feat_kind
                 )
             if w.kd_all:
-                parts["kd_all"] = kd_kl(logits, teacher.logits_3d, w.kd_temperature)
+                parts["kd_all"] = kd_kl(
+                    logits, teacher.logits_3d, w.kd_temperature, None, cw_all
+                )
             if w.feat_all and self.head_3d is not None:
                 parts["feat_all"] = feature_distill(
                     feats, teacher.features_3d, self.head_3d, None, w.feat_kind
