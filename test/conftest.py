@@ -94,3 +94,60 @@ def exported_model(student_checkpoint: Path, tmp_path_factory: pytest.TempPathFa
     out = tmp_path_factory.mktemp("export") / "model"
     export_checkpoint(student_checkpoint, out)
     return out
+
+
+class _Recorder:
+    """Stand-in for a launch action/substitution: records its constructor arguments."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        self.args, self.kwargs = args, kwargs
+
+
+class _LaunchConfiguration(_Recorder):
+    def perform(self, context: dict[str, str]) -> str:
+        return context[self.args[0]]
+
+
+class _FindPackageShare(_Recorder):
+    def perform(self, context: dict[str, str]) -> str:
+        return f"/opt/share/{self.args[0]}"
+
+
+@pytest.fixture
+def load_launch_file(monkeypatch: pytest.MonkeyPatch):
+    """Load a launch file against minimal stand-ins of the ``launch`` / ``launch_ros`` names.
+
+    Honest scope: those packages have no wheels here, so tests can only check what *our*
+    launch code does with them (arguments declared, node or command built, remappings);
+    ``ros2 launch`` on a ROS install proves compatibility with the real API.
+    """
+    import importlib.util
+    import sys
+    import types
+
+    mods = {
+        "launch": {"LaunchDescription": type("LaunchDescription", (_Recorder,), {})},
+        "launch.actions": {
+            name: type(name, (_Recorder,), {})
+            for name in ("DeclareLaunchArgument", "ExecuteProcess", "OpaqueFunction")
+        },
+        "launch.substitutions": {"LaunchConfiguration": _LaunchConfiguration},
+        "launch_ros": {},
+        "launch_ros.actions": {"Node": type("Node", (_Recorder,), {})},
+        "launch_ros.substitutions": {"FindPackageShare": _FindPackageShare},
+    }
+    for name, attrs in mods.items():
+        module = types.ModuleType(name)
+        for key, value in attrs.items():
+            setattr(module, key, value)
+        monkeypatch.setitem(sys.modules, name, module)
+
+    def load(path: Path):
+        compile(path.read_text(), str(path), "exec")
+        spec = importlib.util.spec_from_file_location(path.stem.replace(".", "_"), path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load

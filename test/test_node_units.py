@@ -5,10 +5,7 @@ These run everywhere (no rclpy needed) and in well under a second.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 import threading
-import types
 from pathlib import Path
 from typing import Any
 
@@ -206,48 +203,10 @@ def test_overlay_scales_to_resized_image():
 # ----------------------------------------------------------------------------- launch file
 
 
-def test_launch_file_compiles_and_declares_arguments(monkeypatch):
-    """Honest scope: ``launch``/``launch_ros`` have no wheels here, so this loads the launch
-    file against minimal stand-ins of the five names it imports and checks what *our* code
-    does with them (arguments declared, node built with params, overrides, remappings). It
-    does not prove compatibility with the real launch API; ``ros2 launch`` on a ROS install
-    does."""
-    src = ROOT / "launch" / "segment.launch.py"
-    compile(src.read_text(), str(src), "exec")
-
-    class Recorder:
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            self.args, self.kwargs = args, kwargs
-
-    class LaunchConfiguration(Recorder):
-        def perform(self, context: dict[str, str]) -> str:
-            return context[self.args[0]]
-
-    class FindPackageShare(Recorder):
-        def perform(self, context: dict[str, str]) -> str:
-            return f"/opt/share/{self.args[0]}"
-
-    class LaunchDescription(Recorder):
-        pass
-
-    mods = {
-        "launch": {"LaunchDescription": LaunchDescription},
-        "launch.actions": {"DeclareLaunchArgument": type("DLA", (Recorder,), {}),
-                           "OpaqueFunction": type("OF", (Recorder,), {})},
-        "launch.substitutions": {"LaunchConfiguration": LaunchConfiguration},
-        "launch_ros": {},
-        "launch_ros.actions": {"Node": type("Node", (Recorder,), {})},
-        "launch_ros.substitutions": {"FindPackageShare": FindPackageShare},
-    }  # fmt: skip
-    for name, attrs in mods.items():
-        m = types.ModuleType(name)
-        for k, v in attrs.items():
-            setattr(m, k, v)
-        monkeypatch.setitem(sys.modules, name, m)
-    spec = importlib.util.spec_from_file_location("segment_launch", src)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-
+def test_launch_file_compiles_and_declares_arguments(load_launch_file):
+    """Arguments declared, node built with params, overrides, remappings (see the
+    ``load_launch_file`` fixture for what this does and does not prove)."""
+    mod = load_launch_file(ROOT / "launch" / "segment.launch.py")
     ld = mod.generate_launch_description()
     actions = ld.args[0]
     declared = {a.args[0]: a.kwargs["default_value"] for a in actions[:-1]}

@@ -191,42 +191,14 @@ def test_replay_at_rate_without_labels_mcap(
     assert "use_sim_time: true" in params
 
 
-def test_replay_launch_file_builds_a_valid_cli(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Honest scope: ``launch`` has no wheel here, so the launch file runs against minimal
-    stand-ins of the names it imports; the command it builds must parse with the replay
-    CLI's own parser (flags cannot drift apart). ``ros2 launch`` on a ROS install does the
-    rest."""
-    import importlib.util
-    import sys
-    import types
-
+def test_replay_launch_file_builds_a_valid_cli(
+    load_launch_file, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The command the replay launch file builds must parse with the replay CLI's own
+    parser, so flags cannot drift apart (see ``load_launch_file`` for the scope)."""
     from xmodelkd_ros.replay import build_parser
 
-    class Recorder:
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            self.args, self.kwargs = args, kwargs
-
-    class LaunchConfiguration(Recorder):
-        def perform(self, context: dict[str, str]) -> str:
-            return context[self.args[0]]
-
-    mods = {
-        "launch": {"LaunchDescription": type("LD", (Recorder,), {})},
-        "launch.actions": {"DeclareLaunchArgument": type("DLA", (Recorder,), {}),
-                           "ExecuteProcess": type("EP", (Recorder,), {}),
-                           "OpaqueFunction": type("OF", (Recorder,), {})},
-        "launch.substitutions": {"LaunchConfiguration": LaunchConfiguration},
-    }  # fmt: skip
-    for name, attrs in mods.items():
-        m = types.ModuleType(name)
-        for k, v in attrs.items():
-            setattr(m, k, v)
-        monkeypatch.setitem(sys.modules, name, m)
-    src = Path(__file__).resolve().parents[1] / "launch" / "replay.launch.py"
-    spec = importlib.util.spec_from_file_location("replay_launch", src)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_launch_file(Path(__file__).resolve().parents[1] / "launch" / "replay.launch.py")
     actions = mod.generate_launch_description().args[0]
     declared = {a.args[0]: a.kwargs["default_value"] for a in actions[:-1]}
     monkeypatch.setenv("ROS_DOMAIN_ID", "42")
