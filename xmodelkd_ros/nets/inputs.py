@@ -37,18 +37,11 @@ class NetInputs:
     point_batch: Tensor  # (P,) scan index of each valid point
 
     def to(self, device: torch.device | str) -> NetInputs:
-        maps = KernelMaps(
-            coords=[c.to(device) for c in self.maps.coords],
-            spatial_shapes=list(self.maps.spatial_shapes),
-            subm=[t.to(device) for t in self.maps.subm],
-            down=[t.to(device) for t in self.maps.down],
-            up=[t.to(device) for t in self.maps.up],
-        )
         return NetInputs(
             self.voxel_feats.to(device),
             self.point_feats.to(device),
             self.point2voxel.to(device),
-            maps,
+            self.maps.to(device),
             [v.to(device) for v in self.valid],
             self.point_batch.to(device),
         )
