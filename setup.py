@@ -5,6 +5,7 @@ dirs); colcon builds honour ``setup.cfg`` and put them in ``lib/xmodelkd_ros``, 
 ``ros2 run`` looks.
 """
 
+import os
 from glob import glob
 
 from setuptools import find_packages, setup
@@ -52,9 +53,10 @@ def _data_files():
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
     ]
+    # Top-level files only: models/ may hold machine-specific TensorRT engine caches in
+    # subfolders, which must never be packaged.
     for folder in ("launch", "config", "models"):
-        found = [p for p in glob(f"{folder}/**/*", recursive=True) if not p.endswith("/")]
-        found = [p for p in found if "." in p.rsplit("/", 1)[-1]]
+        found = [p for p in glob(f"{folder}/*") if os.path.isfile(p)]
         if found:
             files.append((f"share/{PACKAGE}/{folder}", sorted(found)))
     return files
