@@ -122,6 +122,13 @@ class CompressedImage:
 # --------------------------------------------------------------------------------------
 
 
+def stamp_ns(header: Any) -> int:
+    """A ``std_msgs/Header`` stamp as integer nanoseconds (the key scans and images are
+    matched and scored by; integers so equality is exact)."""
+    st = header.stamp
+    return int(st.sec) * 1_000_000_000 + int(st.nanosec)
+
+
 def _as_uint8(data: Any) -> np.ndarray:
     """A flat uint8 view of a message's ``data`` (bytes, bytearray, array('B'), list...).
 

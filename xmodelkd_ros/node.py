@@ -38,6 +38,7 @@ from xmodelkd_ros.msgs import (
     encode_image,
     encode_labeled_cloud,
     image_to_rgb,
+    stamp_ns,
 )
 from xmodelkd_ros.node_params import (
     PARAM_SPECS,
@@ -96,10 +97,6 @@ _NULL_PUB = _NullPublisher()
 class StartupError(RuntimeError):
     """Anything that keeps the node from starting; reported as one line."""
 
-
-def _stamp_ns(header: Any) -> int:
-    st = header.stamp
-    return int(st.sec) * 1_000_000_000 + int(st.nanosec)
 
 
 def _qos(kind: str, depth: int) -> Any:
@@ -316,13 +313,13 @@ class SegmentNode(Node):
         self.in_rate.tick()
         self.counts["received"] += 1
         with self._lock:
-            frames = self.sync.add_scan(_stamp_ns(msg.header), (msg, now), now)
+            frames = self.sync.add_scan(stamp_ns(msg.header), (msg, now), now)
         self._dispatch(frames)
 
     def _on_image(self, camera: str, msg: Any) -> None:
         now = time.monotonic_ns()
         with self._lock:
-            frames = self.sync.add_image(camera, _stamp_ns(msg.header), msg, now)
+            frames = self.sync.add_image(camera, stamp_ns(msg.header), msg, now)
         self._dispatch(frames)
 
     def _on_info(self, camera: str, msg: Any) -> None:

@@ -45,6 +45,7 @@ from typing import Any
 
 import numpy as np
 
+from xmodelkd_ros.msgs import stamp_ns
 from xmodelkd_ros.node import NODE_NAME
 
 POINTCLOUD2 = "sensor_msgs/msg/PointCloud2"
@@ -168,9 +169,6 @@ def plan_bag(
     return BagPlan(path, lidar_topic, labels_topic, cams, counts[lidar_topic], topics, start_ns)
 
 
-def _stamp_ns(header: Any) -> int:
-    return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
-
 
 def _cloud_labels(msg: Any) -> np.ndarray:
     """The ``label`` field of a PointCloud2 as uint16 label ids (all points, in order)."""
@@ -209,7 +207,7 @@ def read_ground_truth(
         conns = [c for c in reader.connections if c.topic == plan.labels_topic]
         for conn, _t, raw in reader.messages(connections=conns):
             msg = reader.deserialize(raw, conn.msgtype)
-            gt[_stamp_ns(msg.header)] = _cloud_labels(msg)
+            gt[stamp_ns(msg.header)] = _cloud_labels(msg)
     finally:
         reader.close()
     return gt
@@ -222,7 +220,7 @@ def iter_scans(plan: BagPlan) -> Iterator[tuple[int, Any]]:
         conns = [c for c in reader.connections if c.topic == plan.lidar_topic]
         for conn, _t, raw in reader.messages(connections=conns):
             msg = reader.deserialize(raw, conn.msgtype)
-            yield _stamp_ns(msg.header), msg
+            yield stamp_ns(msg.header), msg
     finally:
         reader.close()
 
@@ -440,7 +438,7 @@ class Peer:
 
     def _on_output(self, msg: Any) -> None:
         now = time.monotonic_ns()
-        stamp = _stamp_ns(msg.header)
+        stamp = stamp_ns(msg.header)
         labels = _cloud_labels(msg)
         with self.cond:
             if stamp in self.outputs:
@@ -538,7 +536,7 @@ def _groups(plan: BagPlan) -> Iterator[tuple[int, list[tuple[str, int, bytes, in
         for conn, t, raw in reader.messages(connections=conns):
             stamp = None
             if conn.topic == plan.lidar_topic:
-                stamp = _stamp_ns(reader.deserialize(raw, conn.msgtype).header)
+                stamp = stamp_ns(reader.deserialize(raw, conn.msgtype).header)
                 if group:
                     yield group[0][1], group
                 group = []
