@@ -207,7 +207,8 @@ class Benchmark:
             f"{self.test_seeds} x {self.args.test_scans} scans, {self.args.beams} beams, "
             f"{self.args.cameras} cameras, commit {commit[:10]}{' (dirty)' if dirty else ''}"
         )
-        todo = [(f, s) for f in self.fractions for s in self.seeds]
+        # seed-major: a run stopped early still has every fraction for its first seeds
+        todo = [(f, s) for s in self.seeds for f in self.fractions]
         bar = _progress(self.args.progress, len(todo), "benchmark (fraction, seed)")
         results: dict[float, list[dict[str, Any]]] = {f: [] for f in self.fractions}
         for f, s in todo:
