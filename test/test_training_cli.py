@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from training_hooks import NanAtStep, SignalAtStep
 
 from xmodelkd_ros.nets.checkpoint import load_student
 from xmodelkd_ros.training.train import main
@@ -62,7 +63,7 @@ def test_resume_is_exact(tmp_path):
     common = [*TINY, "schedule.student_epochs=2", "data.train_scans=6"]
     a, b = tmp_path / "a", tmp_path / "b"
     assert main(["--stage", "baseline", "--out", str(a), *common]) == 0
-    code = main(["--stage", "baseline", "--out", str(b), *common, "debug.signal_at_step=2"])
+    code = main(["--stage", "baseline", "--out", str(b), *common], hooks=[SignalAtStep(2)])
     assert code == 130
     ck = torch.load(b / "baseline" / "last.pt", map_location="cpu", weights_only=True)
     assert (ck["epoch"], ck["step_in_epoch"], ck["done"]) == (0, 2, False)
@@ -78,7 +79,7 @@ def test_resume_is_exact(tmp_path):
 
 def test_nan_loss_stops_before_touching_weights(tmp_path, capsys):
     out = tmp_path / "nan"
-    code = main(["--stage", "baseline", "--out", str(out), *TINY, "debug.inject_nan_step=1"])
+    code = main(["--stage", "baseline", "--out", str(out), *TINY], hooks=[NanAtStep(1)])
     assert code == 3
     err = capsys.readouterr().err
     assert "non-finite" in err and "not applied" in err
@@ -87,8 +88,8 @@ def test_nan_loss_stops_before_touching_weights(tmp_path, capsys):
     assert all(torch.isfinite(v).all() for v in ck["model"].values() if v.is_floating_point())
     # nan_policy=skip carries on.
     out2 = tmp_path / "skip"
-    args = ["--stage", "baseline", "--out", str(out2), *TINY, "debug.inject_nan_step=0"]
-    assert main([*args, "optim.nan_policy=skip"]) == 0
+    args = ["--stage", "baseline", "--out", str(out2), *TINY, "optim.nan_policy=skip"]
+    assert main(args, hooks=[NanAtStep(0)]) == 0
 
 
 def test_clear_errors_without_traceback(tmp_path, capsys):
