@@ -114,6 +114,16 @@ def test_clear_errors_without_traceback(tmp_path, capsys):
     assert "run --stage teacher first" in capsys.readouterr().err
 
 
+def test_image_weights_that_do_not_fit_are_an_error(tmp_path, capsys):
+    weights = tmp_path / "resnet.pth"
+    torch.save({"conv9.weight": torch.zeros(1)}, weights)
+    args = ["--stage", "teacher", "--out", str(tmp_path / "t"), *TINY]
+    assert main([*args, f"model.image_weights={weights}"]) == 2
+    err = capsys.readouterr().err
+    assert "1 unexpected keys: conv9.weight" in err and "72 missing keys: bn1.bias" in err
+    assert "Traceback" not in err
+
+
 def test_help_documents_options(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["--help"])

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from xmodelkd_ros.nets.checkpoint import CheckpointError
+from xmodelkd_ros.nets.image_encoder import WeightLoadError
 from xmodelkd_ros.sparse import get_default_impl, set_default_impl
 from xmodelkd_ros.training import distributed as D
 from xmodelkd_ros.training.context import Context, TrainingStoppedError
@@ -187,7 +188,7 @@ def main(argv: Sequence[str] | None = None, hooks: Sequence[HookBase] = ()) -> i
     except TrainingStoppedError as exc:
         print(f"stopped: {exc}", file=sys.stderr)
         code = exc.code
-    except (DatasetError, CheckpointError, RecipeError) as exc:
+    except (DatasetError, CheckpointError, RecipeError, WeightLoadError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         code = 2
     except (TypeError, ValueError) as exc:
