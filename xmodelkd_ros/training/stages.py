@@ -92,6 +92,16 @@ def labels_of(batch: Batch) -> Tensor:
     return torch.full((batch.num_points,), IGNORE_INDEX, dtype=torch.long, device=batch.uv.device)
 
 
+def on_sparse_backend(ctx: Context, module: nn.Module) -> nn.Module:
+    """``optim.sparse_impl: spconv`` runs ``module``'s sparse convs on spconv (same
+    parameters); ``pairs`` / ``gather`` are the process-wide default set by the CLI."""
+    if ctx.recipe["optim"].get("sparse_impl") == "spconv":
+        from xmodelkd_ros.sparse.spconv_train import convert_to_spconv
+
+        convert_to_spconv(module)
+    return module
+
+
 def cpu_state(net: nn.Module) -> dict[str, Tensor]:
     return {k: v.detach().cpu() for k, v in net.state_dict().items()}
 
@@ -318,6 +328,7 @@ class DistillStage(_StudentKind):
 
     def teacher(self, ctx: Context, student: StudentNet) -> FusionTeacher | None:
         teacher = load_teacher(ctx.out / TeacherStage.final).to(ctx.device).eval()
+        on_sparse_backend(ctx, teacher)
         for p in teacher.parameters():
             p.requires_grad_(False)
         if ctx.recipe["model"].get("student_init", "scratch") == "teacher3d":

@@ -36,6 +36,8 @@ import torch
 from xmodelkd_ros.nets.checkpoint import CheckpointError
 from xmodelkd_ros.nets.image_encoder import WeightLoadError
 from xmodelkd_ros.sparse import get_default_impl, set_default_impl
+from xmodelkd_ros.sparse.conv import IMPLS
+from xmodelkd_ros.sparse.spconv_train import SpconvTrainingError, check_spconv_training
 from xmodelkd_ros.training import distributed as D
 from xmodelkd_ros.training.context import Context, TrainingStoppedError
 from xmodelkd_ros.training.data.semantickitti import DatasetError
@@ -49,6 +51,17 @@ from xmodelkd_ros.training.trainer import Trainer
 
 #: What ``--stage`` accepts: every registered stage kind, the whole pipeline, re-evaluation.
 STAGE_CHOICES = (*STAGE_KINDS.names(), "all", "evaluate")
+
+
+#: ``optim.sparse_impl``: the pure-PyTorch forms, or spconv's kernels (CUDA training).
+SPARSE_IMPLS = (*IMPLS, "spconv")
+
+
+def check_sparse_impl(impl: str, device: torch.device) -> None:
+    if impl not in SPARSE_IMPLS:
+        raise RecipeError(f"unknown optim.sparse_impl {impl!r} ({' | '.join(SPARSE_IMPLS)})")
+    if impl == "spconv":
+        check_spconv_training(device)
 
 
 def train_stage(ctx: Context, name: str) -> dict[str, Any]:
@@ -155,12 +168,18 @@ def main(argv: Sequence[str] | None = None, hooks: Sequence[HookBase] = ()) -> i
     except (RuntimeError, ValueError) as exc:
         print(f"error: bad device {recipe.get('device')!r}: {exc}", file=sys.stderr)
         return 2
+    impl = str(recipe["optim"].get("sparse_impl", "pairs"))
+    try:
+        check_sparse_impl(impl, device)
+    except (RecipeError, SpconvTrainingError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     dist = D.init_distributed(device)
     out = Path(recipe.get("out") or "runs/default")
     out.mkdir(parents=True, exist_ok=True)
     # process-wide switch: restored below so a caller (tests, the demo) keeps its own
     previous_impl = get_default_impl()
-    set_default_impl(recipe["optim"].get("sparse_impl", "pairs"))
+    set_default_impl("pairs" if impl == "spconv" else impl)  # spconv: per layer, see stages
     ctx = Context(
         recipe,
         out,

@@ -33,7 +33,7 @@ from xmodelkd_ros.training.hooks import (
     TensorBoardHook,
 )
 from xmodelkd_ros.training.recipe import intensity_range_of
-from xmodelkd_ros.training.stages import StageKind
+from xmodelkd_ros.training.stages import StageKind, on_sparse_backend
 
 
 def lr_lambda(warmup: int, total: int) -> Callable[[int], float]:
@@ -73,7 +73,8 @@ class Trainer:
         labelled = self.source if kind.split == "pretrain" else ctx.source("train")
         self.class_names = class_names_of(labelled)
         torch.manual_seed(ctx.seed * 1000 + kind.stream)  # same init for every run and rank
-        self.stage: nn.Module = kind.build(ctx, len(self.class_names)).to(ctx.device)
+        stage = on_sparse_backend(ctx, kind.build(ctx, len(self.class_names)))
+        self.stage: nn.Module = stage.to(ctx.device)
         self.model: nn.Module = self.stage  # DDP-wrapped in train() when distributed
         self.net_cfg = kind.network_config(self.stage)
         self.params = [p for p in self.stage.parameters() if p.requires_grad]
