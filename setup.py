@@ -59,6 +59,9 @@ def _data_files():
         found = [p for p in glob(f"{folder}/*") if os.path.isfile(p)]
         if found:
             files.append((f"share/{PACKAGE}/{folder}", sorted(found)))
+    # Training recipes (and the _base_ files they extend): recipe.py looks for them in
+    # <prefix>/share/xmodelkd_ros/training, so `--recipe NAME` works from an installed tree.
+    files.append((f"share/{PACKAGE}/training", sorted(glob("training/*.yaml"))))
     return files
 
 
