@@ -39,6 +39,7 @@ def test_all_stages_end_to_end(tmp_path, capsys):
     ck = load_student(out / "student.pt")
     assert ck.provenance["stage"] == "distill" and "miou" in ck.provenance["metrics"]
     assert ck.provenance["dataset"] == "synthetic"
+    assert ck.provenance["intensity_range"] == [0.0, 1.0]  # export copies it to model.json
     assert load_student(out / "baseline.pt").provenance["stage"] == "baseline"
     report = json.loads((out / "report.json").read_text())
     gain = report["models"]["distilled"]["miou"] - report["models"]["baseline"]["miou"]
@@ -89,7 +90,8 @@ def test_nan_loss_stops_before_touching_weights(tmp_path, capsys):
     # nan_policy=skip carries on.
     out2 = tmp_path / "skip"
     args = ["--stage", "baseline", "--out", str(out2), *TINY, "optim.nan_policy=skip"]
-    assert main(args, hooks=[NanAtStep(0)]) == 0
+    assert main([*args, "data.intensity_range=[0,255]"], hooks=[NanAtStep(0)]) == 0
+    assert load_student(out2 / "baseline.pt").provenance["intensity_range"] == [0.0, 255.0]
 
 
 def test_clear_errors_without_traceback(tmp_path, capsys):
@@ -110,6 +112,8 @@ def test_clear_errors_without_traceback(tmp_path, capsys):
     assert "no 'sequences' folder" in capsys.readouterr().err
     assert main(["--recipe", "nope"]) == 2
     assert "not found" in capsys.readouterr().err
+    assert main(["--out", str(tmp_path), "--set", "data.intensity_range=[1,0]"]) == 2
+    assert "data.intensity_range needs lo < hi" in capsys.readouterr().err
     assert main(["--stage", "distill", "--out", str(tmp_path / "x"), *TINY]) == 2
     assert "run --stage teacher first" in capsys.readouterr().err
 
