@@ -14,7 +14,7 @@ uninterrupted single run bit for bit.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -63,7 +63,7 @@ def default_hooks(ctx: Context) -> list[HookBase]:
 class Trainer:
     """Train one stage (resuming if asked), evaluate it, write its final checkpoint."""
 
-    def __init__(self, ctx: Context, kind: StageKind, hooks: Sequence[HookBase] = ()) -> None:
+    def __init__(self, ctx: Context, kind: StageKind) -> None:
         self.ctx, self.kind, self.name = ctx, kind, kind.name
         r = ctx.recipe
         stage_dir = ctx.out / kind.name
@@ -102,7 +102,8 @@ class Trainer:
             int(r["data"].get("views", 1)),
             use_images=kind.uses_images,
         )
-        self.hooks = sorted([*default_hooks(ctx), *ctx.hooks, *hooks], key=lambda h: h.priority)
+        # defaults + the run's own (ctx.hooks), lower priority first, stable
+        self.hooks = sorted([*default_hooks(ctx), *ctx.hooks], key=lambda h: h.priority)
         # loop state (hooks read and write these)
         self.epoch = self.start_step = self.global_step = self.step_in_epoch = 0
         self.steps_this_epoch = 0
