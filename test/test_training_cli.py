@@ -90,8 +90,14 @@ def test_nan_loss_stops_before_touching_weights(tmp_path, capsys):
     # nan_policy=skip carries on.
     out2 = tmp_path / "skip"
     args = ["--stage", "baseline", "--out", str(out2), *TINY, "optim.nan_policy=skip"]
-    assert main([*args, "data.intensity_range=[0,255]"], hooks=[NanAtStep(0)]) == 0
+    args += ["data.intensity_range=[0,255]", "log.tensorboard=true"]
+    assert main(args, hooks=[NanAtStep(0)]) == 0
     assert load_student(out2 / "baseline.pt").provenance["intensity_range"] == [0.0, 255.0]
+    # The TensorBoard hook logged the applied steps (the skipped step 0 is not one).
+    acc = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    events = acc.EventAccumulator(str(out2 / "tb"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("baseline/total")] == [2]
 
 
 def test_clear_errors_without_traceback(tmp_path, capsys):
