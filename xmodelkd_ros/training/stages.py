@@ -13,6 +13,7 @@ never compares ``kind`` strings; a new stage is one ``@STAGE_KINDS.register`` cl
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -167,7 +168,7 @@ class StudentStep(nn.Module):
 # ----------------------------------------------------------------------------- kinds
 
 
-class StageKind:
+class StageKind(ABC):
     """One stage of the method; subclasses fill the class attributes and the builders."""
 
     name: ClassVar[str]
@@ -184,14 +185,15 @@ class StageKind:
     #: Whether the stage ends with a validation mIoU (needs labels).
     evaluates: ClassVar[bool] = True
 
+    @abstractmethod
     def build(self, ctx: Context, num_classes: int) -> nn.Module:
         """The module DDP wraps: ``forward(batch, generator) -> (loss, logs)``, ``.net``."""
-        raise NotImplementedError
 
+    @abstractmethod
     def network_config(self, step: nn.Module) -> StudentConfig:
         """The 3D network's config (kernel-map levels and input channels for collation)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def save(
         self,
         ctx: Context,
@@ -200,7 +202,7 @@ class StageKind:
         class_names: list[str],
         provenance: dict[str, Any],
     ) -> None:
-        raise NotImplementedError
+        """Write the stage's final checkpoint to ``path``."""
 
 
 class _TeacherKind(StageKind):
@@ -212,8 +214,9 @@ class _TeacherKind(StageKind):
             ctx.log(f"{self.name}: image weights {report}")
         return model
 
+    @abstractmethod
     def loss_weights(self, ctx: Context) -> TeacherWeights:
-        raise NotImplementedError
+        """The loss builder's input: which terms this teacher stage optimises."""
 
     def build(self, ctx: Context, num_classes: int) -> nn.Module:
         net = self.network(ctx, num_classes)
