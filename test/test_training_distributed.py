@@ -67,3 +67,22 @@ def test_collective_device_follows_the_backend():
     assert D.collective_device("nccl", torch.device("cuda", 1)) == torch.device("cuda", 1)
     with pytest.raises(ValueError, match="NCCL backend needs a CUDA device"):
         D.collective_device("nccl", cpu)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
+def test_cuda_without_cuda_is_a_clear_error(capsys, tmp_path):
+    from xmodelkd_ros.training.train import main
+
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        D.resolve_device("cuda")
+    assert D.resolve_device("auto") == torch.device("cpu")
+    assert main(["--device", "cuda", "--out", str(tmp_path), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "bad device 'cuda'" in err and "CUDA is not available" in err
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_without_index_is_this_ranks_gpu(monkeypatch):
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    assert D.resolve_device("cuda") == torch.device("cuda", 0)
+    assert D.resolve_device("auto") == torch.device("cuda", 0)

@@ -60,14 +60,19 @@ def collective_device(backend: str, device: torch.device) -> torch.device:
 
 
 def resolve_device(spec: str) -> torch.device:
-    """``auto`` = this rank's GPU when CUDA is available, else CPU."""
+    """``auto`` = this rank's GPU when CUDA is available, else CPU; ``cuda`` without an
+    index is this rank's GPU too (``LOCAL_RANK`` under torchrun), so NCCL ranks never
+    share a device. A CUDA device without CUDA is a ValueError."""
     if spec == "auto":
-        if torch.cuda.is_available():
-            local = int(os.environ.get("LOCAL_RANK", "0"))
-            torch.cuda.set_device(local)
-            return torch.device("cuda", local)
-        return torch.device("cpu")
-    return torch.device(spec)
+        spec = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(spec)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError("CUDA is not available on this machine (use --device cpu)")
+        if device.index is None:
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    return device
 
 
 def barrier(info: DistInfo) -> None:
