@@ -97,8 +97,8 @@ class IntensityGuard:
     reports it in diagnostics). ``normalize``: once a scan falls outside, the envelope of
     every intensity seen so far (min, max; it only grows, so the mapping settles after a
     few scans instead of jumping with each scan's content) is mapped linearly onto the
-    model's range. ``off``: nothing is checked. No model range (an old ``model.json`` or
-    a ``.pt``): nothing can be checked.
+    model's range (clamped while that envelope is a single value). ``off``: nothing is
+    checked. No model range (an old ``model.json`` or a ``.pt``): nothing can be checked.
     """
 
     def __init__(self, model_range: tuple[float, float] | None, policy: str = "warn") -> None:
@@ -135,14 +135,15 @@ class IntensityGuard:
             first = outside and self.scans_outside == 0
             self.scans_outside += int(outside)
             env = self.envelope
-        normalized = False
-        if self.policy == "normalize" and self.is_outside(*env) and env[1] > env[0]:
+        normalized = self.policy == "normalize" and self.is_outside(*env)
+        if normalized:
             m_lo, m_hi = self.model_range
-            scale = (m_hi - m_lo) / (env[1] - env[0])
-            intensity -= env[0]
-            intensity *= scale
-            intensity += m_lo
-            normalized = True
+            if env[1] > env[0]:
+                intensity -= env[0]
+                intensity *= (m_hi - m_lo) / (env[1] - env[0])
+                intensity += m_lo
+            else:  # one constant value seen so far: no span to map, clamp it
+                np.clip(intensity, m_lo, m_hi, out=intensity)
         return IntensityCheck(outside, (lo, hi), normalized, first)
 
 
