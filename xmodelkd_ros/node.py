@@ -194,7 +194,11 @@ class SegmentNode(Node):
             )
 
     def _current_values(self) -> dict[str, Any]:
-        return {n: self.get_parameter(n).value for n in self._specs}
+        out = {}
+        for n in self._specs:  # declared by type only and never set: uninitialized
+            with contextlib.suppress(rclpy.exceptions.ParameterUninitializedException):
+                out[n] = self.get_parameter(n).value
+        return out
 
     def _on_set_parameters(self, params: list[Any]) -> Any:
         """Validate a runtime change as a whole, then apply it (read_only ones never get
@@ -207,7 +211,7 @@ class SegmentNode(Node):
                 values[p.name] = [] if empty else p.value
         try:
             cfg = parse_config(values)
-        except ConfigError as exc:
+        except Exception as exc:  # a refused set must never take the node down
             return SetParametersResult(successful=False, reason=str(exc))
         self.cfg = cfg
         if self._started:
