@@ -128,10 +128,15 @@ def test_parameters_at_runtime_and_incompatible_qos(sim_frame, student_checkpoin
         assert not bad.successful and "overlay_alpha" in bad.reason
         (unknown_class,) = _set(peer, output__filter_classes=["roads"])
         assert not unknown_class.successful and "unknown class 'roads'" in unknown_class.reason
-        (ok,) = _set(peer, output__filter_classes=["unlabeled", *CLASS_NAMES])
-        assert ok.successful, ok.reason
+        (other,) = _set(peer, diagnostics__warn_ms=150.0)  # must not revive the default list
+        assert other.successful, other.reason
         peer.pub_points.publish(make_cloud(pts, t0 + 100_000_000))
         wait_for(lambda: len(peer.msgs("filtered")) >= 2, 30, "second filtered cloud", node)
+        assert peer.msgs("filtered")[-1].width == N_POINTS
+        (ok,) = _set(peer, output__filter_classes=["unlabeled", *CLASS_NAMES])
+        assert ok.successful, ok.reason
+        peer.pub_points.publish(make_cloud(pts, t0 + 200_000_000))
+        wait_for(lambda: len(peer.msgs("filtered")) >= 3, 30, "third filtered cloud", node)
         assert peer.msgs("filtered")[-1].width == 0  # every class removed now
 
         be = QoSProfile(depth=5, reliability=ReliabilityPolicy.BEST_EFFORT)

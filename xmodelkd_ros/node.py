@@ -42,14 +42,9 @@ from xmodelkd_ros.msgs import (
 from xmodelkd_ros.node_cameras import OverlayJob, OverlayRenderer, load_camera_calibration
 from xmodelkd_ros.node_diagnostics import StatsSnapshot, diagnostics
 from xmodelkd_ros.node_params import (
-    PARAM_SPECS,
     ConfigError,
     NodeConfig,
-    ParamSpec,
-    camera_param_specs,
     check_params_files,
-    parse_config,
-    unknown_parameters,
 )
 from xmodelkd_ros.node_processing import (
     ScanProcessor,
@@ -72,19 +67,14 @@ LATENCY_STAGES = ("decode", "voxelize", "maps", "inference", "postprocess", "enc
 try:  # rclpy is only needed when the node actually runs
     import rclpy
     from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-    from rcl_interfaces.msg import (
-        FloatingPointRange,
-        IntegerRange,
-        ParameterDescriptor,
-        SetParametersResult,
-    )
     from rclpy.event_handler import SubscriptionEventCallbacks, UnsupportedEventTypeError
     from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
     from rclpy.node import Node
-    from rclpy.parameter import Parameter
     from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
     from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2, PointField
     from std_msgs.msg import Float64
+
+    from xmodelkd_ros.node_ros_params import NodeParameters
 
     _RCLPY_ERROR: str | None = None
 except ImportError as _exc:  # pragma: no cover - exercised where ROS is absent
@@ -95,7 +85,6 @@ except ImportError as _exc:  # pragma: no cover - exercised where ROS is absent
 #: debug topic name -> stage (when debug.publish_timings), as Autoware's debug publishers.
 DEBUG_TOPICS = {"processing_time": "total", "inference": "inference",
                 "pipeline_latency": "pipeline"}  # fmt: skip
-_INT64_MAX = 2**63 - 1
 
 
 def _qos(kind: str, depth: int) -> Any:
@@ -119,23 +108,6 @@ def _rss_mb() -> float:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def descriptor(spec: ParamSpec) -> Any:
-    """The ParameterDescriptor of ``spec``: description, choices, range, read_only."""
-    desc = spec.description + (f" One of: {', '.join(spec.choices)}." if spec.choices else "")
-    d = ParameterDescriptor(description=desc, read_only=spec.read_only)
-    if spec.choices:
-        d.additional_constraints = f"one of: {', '.join(spec.choices)}"
-    if spec.type_name == "double" and (spec.minimum is not None or spec.maximum is not None):
-        d.floating_point_range = [FloatingPointRange(
-            from_value=float("-inf") if spec.minimum is None else float(spec.minimum),
-            to_value=float("inf") if spec.maximum is None else float(spec.maximum))]
-    elif spec.type_name == "int" and (spec.minimum is not None or spec.maximum is not None):
-        d.integer_range = [IntegerRange(
-            from_value=-_INT64_MAX if spec.minimum is None else int(spec.minimum),
-            to_value=_INT64_MAX if spec.maximum is None else int(spec.maximum))]
-    return d
-
-
 class SegmentNode(Node):
     """Parameters, subscriptions, inference worker, publishers, overlays, diagnostics.
 
@@ -145,78 +117,17 @@ class SegmentNode(Node):
 
     def __init__(self, node_name: str = NODE_NAME, **kwargs: Any) -> None:
         super().__init__(node_name, **kwargs)
-        self._specs: dict[str, ParamSpec] = {}
-        self.cfg: NodeConfig = self._read_parameters()
-        self.add_on_set_parameters_callback(self._on_set_parameters)
-        self._warn_unknown_parameters()
+        self._started = False
+        self.cfg: NodeConfig = NodeParameters(self, self._apply_config).config
         self.segmenter: Any = None
         self._threads: list[threading.Thread] = []
-        self._started = False
         self._lock = threading.Lock()
 
-    # ------------------------------------------------------------------ parameters
-    def _declare(self, spec: ParamSpec) -> Any:
-        self._specs[spec.name] = spec
-        d = descriptor(spec)
-        if spec.default is None:
-            ptype = {"string_array": Parameter.Type.STRING_ARRAY,
-                     "double_array": Parameter.Type.DOUBLE_ARRAY}[spec.kind]  # fmt: skip
-            value = self.declare_parameter(spec.name, ptype, d).value
-        else:
-            value = self.declare_parameter(spec.name, spec.default, d).value
-        # An empty YAML list has no type: rcl hands it over as NOT_SET (value None).
-        # It means "empty", never "the default".
-        if value is None and spec.type_name.endswith("_array") and self._overridden(spec.name):
-            return []
-        return value
-
-    def _overridden(self, name: str) -> bool:
-        return name in self._overrides()
-
-    def _overrides(self) -> dict[str, Any]:
-        # Every value given for this node (params files matched to its name, -p): rclpy
-        # keeps them in this attribute and offers no public accessor.
-        return dict(getattr(self, "_parameter_overrides", {}) or {})
-
-    def _read_parameters(self) -> NodeConfig:
-        values = {s.name: self._declare(s) for s in PARAM_SPECS}
-        for name in values.get("cameras.names") or []:
-            for s in camera_param_specs(str(name)):
-                values[s.name] = self._declare(s)
-        return parse_config(values)
-
-    def _warn_unknown_parameters(self) -> None:
-        unknown = unknown_parameters(self._overrides(), self._specs)
-        if unknown:
-            self.get_logger().warning(
-                f"ignoring unknown parameter(s) {', '.join(unknown)}: not declared by this "
-                "node (misspelled? see config/segment.yaml)"
-            )
-
-    def _current_values(self) -> dict[str, Any]:
-        out = {}
-        for n in self._specs:  # declared by type only and never set: uninitialized
-            with contextlib.suppress(rclpy.exceptions.ParameterUninitializedException):
-                out[n] = self.get_parameter(n).value
-        return out
-
-    def _on_set_parameters(self, params: list[Any]) -> Any:
-        """Validate a runtime change as a whole, then apply it (read_only ones never get
-        here: rclpy refuses them with the reason first)."""
-        values = self._current_values()
-        for p in params:
-            if p.name in self._specs:
-                spec = self._specs[p.name]
-                empty = p.value is None and spec.type_name.endswith("_array")
-                values[p.name] = [] if empty else p.value
-        try:
-            cfg = parse_config(values)
-        except Exception as exc:  # a refused set must never take the node down
-            return SetParametersResult(successful=False, reason=str(exc))
+    def _apply_config(self, cfg: NodeConfig) -> None:
+        """A runtime parameter change, validated: used from the next scan on."""
         self.cfg = cfg
         if self._started:
             self.processor.set_input_config(cfg.input)
-        return SetParametersResult(successful=True)
 
     # ------------------------------------------------------------------ startup
     def start(self) -> None:
