@@ -241,3 +241,50 @@ def test_empty_list_means_empty_not_default():
     assert parse_config({"model": "/m", "output.filter_classes": []}).output.filter_labels == []
     assert parse_config({"model": "/m"}).output.filter_labels != []
     assert parse_config({"model": "/m", "input.intensity_fields": []}).input.intensity_fields == []
+
+
+# ----------------------------------------------------------------------------- model loading
+
+
+def test_max_points_reaches_the_runtime_only_when_set(tmp_path, monkeypatch):
+    """Contract with the runtime: ``from_model_dir(..., max_points=N)`` overrides the
+    TensorRT profile; 0 leaves model.json's value (the keyword is not passed at all)."""
+    import xmodelkd_ros.runtime as runtime
+    from xmodelkd_ros.node_processing import StartupError, load_segmenter
+
+    calls = []
+
+    def fake(cls, path, **kw):
+        calls.append(kw)
+        return "segmenter"
+
+    monkeypatch.setattr(runtime.Segmenter, "from_model_dir", classmethod(fake))
+    for n in (0, 300_000):
+        cfg = parse_config({"model": str(tmp_path), "max_points": n}).model
+        assert load_segmenter(cfg) == "segmenter"
+    assert "max_points" not in calls[0] and calls[1]["max_points"] == 300_000
+
+    def old_runtime(cls, path, backend="auto", device="cpu", engine_cache=None, fp16=False):
+        return "old"
+
+    monkeypatch.setattr(runtime.Segmenter, "from_model_dir", classmethod(old_runtime))
+    with pytest.raises(StartupError, match="max_points"):
+        load_segmenter(parse_config({"model": str(tmp_path), "max_points": 5}).model)
+
+
+def test_descriptors_carry_ranges_choices_and_read_only():
+    pytest.importorskip("rcl_interfaces", reason="ROS message packages are not installed")
+    from xmodelkd_ros.node_params import PARAM_SPECS
+    from xmodelkd_ros.node_ros_params import descriptor
+
+    specs = {s.name: s for s in PARAM_SPECS}
+    alpha = descriptor(specs["output.overlay_alpha"])
+    assert not alpha.read_only
+    assert (alpha.floating_point_range[0].from_value, alpha.floating_point_range[0].to_value) \
+        == (0.0, 1.0)
+    depth = descriptor(specs["qos.depth"])
+    assert depth.read_only and depth.integer_range[0].from_value == 1
+    assert "sensor_data" in descriptor(specs["qos.input"]).additional_constraints
+    timeout = descriptor(specs["input.timeout_s"]).floating_point_range[0]
+    assert timeout.from_value == 0.01 and timeout.to_value == float("inf")
+    assert descriptor(specs["model"]).read_only and not descriptor(specs["model"]).integer_range
