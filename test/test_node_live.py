@@ -187,3 +187,41 @@ def test_unknown_key_is_warned_before_a_startup_error(ros_env, tmp_path):
     out = r.stdout + r.stderr
     assert r.returncode == 1 and "unknown parameter(s) bakend" in out, out
     assert Path(tmp_path / "missing").name in out
+
+
+def test_lost_large_clouds_are_never_silent(sim_frame, student_checkpoint, ros_env,  # noqa: F811
+                                            ros_domain, tmp_path):  # fmt: skip
+    """3 MB best-effort clouds from another process under default Fast DDS settings (no
+    large-data profile): whatever DDS loses, /diagnostics must say so -- clouds counted
+    lost, or a WARN that the topic has a publisher but no cloud arrives."""
+    import numpy as np
+    from rclpy.qos import qos_profile_sensor_data
+    from sensor_msgs.msg import PointCloud2
+
+    _frame, pts = sim_frame
+    big = np.tile(pts, (84, 1))  # 126 k points x 24 B = 3 MB, a 64-beam scan
+    params = base_params(student_checkpoint, input={"timeout_s": 0.5})
+    node, peer = None, None
+    try:
+        node, peer = start(params, tmp_path, ros_env, ros_domain, [])
+        pub = peer.node.create_publisher(PointCloud2, f"/{NODE}/input/points",
+                                         qos_profile_sensor_data)  # fmt: skip
+        wait_for(lambda: pub.get_subscription_count() > 0, 30, "discovery", node)
+        t0, sent = 1_700_004_000_000_000_000, 10
+        for i in range(sent):
+            pub.publish(make_cloud(big, t0 + i * 100_000_000))
+            time.sleep(0.1)
+        time.sleep(1.5)  # > input.timeout_s and a diagnostics period
+        first = len(peer.msgs("diag"))
+        wait_for(lambda: len(peer.msgs("diag")) > first + 1, 10, "fresh diagnostics", node)
+        level, msg, kv = peer.status(": segmentation")
+        received, lost = int(kv["scans_received"]), int(kv["messages_lost"])
+        print(f"3 MB best effort, default Fast DDS: {received}/{sent} received, "
+              f"{lost} reported lost; status {level}: {msg}")
+        if received < sent:  # loss happened: never an OK status without a word about it
+            assert level >= 1 and (lost > 0 or "no cloud arrived" in msg), (received, lost, msg)
+    finally:
+        if peer is not None:
+            peer.close()
+        if node is not None:
+            assert node.stop() == 0, node.log()
