@@ -60,9 +60,10 @@ from xmodelkd_ros.sync import LidarAnchoredSync, ScanOrder
 NODE_NAME = "lidar_segmentation"
 #: Stages reported in diagnostics, in pipeline order. ``pipeline`` is scan arrival at the
 #: node to publication of the labeled cloud (includes queue wait); ``total`` is the
-#: worker's time for the scan; ``overlay`` runs after publication on its own thread.
+#: worker's time for the scan. ``overlay`` (after publication, on its own thread) is
+#: added once an overlay is drawn.
 LATENCY_STAGES = ("decode", "voxelize", "maps", "inference", "postprocess", "encode",
-                  "total", "pipeline", "overlay")  # fmt: skip
+                  "total", "pipeline")  # fmt: skip
 
 try:  # rclpy is only needed when the node actually runs
     import rclpy
@@ -382,7 +383,7 @@ class SegmentNode(Node):
             queue_high_water=self.slot.high_water,
             order=order,
             sync=sync_stats,
-            input_publishers=self.sub_points_publishers(),
+            input_publishers=self.count_publishers(self.sub_points.topic_name),
             since_last_scan_s=None if last is None else time.monotonic() - last,
             messages_lost=ev["lost"],
             messages_lost_recent=lost_recent,
@@ -402,9 +403,6 @@ class SegmentNode(Node):
             overlays_skipped=dict(self.cameras.skipped),
             camera_notes=dict(self.cameras.notes),
         )
-
-    def sub_points_publishers(self) -> int:
-        return self.count_publishers(self.resolve_topic_name(self.cfg.input.points_topic))
 
     def _publish_diagnostics(self) -> None:
         arr = DiagnosticArray()

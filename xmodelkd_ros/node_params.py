@@ -166,9 +166,6 @@ PARAM_SPECS: tuple[ParamSpec, ...] = (
               "pipeline_latency."),
 )
 
-#: Parameter groups, in PARAM_SPECS order ("" is the top level: model and backend).
-GROUPS = tuple(dict.fromkeys(s.name.rpartition(".")[0] for s in PARAM_SPECS))
-
 
 def camera_param_specs(name: str) -> tuple[ParamSpec, ...]:
     """The parameters declared for camera ``name`` once ``cameras.names`` is read."""
