@@ -2,7 +2,8 @@
 
 Why it is built this way (the pipeline itself is :mod:`xmodelkd_ros.node_processing`,
 the cameras :mod:`xmodelkd_ros.node_cameras`, the health rules
-:mod:`xmodelkd_ros.node_diagnostics`, the parameters :mod:`xmodelkd_ros.node_params`):
+:mod:`xmodelkd_ros.node_diagnostics`, the parameters :mod:`xmodelkd_ros.node_params` and
+:mod:`xmodelkd_ros.node_ros_params`):
 
 * Subscription callbacks only stamp scans and hand them to one inference worker
   through a latest-only slot (:mod:`xmodelkd_ros.slot`). A model slower than the
@@ -68,7 +69,11 @@ LATENCY_STAGES = ("decode", "voxelize", "maps", "inference", "postprocess", "enc
 try:  # rclpy is only needed when the node actually runs
     import rclpy
     from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-    from rclpy.event_handler import SubscriptionEventCallbacks, UnsupportedEventTypeError
+    from rclpy.event_handler import (
+        SubscriptionEventCallbacks,
+        UnsupportedEventTypeError,
+        qos_policy_name_from_kind,
+    )
     from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
     from rclpy.node import Node
     from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
@@ -233,8 +238,6 @@ class SegmentNode(Node):
         self._qos_events["lost"] = int(info.total_count)
 
     def _on_incompatible_qos(self, info: Any) -> None:
-        from rclpy.event_handler import qos_policy_name_from_kind
-
         self._qos_events["incompatible"] = int(info.total_count)
         self._qos_policy = qos_policy_name_from_kind(info.last_policy_kind)
         self.get_logger().error(
