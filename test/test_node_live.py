@@ -19,6 +19,7 @@ from test_node_ros import (
     base_params,
     camera_params,
     make_cloud,
+    make_image,
     sim_frame,  # noqa: F401 - the fixture
     stamp_of,
     start,
@@ -220,6 +221,38 @@ def test_lost_large_clouds_are_never_silent(sim_frame, student_checkpoint, ros_e
               f"{lost} reported lost; status {level}: {msg}")
         if received < sent:  # loss happened: never an OK status without a word about it
             assert level >= 1 and (lost > 0 or "no cloud arrived" in msg), (received, lost, msg)
+    finally:
+        if peer is not None:
+            peer.close()
+        if node is not None:
+            assert node.stop() == 0, node.log()
+
+
+def test_overlay_drawn_when_the_image_comes_after_the_labeled_cloud(
+    sim_frame, student_checkpoint, ros_env, ros_domain, tmp_path  # noqa: F811
+):
+    """The labeled cloud goes out before any image exists; the image that arrives later
+    (within sync.max_wait_s) still gets its overlay, stamped as the image."""
+    from xmodelkd_ros.geometry import save_calibration
+
+    frame, pts = sim_frame
+    cam = frame.cameras[0]
+    calib = tmp_path / "calibration.yaml"
+    save_calibration(str(calib), [cam])
+    params = base_params(student_checkpoint, cameras=camera_params([cam.name], calib),
+                         output={"overlay": True}, sync={"max_wait_s": 5.0})  # fmt: skip
+    node, peer = None, None
+    try:
+        node, peer = start(params, tmp_path, ros_env, ros_domain, [cam.name], overlay=True)
+        stamp = 1_700_005_000_000_000_000
+        peer.pub_points.publish(make_cloud(pts, stamp))
+        wait_for(lambda: any(stamp_of(m) == stamp for m in peer.msgs("seg")), 30,
+                 "labeled cloud before any image", node)  # fmt: skip
+        assert not peer.msgs(f"overlay/{cam.name}")
+        peer.pub_images[cam.name].publish(make_image(frame.images[cam.name], stamp + 2_000_000,
+                                                     "cam"))  # fmt: skip
+        wait_for(lambda: peer.msgs(f"overlay/{cam.name}"), 30, "late overlay", node)
+        assert stamp_of(peer.msgs(f"overlay/{cam.name}")[0]) == stamp + 2_000_000
     finally:
         if peer is not None:
             peer.close()
