@@ -55,7 +55,7 @@ def _data_files():
     ]
     # Top-level files only: models/ may hold machine-specific TensorRT engine caches in
     # subfolders, which must never be packaged.
-    for folder in ("launch", "config", "models"):
+    for folder in ("launch", "config", "models", "schema"):
         found = [p for p in glob(f"{folder}/*") if os.path.isfile(p)]
         if found:
             files.append((f"share/{PACKAGE}/{folder}", sorted(found)))
