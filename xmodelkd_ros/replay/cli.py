@@ -56,6 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--late-ms", type=float, default=None,
                    help="an output later than this after its stamp is late (default: the "
                         "bag's scan period)")
+    p.add_argument("--dds-profile", default="default", metavar="default|PATH|none",
+                   help="Fast DDS profile for the bag player and the node (default: the "
+                        "package's large-data profile, config/fastdds_large_data.xml); "
+                        "never overrides FASTDDS_DEFAULT_PROFILES_FILE, CYCLONEDDS_URI or a "
+                        "non-Fast-DDS RMW_IMPLEMENTATION already set")
     p.add_argument("--quiet", action="store_true")
     return p  # fmt: skip
 
@@ -72,7 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         lidar_topic=a.lidar_topic, rate=a.rate, max_throughput=a.max_throughput,
         report=a.report, backend=a.backend, params_file=a.params_file, domain_id=a.domain_id,
         cameras=not a.no_cameras, output_timeout_s=a.timeout, late_ms=a.late_ms,
-        quiet=a.quiet,
+        quiet=a.quiet, dds_profile=a.dds_profile,
     )  # fmt: skip
     try:
         rep = run_replay(opts)

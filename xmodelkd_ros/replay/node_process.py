@@ -20,6 +20,9 @@ from xmodelkd_ros.replay.bag import CAMERA_INFO, IMAGE_TYPES, BagPlan
 from xmodelkd_ros.replay.options import ReplayError
 
 OUTPUT_TOPIC = f"/{NODE_NAME}/output/segmentation"
+_SEGMENTATION_PARAM = "output.segmentation_topic"
+# params-file keys that address the replay's node (no namespace): rcl's wildcards and name
+_NODE_KEYS = ("/**", "**", NODE_NAME, f"/{NODE_NAME}", f"/**/{NODE_NAME}")
 
 
 def default_params_file() -> Path | None:
@@ -33,6 +36,50 @@ def default_params_file() -> Path | None:
         return q if q.is_file() else None
     except Exception:
         return None
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def resolve_topic(name: str) -> str:
+    """A node-relative topic name as the replay's node (root namespace) resolves it."""
+    if name.startswith("~"):
+        return f"/{NODE_NAME}" + name[1:]
+    return name if name.startswith("/") else f"/{name}"
+
+
+def output_topic(params_file: Path | None) -> str:
+    """The labeled-cloud topic the node publishes given ``params_file`` (its
+    ``output.segmentation_topic`` for this node, resolved), ``OUTPUT_TOPIC`` by default."""
+    if params_file is None:
+        return OUTPUT_TOPIC
+    import yaml
+
+    try:
+        doc = yaml.safe_load(Path(params_file).read_text())
+    except OSError as exc:
+        raise ReplayError(f"cannot read params file {params_file}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ReplayError(f"params file {params_file} is not valid YAML: "
+                          f"{' '.join(str(exc).split())}") from None  # fmt: skip
+    topic = None
+    for key, section in (doc or {}).items() if isinstance(doc, dict) else ():
+        if key in _NODE_KEYS and isinstance(section, dict):
+            params = _flatten(section.get("ros__parameters") or {})
+            topic = params.get(_SEGMENTATION_PARAM, topic)
+    if topic is None:
+        return OUTPUT_TOPIC
+    if not isinstance(topic, str) or not topic:
+        raise ReplayError(f"params file {params_file}: {_SEGMENTATION_PARAM} must be a "
+                          f"non-empty string, got {topic!r}")  # fmt: skip
+    return resolve_topic(topic)
 
 
 def check_model(model: str | os.PathLike) -> Path:

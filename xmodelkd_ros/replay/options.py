@@ -43,6 +43,9 @@ class ReplayOptions:
     startup_timeout_s: float = STARTUP_TIMEOUT_S
     late_ms: float | None = None  # default: one scan period of the bag
     quiet: bool = False
+    #: Fast DDS profile for the bag player (this process) and the node: "default" (the
+    #: shipped large-data profile), a path, or "none"; never overrides the user's own.
+    dds_profile: str = "default"
 
 
 def log(opts: ReplayOptions, msg: str) -> None:

@@ -17,6 +17,7 @@ import numpy as np
 from xmodelkd_ros.msgs import stamp_ns
 from xmodelkd_ros.replay.bag import BagPlan, cloud_labels
 from xmodelkd_ros.replay.node_process import OUTPUT_TOPIC
+from xmodelkd_ros.replay.options import ReplayError
 
 
 def _message_class(msgtype: str) -> Any:
@@ -26,9 +27,14 @@ def _message_class(msgtype: str) -> Any:
 
 class Peer:
     """The replay's own rclpy node: publishers for the bag topics and ``/clock``,
-    subscribers for the node's output and ``/diagnostics``; spins in a thread."""
+    subscribers for the node's output and ``/diagnostics``; spins in a thread.
 
-    def __init__(self, domain: int, plan: BagPlan) -> None:
+    An exception in a callback stops the spin thread; it is kept in ``error`` and
+    :meth:`check` turns it into a :class:`ReplayError` (the replay ends, exit 1) instead
+    of the replay waiting for outputs that can no longer arrive.
+    """
+
+    def __init__(self, domain: int, plan: BagPlan, output_topic: str = OUTPUT_TOPIC) -> None:
         import rclpy
         from diagnostic_msgs.msg import DiagnosticArray
         from rclpy.executors import SingleThreadedExecutor
@@ -55,7 +61,10 @@ class Peer:
         self.duplicates = 0
         self.diag: dict[str, str] = {}
         self.diag_count = 0
-        self.node.create_subscription(PointCloud2, OUTPUT_TOPIC, self._on_output, rel)
+        self.error: BaseException | None = None
+        self._closing = False
+        self.output_topic = output_topic
+        self.node.create_subscription(PointCloud2, output_topic, self._on_output, rel)
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, 10)
         self.executor = SingleThreadedExecutor(context=self.ctx)
         self.executor.add_node(self.node)
@@ -65,8 +74,18 @@ class Peer:
     def _spin(self) -> None:
         try:
             self.executor.spin()
-        except Exception:  # context shut down under us at teardown
-            return
+        except Exception as exc:
+            if not self._closing:  # else: the context was shut down under us at teardown
+                with self.cond:
+                    self.error = exc
+                    self.cond.notify_all()
+
+    def check(self) -> None:
+        """Raise :class:`ReplayError` (exit 1) when a callback has failed."""
+        if self.error is not None:
+            e = self.error
+            raise ReplayError(f"the replay's ROS peer failed: {type(e).__name__}: "
+                              f"{' '.join(str(e).split())}", 1)  # fmt: skip
 
     def _on_output(self, msg: Any) -> None:
         now = time.monotonic_ns()
@@ -98,21 +117,25 @@ class Peer:
     def ready(self, lidar_topic: str) -> bool:
         """The node subscribes to the LiDAR topic only once its model is loaded."""
         return (self.pubs[lidar_topic].get_subscription_count() > 0
-                and self.node.count_publishers(OUTPUT_TOPIC) > 0)  # fmt: skip
+                and self.node.count_publishers(self.output_topic) > 0)  # fmt: skip
 
     def wait_output(self, stamp: int, timeout: float) -> bool:
+        """True once the output of scan ``stamp`` arrived, False after ``timeout``;
+        raises :class:`ReplayError` when a callback failed meanwhile."""
         deadline = time.monotonic() + timeout
         with self.cond:
-            while stamp not in self.outputs:
+            while stamp not in self.outputs and self.error is None:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False
                 self.cond.wait(min(left, 0.5))
+        self.check()
         return True
 
     def close(self) -> None:
         import rclpy
 
+        self._closing = True
         try:
             self.executor.shutdown(timeout_sec=1.0)
             self.node.destroy_node()

@@ -76,6 +76,7 @@ def play(opts: ReplayOptions, plan: BagPlan, peer: Peer, node: NodeProcess) -> P
                     res.published[stamp] = time.monotonic_ns()
                     res.order.append(stamp)
                 peer.pubs[topic].publish(raw)
+            peer.check()
             if (opts.max_throughput and res.order
                     and not peer.wait_output(res.order[-1], opts.output_timeout_s)):
                 res.lost_waiting += 1
@@ -103,6 +104,7 @@ def _drain(opts: ReplayOptions, res: PlayResult, peer: Peer, node: NodeProcess) 
     deadline = time.monotonic() + opts.output_timeout_s
     last_n, last_change = -1, time.monotonic()
     while time.monotonic() < deadline and node.alive():
+        peer.check()
         with peer.lock:
             n = sum(1 for s in res.order if s in peer.outputs)
         if n == len(res.order):

@@ -151,6 +151,15 @@ def _fmt_ms(v: float | None) -> str:
     return "n/a" if v is None else f"{v:.1f}"
 
 
+def _dds_line(dds: dict[str, Any] | None) -> str:
+    if not dds:
+        return "n/a"
+    if dds.get("user_config"):
+        return f"your configuration ({dds['user_config']})"
+    return f"Fast DDS profile {dds['fastdds_profile']}" if dds.get("fastdds_profile") else (
+        "Fast DDS defaults (no profile)")
+
+
 def write_replay_report(out: Path, rep: dict[str, Any]) -> None:
     """``report.json`` (everything), ``report.md`` (tables) and ``confusion.png``."""
     from xmodelkd_ros.training.report import confusion_png
@@ -170,6 +179,7 @@ def write_replay_report(out: Path, rep: dict[str, Any]) -> None:
         f"- **model**: {rep['model']} (backend {rep['backend']})",
         f"- **mode**: {rep['mode']}",
         f"- **ground truth**: {rep['ground_truth'] or 'none (latency and drops only)'}",
+        f"- **DDS**: {_dds_line(rep.get('dds'))}",
         "", "## Scans", "",
         "| in bag | published | received | dropped | late | scored |",
         "|---|---|---|---|---|---|",

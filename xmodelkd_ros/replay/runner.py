@@ -7,24 +7,43 @@ the peer is up, and both are torn down whatever happens.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from xmodelkd_ros.dds import PROFILE_ENV, large_data_env, user_dds_config
 from xmodelkd_ros.replay.bag import plan_bag, read_ground_truth
 from xmodelkd_ros.replay.node_process import (
     NodeProcess,
     check_model,
     default_params_file,
     node_params,
+    output_topic,
     ros_env,
 )
 from xmodelkd_ros.replay.options import ReplayError, ReplayOptions, log
 from xmodelkd_ros.replay.peer import Peer
 from xmodelkd_ros.replay.player import play
 from xmodelkd_ros.replay.report import build_report, write_replay_report
+
+
+@contextlib.contextmanager
+def _environ(variables: dict[str, str]) -> Iterator[None]:
+    """``os.environ`` with ``variables`` set, restored afterwards."""
+    saved = {k: os.environ.get(k) for k in variables}
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def run_replay(opts: ReplayOptions) -> dict[str, Any]:
@@ -47,12 +66,24 @@ def run_replay(opts: ReplayOptions) -> dict[str, Any]:
     log(opts, f"bag {plan.path}: {plan.num_scans} scans on {plan.lidar_topic}, ground truth: "
                f"{len(gt)} scans, cameras: {', '.join(plan.cameras) or 'none'}")  # fmt: skip
 
+    params_file = opts.params_file or default_params_file()
+    if opts.params_file is not None and not opts.params_file.is_file():
+        raise ReplayError(f"params file {opts.params_file} does not exist")
+    topic = output_topic(params_file)
     domain = opts.domain_id if opts.domain_id is not None else 100 + os.getpid() % 130
+    user_dds = user_dds_config(os.environ)
+    try:
+        dds = large_data_env(os.environ, opts.dds_profile)
+    except FileNotFoundError as exc:
+        raise ReplayError(f"--dds-profile: {exc}") from None
     env = ros_env(domain)
+    env.update(dds)
     os.environ.update({k: env[k] for k in ("RMW_IMPLEMENTATION", "ROS_AUTOMATIC_DISCOVERY_RANGE")})
+    log(opts, "DDS: " + (f"your configuration ({user_dds})" if user_dds else
+                         f"Fast DDS profile {dds[PROFILE_ENV]}" if dds else
+                         "Fast DDS defaults (no profile)"))  # fmt: skip
     sim_time = not opts.max_throughput
     params = node_params(plan, model, opts.backend, sim_time)
-    params_file = opts.params_file or default_params_file()
     tmp = None
     if opts.report is not None:
         workdir = Path(opts.report)
@@ -64,12 +95,16 @@ def run_replay(opts: ReplayOptions) -> dict[str, Any]:
     node: NodeProcess | None = None
     peer: Peer | None = None
     try:
-        peer = Peer(domain, plan)
+        # This process is the bag player: Fast DDS reads its profile when the process's
+        # first participant is created (here, in Peer), so the variable is set around it.
+        with _environ(dds):
+            peer = Peer(domain, plan, topic)
         node = NodeProcess(params, workdir, env, params_file)
         log(opts, f"started segment_node (pid {node.proc.pid}, ROS domain {domain}), "
                    "waiting for the model to load")  # fmt: skip
         t_start = time.monotonic()
         while not peer.ready(plan.lidar_topic):
+            peer.check()
             if not node.alive():
                 raise ReplayError(f"segment_node exited with code {node.proc.returncode}: "
                                   f"{node.tail(3)}", 1)  # fmt: skip
@@ -88,6 +123,7 @@ def run_replay(opts: ReplayOptions) -> dict[str, Any]:
         # of its clock, so /clock keeps running meanwhile)
         n0, deadline = peer.diag_count, time.monotonic() + 3.0
         while peer.diag_count == n0 and time.monotonic() < deadline and node.alive():
+            peer.check()
             if sim_time:
                 peer.publish_clock(result.clock_at(time.monotonic_ns()))
             time.sleep(0.02)
@@ -102,6 +138,8 @@ def run_replay(opts: ReplayOptions) -> dict[str, Any]:
             node.stop()
     report = build_report(opts, plan, model, gt, result, outputs, diag, dups, startup_s)
     report["node_log"] = str(node.log_path) if opts.report is not None and node else None
+    report["output_topic"] = topic
+    report["dds"] = {"fastdds_profile": dds.get(PROFILE_ENV), "user_config": user_dds}
     if opts.report is not None:
         write_replay_report(Path(opts.report), report)
     if tmp is not None:

@@ -54,9 +54,14 @@ def score_scan(cm: Any, gt: np.ndarray, pred: np.ndarray, counts: ScoreCounts) -
 def offline_confusion(
     plan: BagPlan, gt: dict[int, np.ndarray], segmenter: Any,
     intensity_fields: Sequence[str] = ("intensity", "reflectivity", "i"),
+    per_scan: dict[int, np.ndarray] | None = None,
 ) -> tuple[Any, ScoreCounts]:  # fmt: skip
     """Score the bag's scans with ``segmenter`` in this process (no ROS): the reference a
-    replay through the node must reproduce exactly (same inputs as the node builds)."""
+    replay through the node must reproduce exactly (same inputs as the node builds).
+
+    ``per_scan``, when given, receives each scored scan's own confusion matrix by stamp
+    (their sum is the returned matrix), for spreads over scans.
+    """
     from xmodelkd_ros.msgs import decode_cloud
     from xmodelkd_ros.training.metrics import ConfusionMatrix
 
@@ -72,7 +77,9 @@ def offline_confusion(
         res = segmenter.segment(pts)
         labels = np.zeros(cloud.num_points, np.uint16)
         labels[cloud.valid] = res.labels
-        score_scan(cm, gt[stamp], labels, counts)
+        before = cm.matrix.clone() if per_scan is not None else None
+        if score_scan(cm, gt[stamp], labels, counts) and before is not None:
+            per_scan[stamp] = (cm.matrix - before).numpy()
     return cm, counts
 
 
