@@ -58,6 +58,15 @@ def run_replay(opts: ReplayOptions) -> dict[str, Any]:
                     auto_labels=opts.labels and opts.labels_dir is None,
                     cameras=opts.cameras)  # fmt: skip
     gt = read_ground_truth(plan, opts.labels_dir)
+    params_file = opts.params_file or default_params_file()
+    if opts.params_file is not None and not opts.params_file.is_file():
+        raise ReplayError(f"params file {opts.params_file} does not exist")
+    topic = output_topic(params_file)
+    user_dds = user_dds_config(os.environ)
+    try:
+        dds = large_data_env(os.environ, opts.dds_profile)
+    except FileNotFoundError as exc:
+        raise ReplayError(f"--dds-profile: {exc}") from None
     try:  # after the input checks, so bad inputs are reported the same with or without ROS
         import rclpy  # noqa: F401
         import rosgraph_msgs.msg  # noqa: F401
@@ -66,16 +75,7 @@ def run_replay(opts: ReplayOptions) -> dict[str, Any]:
     log(opts, f"bag {plan.path}: {plan.num_scans} scans on {plan.lidar_topic}, ground truth: "
                f"{len(gt)} scans, cameras: {', '.join(plan.cameras) or 'none'}")  # fmt: skip
 
-    params_file = opts.params_file or default_params_file()
-    if opts.params_file is not None and not opts.params_file.is_file():
-        raise ReplayError(f"params file {opts.params_file} does not exist")
-    topic = output_topic(params_file)
     domain = opts.domain_id if opts.domain_id is not None else 100 + os.getpid() % 130
-    user_dds = user_dds_config(os.environ)
-    try:
-        dds = large_data_env(os.environ, opts.dds_profile)
-    except FileNotFoundError as exc:
-        raise ReplayError(f"--dds-profile: {exc}") from None
     env = ros_env(domain)
     env.update(dds)
     os.environ.update({k: env[k] for k in ("RMW_IMPLEMENTATION", "ROS_AUTOMATIC_DISCOVERY_RANGE")})
