@@ -1,15 +1,16 @@
 """64-beam-sized clouds from a best-effort publisher in another process reach the node.
 
 Why this test: with Fast DDS's defaults a 3 MB cloud does not fit the 512 KB shared-memory
-segment, goes over UDP in ~50 fragments, and a best-effort publisher (how many LiDAR
-drivers publish) loses the whole cloud with any one fragment: the node then silently
-gets nothing. The shipped ``config/fastdds_large_data.xml`` on the publisher's side must
-fix that. Here a separate process (this file run as a script) publishes BEST_EFFORT
-clouds of ~3 MB with the profile, exactly as the README tells users to run their driver;
-the real node (``python -m xmodelkd_ros.node`` with the package's ``segment.yaml``, best-
-effort input as shipped, started as the replay starts it) must count >= 99 % of them in
-its own ``scans_received``. Only Fast DDS is installed here; the control without the
-profile is measured in ``bench/bench_replay.py`` (machine-dependent, so not asserted).
+segment and is cut into ~50 fragments; a best-effort publisher (how many LiDAR drivers
+publish) loses the whole cloud with any one fragment: the node then silently gets
+nothing (0/30 here without the profile). The shipped ``config/fastdds_large_data.xml``
+on the publisher's side must fix that. Here a separate process (this file run as a
+script) publishes BEST_EFFORT clouds of ~3 MB with the profile, exactly as the README
+tells users to run their driver; the real node (``python -m xmodelkd_ros.node`` with the
+package's ``segment.yaml``, best-effort input as shipped, started as the replay starts
+it) must count >= 99 % of them in its own ``scans_received``. Only Fast DDS is installed
+here; the control without the profile is measured in ``bench/bench_replay.py``
+(machine-dependent, so not asserted).
 """
 
 from __future__ import annotations

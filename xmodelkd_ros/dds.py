@@ -1,10 +1,10 @@
 """Which DDS configuration this package's processes get for large point clouds.
 
 Why: with Fast DDS's defaults a 3 MB cloud does not fit the 512 KB shared-memory
-segment, goes over UDP in ~50 fragments and, from a best-effort publisher, is lost
-whole when one fragment is (measured: 0/20 delivered between two processes). The
-shipped ``config/fastdds_large_data.xml`` (64 MB SHM segment, UDP beside it) delivered
-20/20. Fast DDS reads the profile from ``FASTDDS_DEFAULT_PROFILES_FILE`` once per
+segment, is cut into ~50 fragments and, from a best-effort publisher, is lost whole when
+one fragment is (measured: 0/30 delivered between two processes). The shipped
+``config/fastdds_large_data.xml`` (64 MB SHM segment, UDP beside it) delivered 30/30.
+Fast DDS reads the profile from ``FASTDDS_DEFAULT_PROFILES_FILE`` once per
 process, when its first participant is created, and it matters on the PUBLISHING side.
 
 Rule used by the launch file, the replay and the demo: apply the shipped profile

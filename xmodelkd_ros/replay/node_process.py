@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from xmodelkd_ros.dds import config_path
 from xmodelkd_ros.node import NODE_NAME
 from xmodelkd_ros.replay.bag import CAMERA_INFO, IMAGE_TYPES, BagPlan
 from xmodelkd_ros.replay.options import ReplayError
@@ -26,16 +27,8 @@ _NODE_KEYS = ("/**", "**", NODE_NAME, f"/{NODE_NAME}", f"/**/{NODE_NAME}")
 
 
 def default_params_file() -> Path | None:
-    p = Path(__file__).resolve().parents[2] / "config" / "segment.yaml"
-    if p.is_file():
-        return p
-    try:  # installed ament package
-        from ament_index_python.packages import get_package_share_directory
-
-        q = Path(get_package_share_directory("xmodelkd_ros")) / "config" / "segment.yaml"
-        return q if q.is_file() else None
-    except Exception:
-        return None
+    """The package's ``config/segment.yaml`` (source tree or installed share)."""
+    return config_path("segment.yaml")
 
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
