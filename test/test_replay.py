@@ -205,7 +205,12 @@ def test_replay_equals_offline_segmenter(
     assert doc["scans"]["received"] == N_SCANS
     lat = doc["latency_ms"]["stamp_to_output"]
     assert 0 < lat["p50"] <= lat["p95"] <= lat["p99"]
-    assert doc["throughput"]["sustainable_rate_hz"] > 0
+    tp = doc["throughput"]
+    assert tp["sustainable_rate_hz"] > 0
+    node_p50 = doc["node_diagnostics"]["stages_ms"]["total"]["p50"]
+    assert tp["node_allows_hz"] == pytest.approx(1000.0 / node_p50)
+    assert tp["sustainable_over_node"] == pytest.approx(tp["sustainable_rate_hz"]
+                                                        / tp["node_allows_hz"])
     assert "inference" in doc["node_diagnostics"]["stages_ms"]
     assert doc["backend"] == "onnxruntime"
     md = (report / "report.md").read_text()

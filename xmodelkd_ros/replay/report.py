@@ -120,7 +120,15 @@ def build_report(
         "metrics": metrics.to_dict() if metrics is not None else None,
     }
     if opts.max_throughput:
-        rep["throughput"]["sustainable_rate_hz"] = rep["throughput"]["output_rate_hz"]
+        tp = rep["throughput"]
+        tp["sustainable_rate_hz"] = tp["output_rate_hz"]
+        # what the node's own processing allows (its total p50), and how much of it the
+        # whole path (player, DDS both ways, node) sustains
+        node_p50 = rep["node_diagnostics"]["stages_ms"].get("total", {}).get("p50")
+        tp["node_allows_hz"] = 1000.0 / node_p50 if node_p50 else None
+        tp["sustainable_over_node"] = (tp["sustainable_rate_hz"] / tp["node_allows_hz"]
+                                       if tp["sustainable_rate_hz"] and tp["node_allows_hz"]
+                                       else None)  # fmt: skip
     return rep
 
 
@@ -191,7 +199,11 @@ def write_replay_report(out: Path, rep: dict[str, Any]) -> None:
     tp = rep["throughput"]
     if tp.get("sustainable_rate_hz"):
         lines.append(f"Sustainable rate (back-pressure): **{tp['sustainable_rate_hz']:.2f} "
-                     f"scans/s** (bag records {tp['bag_scan_rate_hz'] or 0:.1f} Hz).\n")
+                     f"scans/s** (bag records {tp['bag_scan_rate_hz'] or 0:.1f} Hz)" + (
+                         f"; the node's own processing (total p50) allows "
+                         f"{tp['node_allows_hz']:.2f}/s, {100 * tp['sustainable_over_node']:.0f}"
+                         " % of it sustained" if tp.get("sustainable_over_node") else "")
+                     + ".\n")  # fmt: skip
     lines += ["## Latency (ms)", "", "| measure | p50 | p95 | p99 | max |", "|---|---|---|---|---|"]
     for k, v in lat.items():
         lines.append(f"| {k.replace('_', ' ')} | {_fmt_ms(v['p50'])} | {_fmt_ms(v['p95'])} | "
