@@ -146,10 +146,11 @@ class _Diagnostics:
 def test_best_effort_3mb_clouds_reach_the_node_with_the_shipped_profile(
     exported_model: Path, ros_env: dict[str, str], ros_domain: int, tmp_path: Path
 ) -> None:
-    from xmodelkd_ros.dds import PROFILE_ENV, large_data_env
+    from xmodelkd_ros.dds import LEGACY_PROFILE_ENV, PROFILE_ENV, large_data_env
     from xmodelkd_ros.replay import NodeProcess
 
-    env = {k: v for k, v in ros_env.items() if k not in (PROFILE_ENV, "CYCLONEDDS_URI")}
+    own = (PROFILE_ENV, LEGACY_PROFILE_ENV, "CYCLONEDDS_URI")  # a profile of the caller's
+    env = {k: v for k, v in ros_env.items() if k not in own}
     env.update(large_data_env(env))  # what the launch file and the README set
     assert env[PROFILE_ENV].endswith("config/fastdds_large_data.xml")
     diag = _Diagnostics(ros_domain)

@@ -41,7 +41,7 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def resolve_topic(name: str) -> str:
+def _resolve_topic(name: str) -> str:
     """A node-relative topic name as the replay's node (root namespace) resolves it."""
     if name.startswith("~"):
         return f"/{NODE_NAME}" + name[1:]
@@ -63,7 +63,7 @@ def output_topic(params_file: Path | None) -> str:
         raise ReplayError(f"params file {params_file} is not valid YAML: "
                           f"{' '.join(str(exc).split())}") from None  # fmt: skip
     topic = None
-    for key, section in (doc or {}).items() if isinstance(doc, dict) else ():
+    for key, section in (doc if isinstance(doc, dict) else {}).items():
         if key in _NODE_KEYS and isinstance(section, dict):
             params = _flatten(section.get("ros__parameters") or {})
             topic = params.get(_SEGMENTATION_PARAM, topic)
@@ -72,7 +72,7 @@ def output_topic(params_file: Path | None) -> str:
     if not isinstance(topic, str) or not topic:
         raise ReplayError(f"params file {params_file}: {_SEGMENTATION_PARAM} must be a "
                           f"non-empty string, got {topic!r}")  # fmt: skip
-    return resolve_topic(topic)
+    return _resolve_topic(topic)
 
 
 def check_model(model: str | os.PathLike) -> Path:
