@@ -69,3 +69,19 @@ def test_seed_lists() -> None:
     assert parse_seeds("9000-9002,9010") == [9000, 9001, 9002, 9010]
     with pytest.raises(Exception, match="bad seed"):
         parse_seeds("90a")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["--label-fraction", "1.5"], ["--regimes", "1.0,0"], ["--test-seeds", "x"],
+     ["--cameras", "0"], ["--seeds", "0"]],
+)  # fmt: skip
+def test_bad_arguments_exit_2_with_one_line(tmp_path, capsys, argv) -> None:
+    try:
+        code = main(["--out", str(tmp_path / "b"), "--no-progress", *argv])
+    except SystemExit as exc:  # argparse
+        code = exc.code
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err and "error" in err[-1] and "Traceback" not in "".join(err)
+    assert not (tmp_path / "b" / "labels1").exists()

@@ -39,7 +39,6 @@ from xmodelkd_ros.training.bench_score import (
     score_teacher,
 )
 
-MODELS = ("teacher", "distilled", "baseline")
 CHECKPOINTS = {"teacher": "teacher.pt", "distilled": "student.pt", "baseline": "baseline.pt"}
 #: the stated minimum: every class has at least this many labeled points in the test split
 MIN_CLASS_POINTS = 200
@@ -74,10 +73,19 @@ def parse_seeds(text: str) -> list[int]:
 
 
 def parse_fractions(text: str) -> list[float]:
-    out = [float(p) for p in str(text).split(",") if p.strip()]
+    """``"1.0,0.1"`` -> [1.0, 0.1]; every fraction in (0, 1]."""
+    try:
+        out = [float(p) for p in str(text).split(",") if p.strip()]
+    except ValueError:
+        out = []
     if not out or any(not 0.0 < f <= 1.0 for f in out):
         raise argparse.ArgumentTypeError(f"label fractions must be in (0, 1]: {text!r}")
     return out
+
+
+def parse_fraction(text: str) -> float:
+    (f,) = parse_fractions(text)
+    return f
 
 
 def git_commit(path: Path) -> tuple[str, bool]:
@@ -272,7 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--beams", type=int, default=32, choices=(16, 32, 64),
                    help="LiDAR of the test streets")  # fmt: skip
     p.add_argument("--cameras", type=int, default=3, help="cameras of the test rig (teacher)")
-    p.add_argument("--label-fraction", type=float, default=1.0,
+    p.add_argument("--label-fraction", type=parse_fraction, default=1.0,
                    help="share of training scans with labels (the rest: images only)")  # fmt: skip
     p.add_argument("--regimes", type=parse_fractions, default=None,
                    help="several label fractions in one run, e.g. 1.0,0.1 "
@@ -297,8 +305,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         for k, v in QUICK_TEST.items():
             if getattr(args, k) == parser.get_default(k):
                 setattr(args, k, parse_seeds(v) if k == "test_seeds" else v)
-    if args.seeds < 1 or args.test_scans < 1:
-        print("error: --seeds and --test-scans must be >= 1", file=sys.stderr)
+    if args.seeds < 1 or args.test_scans < 1 or args.cameras < 1:
+        print("error: --seeds, --test-scans and --cameras (the teacher's) must be >= 1",
+              file=sys.stderr)  # fmt: skip
         return 2
     try:
         Benchmark(args).run()
