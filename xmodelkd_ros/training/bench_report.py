@@ -194,6 +194,11 @@ def gain_png(doc: dict[str, Any], path: Path) -> None:
         )
         d.text((10, y0), title, fill="black", font=font)
         d.line([(x0, y0 + 20), (x0, y0 + panel_h)], fill="gray")
+        step = 0.05 if max(vals) < 0.25 else 0.2  # axis ticks every 5 or 20 IoU points
+        for t in np.arange(-np.floor(max(vals) / step), np.floor(max(vals) / step) + 1):
+            xt = x0 + t * step * scale
+            d.line([(xt, y0 + panel_h - 4), (xt, y0 + panel_h)], fill="gray")
+            d.text((xt - 8, y0 + panel_h + 1), f"{100 * t * step:+.0f}", fill="gray", font=font)
         rows = [(c, g["per_class"][c]) for c in CLASS_NAMES]
         rows.append(("mIoU", {"mean": g["mean"], "ci95": g["ci95"]}))
         for i, (name, pc) in enumerate(rows):
