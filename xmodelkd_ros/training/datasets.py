@@ -59,15 +59,22 @@ class SyntheticData:
         data = recipe["data"]
         if data.get("root") is not None:
             return SemanticKittiData.build(recipe, part)
+        from xmodelkd_ros.sim.splits import SplitError
         from xmodelkd_ros.training.data.synthetic import SyntheticWorld
 
         h, w = data.get("render_size", [180, 320])
-        return SyntheticWorld(
-            seed=int(data[f"{part}_seed"]),
-            scans=int(data[f"{part}_scans"]),
-            stride=int(data.get("stride", 1)),
-            sim_kwargs={"cameras": int(data.get("cameras", 3)), "width": w, "height": h},
-        )
+        try:
+            return SyntheticWorld(
+                seed=data[f"{part}_seeds"],
+                scans=int(data[f"{part}_scans"]),
+                stride=int(data.get("stride", 1)),
+                sim_kwargs={"cameras": int(data.get("cameras", 3)), "width": w, "height": h},
+                split=part,
+                label_fraction=float(data.get("label_fraction", 1.0) if part == "train" else 1),
+                label_seed=int(recipe.get("seed", 0)),
+            )
+        except SplitError as exc:
+            raise DatasetError(str(exc)) from None
 
 
 @DATASETS.register("semantickitti")
