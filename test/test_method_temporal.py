@@ -173,3 +173,30 @@ def test_temporal_views_reach_the_batch_and_are_not_fused():
     assert torch.equal(o1.seen, o2.seen)
     assert o1.proj_2d.shape[0] == len(full) > o2.proj_2d.shape[0]  # all views to InfoNCE
 
+
+
+def test_nuscenes_neighbouring_keyframes_through_the_ego_poses(tmp_path):
+    """The other keyframe's camera sees the scan's points through the devkit's chain:
+    lidar -> ego(t_lidar, frame i) -> global -> ego(t_cam, frame j) -> camera."""
+    from test_data_nuscenes import FakeNuScenes, _fixture, _pose, _yaw_quat
+
+    from xmodelkd_ros.training.data.nuscenes import NuScenesLidarseg
+
+    _, _, _, tables = _fixture(tmp_path)
+    tables["sample"][0]["next"] = "s1"
+    tables["sample"].append({"token": "s1", "scene_token": "sc0", "prev": "s0", "next": "",
+                             "data": {"LIDAR_TOP": "sd_l", "CAM_FRONT": "sd_c1"}})  # fmt: skip
+    tables["sample_data"].append({"token": "sd_c1", "filename": "samples/front.jpg",
+                                  "calibrated_sensor_token": "cs_c",
+                                  "ego_pose_token": "ep_c1"})  # fmt: skip
+    tables["ego_pose"].append({"token": "ep_c1", "translation": [104.0, 50.6, 0.0],
+                               "rotation": _yaw_quat(12.0)})  # fmt: skip
+    ds = NuScenesLidarseg(tmp_path, split="all", cameras=["CAM_FRONT"],
+                          nusc=FakeNuScenes(tmp_path, tables), temporal_views=1)  # fmt: skip
+    s0, s1 = ds[0], ds[1]
+    assert s0.image_offsets == [0, 1] and s1.image_offsets == [0, -1]
+    g = {x["token"]: x for k in ("calibrated_sensor", "ego_pose") for x in tables[k]}
+    T = lambda t: _pose(g[t]["translation"], g[t]["rotation"])  # noqa: E731
+    want = np.linalg.inv(T("ep_c1") @ T("cs_c")) @ T("ep_l") @ T("cs_l")
+    np.testing.assert_allclose(s0.cameras[1].T_cam_lidar, want, atol=1e-9)
+    assert s0.cameras[1].name == "CAM_FRONT@+1"

@@ -119,6 +119,8 @@ class NuScenesData:
             split=data.get(f"{part}_split", part),
             cameras=data.get("nuscenes_cameras"),
             limit=data.get(f"{part}_limit"),
+            temporal_views=int(data.get("temporal_views", 0)) if part == "train" else 0,
+            temporal_step=int(data.get("temporal_step", 1)),
         )
 
 
