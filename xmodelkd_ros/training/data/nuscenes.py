@@ -20,6 +20,7 @@ from PIL import Image
 from xmodelkd_ros.geometry import PinholeCamera
 from xmodelkd_ros.training.data.sample import IGNORE_INDEX, Sample
 from xmodelkd_ros.training.data.semantickitti import DatasetError
+from xmodelkd_ros.training.data.temporal import temporal_offsets
 
 CLASS_NAMES: tuple[str, ...] = (
     "barrier",
@@ -153,8 +154,6 @@ class NuScenesLidarseg:
         if not self.tokens:
             raise DatasetError(f"no nuScenes samples in split {split!r} of {version}")
         self.lut = learning_lut(self.nusc.lidarseg_idx2name_mapping)
-        from xmodelkd_ros.training.data.temporal import temporal_offsets
-
         self.temporal = temporal_offsets(int(temporal_views), int(temporal_step))
 
     def __len__(self) -> int:

@@ -14,6 +14,7 @@ import numpy as np
 
 from xmodelkd_ros.geometry import PinholeCamera
 from xmodelkd_ros.labels import UNLABELED
+from xmodelkd_ros.training.data.temporal import depth_consistent
 
 #: Class index the losses and metrics ignore (unlabeled points).
 IGNORE_INDEX = -1
@@ -103,8 +104,6 @@ def compute_correspondences(
     scan (:func:`~xmodelkd_ros.training.data.temporal.depth_consistent`; used for temporal
     views, whose viewpoint differs from the LiDAR's).
     """
-    from xmodelkd_ros.training.data.temporal import depth_consistent
-
     parts = []
     for i, cam in enumerate(cameras):
         uv, depth, in_fov = cam.project(points[:, :3])

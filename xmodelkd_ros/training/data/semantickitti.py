@@ -19,6 +19,12 @@ from PIL import Image
 from xmodelkd_ros.geometry import PinholeCamera
 from xmodelkd_ros.labels import CLASS_NAMES, raw_to_label
 from xmodelkd_ros.training.data.sample import Sample, label_ids_to_classes
+from xmodelkd_ros.training.data.temporal import (
+    kitti_lidar_poses,
+    other_frame_cameras,
+    read_kitti_poses,
+    temporal_offsets,
+)
 
 
 class DatasetError(RuntimeError):
@@ -86,8 +92,6 @@ class SemanticKITTI:
         temporal_views: int = 0,
         temporal_step: int = 5,
     ) -> None:
-        from xmodelkd_ros.training.data.temporal import temporal_offsets
-
         self.root = Path(root)
         seq_root = self.root / "sequences"
         if not seq_root.is_dir():
@@ -122,8 +126,6 @@ class SemanticKITTI:
 
     def lidar_poses(self, seq_dir: Path) -> np.ndarray:
         """(N, 4, 4) LiDAR->world poses of the sequence (from ``poses.txt`` and ``Tr``)."""
-        from xmodelkd_ros.training.data.temporal import kitti_lidar_poses, read_kitti_poses
-
         if seq_dir not in self._poses:
             path = seq_dir / "poses.txt"
             if not path.is_file():
@@ -146,8 +148,6 @@ class SemanticKITTI:
 
     def _add_temporal_views(self, sample: Sample, seq_dir: Path, stem: str) -> None:
         """Images of scans ``stem + offset`` that exist, seen from scan ``stem``."""
-        from xmodelkd_ros.training.data.temporal import other_frame_cameras
-
         poses = self.lidar_poses(seq_dir)
         n, offsets = int(stem), [0] * len(sample.images)
         for off in self.temporal:

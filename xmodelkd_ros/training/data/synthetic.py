@@ -20,6 +20,7 @@ import numpy as np
 
 from xmodelkd_ros.labels import CLASS_NAMES
 from xmodelkd_ros.training.data.sample import IGNORE_INDEX, Sample, label_ids_to_classes
+from xmodelkd_ros.training.data.temporal import camera_in_other_frame, temporal_offsets
 
 
 def labeled_mask(n: int, fraction: float, seed: int) -> np.ndarray:
@@ -69,8 +70,6 @@ class SyntheticWorld:
         self.seed, self.scans, self.start, self.stride = seeds[0], scans, start, max(1, stride)
         self.labeled = labeled_mask(scans, float(label_fraction), label_seed)
         self.cache: dict[int, Sample] | None = {} if cache else None
-        from xmodelkd_ros.training.data.temporal import temporal_offsets
-
         #: frame offsets of the temporal views (``data.temporal_views`` on each side)
         self.temporal = temporal_offsets(int(temporal_views), int(temporal_step))
 
@@ -108,8 +107,6 @@ class SyntheticWorld:
     def _add_temporal_views(self, sample: Sample, world: Any, index: int, pose: Any) -> None:
         """Append every camera's image of frames ``index + offset`` (exact sim poses at the
         image stamps) as temporal views; offsets before the drive's start are skipped."""
-        from xmodelkd_ros.training.data.temporal import camera_in_other_frame
-
         if not self.temporal:
             return
         offsets = [0] * len(sample.images)
