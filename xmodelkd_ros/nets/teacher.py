@@ -61,7 +61,8 @@ class PointPixelCorrespondence:
         if self.image_idx.shape != (k,) or self.uv.shape != (k, 2) or bad_fuse:
             raise ValueError(
                 f"correspondences disagree: point_idx {tuple(self.point_idx.shape)}, "
-                f"image_idx {tuple(self.image_idx.shape)}, uv {tuple(self.uv.shape)}"
+                f"image_idx {tuple(self.image_idx.shape)}, uv {tuple(self.uv.shape)}, "
+                f"fuse {None if self.fuse is None else tuple(self.fuse.shape)}"
             )
 
     def __len__(self) -> int:
