@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from xmodelkd_ros.sim.splits import SplitError, check_seeds
+from xmodelkd_ros.training.bench_arms import ARMS, method_markdown, method_summary, parse_arms
 from xmodelkd_ros.training.bench_score import (
     BenchmarkError,
     class_counts,
@@ -128,6 +129,9 @@ class Benchmark:
             "cameras": args.cameras,
         }
         self._scans: list[Any] | None = None
+        self.arms = list(args.arms)  # issue 13's extra arms (bench_arms.py)
+        if self.arms:
+            self.key["arms"] = self.arms
 
     def log(self, msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
@@ -160,10 +164,12 @@ class Benchmark:
                 "--set", f"data.label_fraction={fraction}", *self.sets]  # fmt: skip
         if self.args.threads:
             argv += ["--threads", str(self.args.threads)]
-        self.log(f"train: python -m xmodelkd_ros.training.train {shlex.join(argv)}")
-        code = train_main(argv)
-        if code != 0:
-            raise BenchmarkError(f"training failed (exit {code}) in {run_dir}; see train.log")
+        for stage in ("all", *self.arms):  # the arms' stages run after the pipeline
+            argv[argv.index("--stage") + 1] = stage
+            self.log(f"train: python -m xmodelkd_ros.training.train {shlex.join(argv)}")
+            code = train_main(argv)
+            if code != 0:
+                raise BenchmarkError(f"training failed (exit {code}) in {run_dir}; see train.log")
 
     def seed_result(self, fraction: float, seed: int) -> dict[str, Any]:
         """Train and score one (label fraction, seed), or load it when already done."""
@@ -184,8 +190,8 @@ class Benchmark:
         scans = self.scans(recipe)
         t1 = time.perf_counter()
         cms = {"teacher": score_teacher(run_dir / CHECKPOINTS["teacher"], scans, recipe)}
-        for name in ("distilled", "baseline"):
-            cms[name] = score_student(run_dir / CHECKPOINTS[name], scans)
+        for name in ("distilled", "baseline", *self.arms):
+            cms[name] = score_student(run_dir / {**CHECKPOINTS, **ARMS}[name], scans)
         val = {}
         report = run_dir / "report.json"
         if report.is_file():
@@ -253,7 +259,11 @@ class Benchmark:
                                    for r in rs),
             "this_invocation": time.perf_counter() - t0,
         }  # fmt: skip
+        dirs = {f: [self.run_dir(f, s) for s in self.seeds] for f in self.fractions}
+        doc["method"] = method_summary(results, self.arms, dirs, self.args.bootstrap)
         write_outputs(self.out, doc)
+        with open(self.out / "benchmark.md", "a") as fh:
+            fh.write(method_markdown(doc["method"]))
         self.log(f"benchmark: wrote {self.out / 'benchmark.md'}")
         return doc
 
@@ -288,6 +298,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "(overrides --label-fraction)")  # fmt: skip
     p.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[],
                    metavar="KEY=VALUE", help="recipe overrides passed to training")  # fmt: skip
+    p.add_argument("--arms", type=parse_arms, default=[],
+                   help="extra arms trained after the pipeline and scored like the students "
+                   "(issue 13): selftrain (LiDAR-only self-training control), joint "
+                   "(2DPASS-style single stage), e.g. --arms selftrain,joint")  # fmt: skip
     p.add_argument("--quick", action="store_true",
                    help="plumbing check: 2 seeds, 2+2 epochs, 8 training scans, 2 test streets "
                    "x 2 scans (its numbers mean nothing)")  # fmt: skip

@@ -20,6 +20,7 @@ import numpy as np
 
 from xmodelkd_ros.labels import CLASS_NAMES
 from xmodelkd_ros.training.data.sample import IGNORE_INDEX, Sample, label_ids_to_classes
+from xmodelkd_ros.training.data.temporal import camera_in_other_frame, temporal_offsets
 
 
 def labeled_mask(n: int, fraction: float, seed: int) -> np.ndarray:
@@ -54,6 +55,8 @@ class SyntheticWorld:
         split: str | None = None,
         label_fraction: float = 1.0,
         label_seed: int = 0,
+        temporal_views: int = 0,
+        temporal_step: int = 5,
     ) -> None:
         from xmodelkd_ros.sim.splits import check_seeds
         from xmodelkd_ros.sim.world import SimWorld
@@ -67,6 +70,8 @@ class SyntheticWorld:
         self.seed, self.scans, self.start, self.stride = seeds[0], scans, start, max(1, stride)
         self.labeled = labeled_mask(scans, float(label_fraction), label_seed)
         self.cache: dict[int, Sample] | None = {} if cache else None
+        #: frame offsets of the temporal views (``data.temporal_views`` on each side)
+        self.temporal = temporal_offsets(int(temporal_views), int(temporal_step))
 
     def __len__(self) -> int:
         return self.scans
@@ -94,6 +99,29 @@ class SyntheticWorld:
             cameras=list(frame.cameras),
             name=f"sim{seed}/{index:06d}",
         )
+        self._add_temporal_views(sample, self.worlds[i % len(self.worlds)], index, frame.pose)
         if self.cache is not None:
             self.cache[i] = sample
         return sample
+
+    def _add_temporal_views(self, sample: Sample, world: Any, index: int, pose: Any) -> None:
+        """Append every camera's image of frames ``index + offset`` (exact sim poses at the
+        image stamps) as temporal views; offsets before the drive's start are skipped."""
+        if not self.temporal:
+            return
+        offsets = [0] * len(sample.images)
+        for off in self.temporal:
+            j = index + off
+            if j < 0:
+                continue
+            for cam in world.cameras:
+                stamp = world.camera_stamp_ns(
+                    cam.name, world.camera_frame_near(cam.name, world.scan_stamp_ns(j))
+                )
+                img, _, _ = world.render(cam, stamp)
+                sample.images.append(img)
+                sample.cameras.append(
+                    camera_in_other_frame(cam, pose, world.pose_at(stamp) @ cam.T_lidar_cam, off)
+                )
+                offsets.append(off)
+        sample.image_offsets = offsets
