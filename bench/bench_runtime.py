@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from xmodelkd_ros.nets.inputs import build_inputs
 from xmodelkd_ros.runtime import Segmenter
-from xmodelkd_ros.runtime.synthetic import exported_random_model, synthetic_scan
+from xmodelkd_ros.sim.fixtures import exported_random_model, synthetic_scan
 
 STAGES = ("voxelize", "maps", "inference", "postprocess", "total")
 

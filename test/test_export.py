@@ -13,8 +13,8 @@ from xmodelkd_ros.export import main as export_main
 from xmodelkd_ros.labels import CLASS_NAMES, PALETTE
 from xmodelkd_ros.runtime.graph import input_names
 from xmodelkd_ros.runtime.metadata import ModelMetadata, sha256_file
-from xmodelkd_ros.runtime.synthetic import exported_random_model
 from xmodelkd_ros.runtime.trt_ops import FORBIDDEN_OPS, TENSORRT_ONNX_OPS, unsupported_ops
+from xmodelkd_ros.sim.fixtures import exported_random_model
 
 
 @pytest.fixture(scope="module")

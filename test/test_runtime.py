@@ -16,7 +16,7 @@ from xmodelkd_ros.labels import NUM_CLASSES, UNLABELED
 from xmodelkd_ros.nets.inputs import build_inputs
 from xmodelkd_ros.runtime import ModelLoadError, Segmenter
 from xmodelkd_ros.runtime.graph import flatten_inputs
-from xmodelkd_ros.runtime.synthetic import exported_random_model, synthetic_scan
+from xmodelkd_ros.sim.fixtures import exported_random_model, synthetic_scan
 
 STAGES = {"voxelize", "maps", "inference", "postprocess", "total"}
 

@@ -17,13 +17,13 @@ import torch
 from xmodelkd_ros.nets.inputs import build_inputs
 from xmodelkd_ros.runtime import Segmenter
 from xmodelkd_ros.runtime.graph import flatten_inputs, input_names
-from xmodelkd_ros.runtime.synthetic import exported_random_model, synthetic_scan
 from xmodelkd_ros.runtime.tensorrt import (
     DEFAULT_PROFILE,
     engine_cache_key,
     profile_shapes,
     tensorrt_available,
 )
+from xmodelkd_ros.sim.fixtures import exported_random_model, synthetic_scan
 
 # ------------------------------------------------------------------ CPU-side checks
 

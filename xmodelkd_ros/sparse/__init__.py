@@ -8,19 +8,23 @@ from .maps import (
     downsampled_shape,
     kernel_offsets,
     submanifold_table,
-    table_to_pairs,
     transpose_table,
     upsample_table,
 )
+from .pairs import ConvPairs, PairTensors, conv_pairs, conv_pairs_graph
 from .spconv_backend import run_spconv_reference, spconv_available, to_spconv
 from .voxelize import VoxelGridSpec, Voxels, voxelize
 
 __all__ = [
+    "ConvPairs",
     "KernelMaps",
+    "PairTensors",
     "SparseConv3d",
     "VoxelGridSpec",
     "Voxels",
     "build_kernel_maps",
+    "conv_pairs",
+    "conv_pairs_graph",
     "downsample",
     "downsampled_shape",
     "get_default_impl",
@@ -29,7 +33,6 @@ __all__ = [
     "set_default_impl",
     "spconv_available",
     "submanifold_table",
-    "table_to_pairs",
     "to_spconv",
     "transpose_table",
     "upsample_table",

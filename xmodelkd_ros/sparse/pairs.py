@@ -1,0 +1,185 @@
+"""Compacted pair lists: the sparse conv over real neighbour pairs only.
+
+A LiDAR voxel has 5-9 occupied neighbours out of 27, so the neighbour table is
+mostly sentinels. :class:`ConvPairs` keeps only the real ``(input row, output row,
+offset)`` triples, grouped by offset, and a conv becomes three passes:
+
+1. one ``index_select`` of every pair's input row (parallel, contiguous per offset),
+2. one GEMM per offset into consecutive slices of one product buffer,
+3. one sparse CSR x dense product that sums each output row's products.
+
+Step 3 replaces a per-offset ``index_add_`` (a serial scatter, 27 passes over the
+output) by one multithreaded pass; the CSR matrix is built without sorting, from
+the table itself. The submanifold centre tap (every row to itself) skips the gather
+and starts the sum as a plain ``x @ W``. Autograd works through all three passes, so
+training uses the same form.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+__all__ = ["ConvPairs", "PairTensors", "conv_pairs", "conv_pairs_graph"]
+
+
+class PairTensors(NamedTuple):
+    """A pair list as graph inputs (the exported CPU graph's per-table inputs)."""
+
+    in_rows: Tensor  # (P,) int64, grouped by offset
+    out_rows: Tensor  # (P,) int64
+    bounds: Tensor  # (K + 1,) int64 offset boundaries into the two above
+    identity: bool  # the centre offset is the identity and is not in the list (subm)
+
+
+@dataclass(frozen=True)
+class ConvPairs:
+    """Real pairs of one neighbour table, grouped by kernel offset."""
+
+    #: (P,) input row of each pair; offset ``k`` owns ``[bounds[k], bounds[k + 1])``.
+    in_rows: Tensor
+    #: (P,) output row of each pair (same order as ``in_rows``).
+    out_rows: Tensor
+    bounds: tuple[int, ...]
+    num_in: int
+    num_out: int
+    #: (num_out, P) CSR matrix of ones: ``out = scatter @ products``.
+    scatter: Tensor
+    #: Offset mapping every row to itself (subm centre), left out of the pair list.
+    identity_offset: int | None
+
+    @property
+    def num_pairs(self) -> int:
+        """Real pairs, the identity offset included (the useful multiply-adds / Cin / Cout)."""
+        return int(self.in_rows.numel()) + (self.num_out if self.identity_offset is not None else 0)
+
+    def tensors(self) -> PairTensors:
+        """The graph-input form (bounds as a tensor)."""
+        bounds = torch.tensor(self.bounds, dtype=torch.int64, device=self.in_rows.device)
+        return PairTensors(self.in_rows, self.out_rows, bounds, self.identity_offset is not None)
+
+    @classmethod
+    def from_table(cls, table: Tensor, num_in: int) -> ConvPairs:
+        """Pairs of a ``(M_out, K)`` table whose sentinel is ``num_in`` (see :mod:`.maps`)."""
+        m_out, K = table.shape
+        dev = table.device
+        hit = table < num_in
+        ident = None
+        centre = K // 2
+        if K % 2 == 1 and m_out == num_in and m_out > 0:
+            col = table[:, centre]
+            if bool((col == torch.arange(m_out, device=dev)).all()):
+                ident = centre
+                hit[:, centre] = False
+        # offset-major order for the gather and the GEMMs: nonzero over the transposed mask
+        kk, rows = torch.nonzero(hit.T, as_tuple=True)
+        in_rows = table[rows, kk]
+        counts = torch.bincount(kk, minlength=K)
+        starts = torch.zeros(K + 1, dtype=torch.int64, device=dev)
+        starts[1:] = torch.cumsum(counts, 0)
+        # CSR columns: each pair's position in that order, read back row-major (rows
+        # ascending, offsets ascending within a row), which is the CSR order
+        pos = torch.empty(m_out, K, dtype=torch.int64, device=dev)
+        pos[rows, kk] = torch.arange(rows.numel(), device=dev)
+        col_idx = pos[hit]
+        crow = torch.zeros(m_out + 1, dtype=torch.int64, device=dev)
+        crow[1:] = torch.cumsum(hit.sum(1), 0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "sparse CSR support is in beta"
+            scatter = torch.sparse_csr_tensor(
+                crow, col_idx, torch.ones(col_idx.numel(), device=dev),
+                size=(m_out, int(col_idx.numel())),
+            )  # fmt: skip
+        return cls(
+            in_rows, rows, tuple(int(v) for v in starts.tolist()), int(num_in), int(m_out),
+            scatter, ident,
+        )  # fmt: skip
+
+
+def conv_pairs(x: Tensor, pairs: ConvPairs, weight_k: Tensor) -> Tensor:
+    """``out[i] = sum over pairs (j, i, k) of x[j] @ weight_k[k]``; ``weight_k`` is (K, Cin, Cout).
+
+    Under autograd the per-offset products are concatenated (``out=`` slices cannot be
+    differentiated); in inference they are written straight into one buffer.
+    """
+    if x.shape[0] != pairs.num_in:
+        raise ValueError(f"pairs expect {pairs.num_in} input rows, got {x.shape[0]}")
+    cout = weight_k.shape[2]
+    xg = x.index_select(0, pairs.in_rows)
+    b = pairs.bounds
+    live = [k for k in range(len(b) - 1) if b[k + 1] > b[k]]
+    if torch.is_grad_enabled() and (x.requires_grad or weight_k.requires_grad):
+        parts = [xg[b[k] : b[k + 1]] @ weight_k[k] for k in live]
+        y = torch.cat(parts) if parts else x.new_zeros(0, cout)
+    else:
+        y = x.new_empty(xg.shape[0], cout)
+        for k in live:
+            torch.mm(xg[b[k] : b[k + 1]], weight_k[k], out=y[b[k] : b[k + 1]])
+    scatter = pairs.scatter if pairs.scatter.dtype == y.dtype else pairs.scatter.to(y.dtype)
+    if pairs.identity_offset is not None:
+        centre = x @ weight_k[pairs.identity_offset]
+        return torch.addmm(centre, scatter, y) if y.shape[0] else centre
+    if y.shape[0] == 0:
+        # keep the weight in the graph so an all-empty conv still gets a (zero) gradient
+        return x.new_zeros(pairs.num_out, cout) + 0.0 * weight_k.sum()
+    return scatter @ y
+
+
+class _RowScatterAdd(torch.autograd.Function):
+    """``base.index_add(0, rows, y)``, exported as one ONNX ``ScatterND(reduction="add")``.
+
+    The TorchScript exporter turns ``index_put(accumulate=True)`` into a gather/add/
+    scatter that loses duplicate rows, so the graph node is spelled out here. With
+    ``base=None`` the output has ``max(rows) + 1`` rows: the callers' pair lists reach
+    every output row (a down conv's coarse voxel has a child, an inverse conv's fine
+    voxel a parent), so the graph needs no extra size input.
+    """
+
+    @staticmethod
+    def forward(ctx, base: Tensor | None, rows: Tensor, y: Tensor) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(rows)
+        ctx.has_base = base is not None
+        if base is None:
+            n = int(rows.max()) + 1 if rows.numel() else 0
+            base = y.new_zeros(n, y.shape[1])
+        return base.index_add(0, rows, y)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, None, Tensor]:  # type: ignore[override]
+        (rows,) = ctx.saved_tensors
+        return (grad if ctx.has_base else None), None, grad.index_select(0, rows)
+
+    @staticmethod
+    def symbolic(g, base, rows, y):  # type: ignore[no-untyped-def]
+        one = g.op("Constant", value_t=torch.tensor([1], dtype=torch.int64))
+        idx = g.op("Unsqueeze", rows, one)
+        if base is None or base.node().mustBeNone():
+            n = g.op("Add", g.op("ReduceMax", rows, keepdims_i=1), one)
+            width = g.op("Gather", g.op("Shape", y), one)
+            base = g.op(
+                "ConstantOfShape", g.op("Concat", n, width, axis_i=0),
+                value_t=torch.tensor([0.0], dtype=torch.float32),
+            )  # fmt: skip
+        return g.op("ScatterND", base, idx, y, reduction_s="add")
+
+
+def conv_pairs_graph(
+    x: Tensor, in_rows: Tensor, out_rows: Tensor, bounds: Tensor, weight_k: Tensor, identity: bool
+) -> Tensor:
+    """The pair-list conv in exportable ops, for the CPU ONNX graph.
+
+    Gather, one MatMul per offset on a slice given by the ``bounds`` input, and one
+    ``ScatterND(add)``; ``identity`` (submanifold convs) starts the sum with the
+    centre tap ``x @ W_c``, whose pairs :meth:`ConvPairs.from_table` leaves out.
+    """
+    K = weight_k.shape[0]
+    centre = K // 2 if identity else -1
+    xg = x.index_select(0, in_rows)
+    parts = [xg[bounds[k] : bounds[k + 1]] @ weight_k[k] for k in range(K) if k != centre]
+    y = torch.cat(parts)
+    base = x @ weight_k[centre] if identity else None
+    return _RowScatterAdd.apply(base, out_rows, y)
