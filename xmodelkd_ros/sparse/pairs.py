@@ -133,38 +133,48 @@ class _RowScatterAdd(torch.autograd.Function):
     """``base.index_add(0, rows, y)``, exported as one ONNX ``ScatterND(reduction="add")``.
 
     The TorchScript exporter turns ``index_put(accumulate=True)`` into a gather/add/
-    scatter that loses duplicate rows, so the graph node is spelled out here. With
-    ``base=None`` the output has ``max(rows) + 1`` rows: the callers' pair lists reach
-    every output row (a down conv's coarse voxel has a child, an inverse conv's fine
-    voxel a parent), so the graph needs no extra size input.
+    scatter that loses repeated rows, so the graph node is spelled out here.
     """
 
     @staticmethod
-    def forward(ctx, base: Tensor | None, rows: Tensor, y: Tensor) -> Tensor:  # type: ignore[override]
+    def forward(ctx, base: Tensor, rows: Tensor, y: Tensor) -> Tensor:  # type: ignore[override]
         ctx.save_for_backward(rows)
-        ctx.has_base = base is not None
-        if base is None:
-            n = int(rows.max()) + 1 if rows.numel() else 0
-            base = y.new_zeros(n, y.shape[1])
         return base.index_add(0, rows, y)
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, None, Tensor]:  # type: ignore[override]
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, Tensor]:  # type: ignore[override]
         (rows,) = ctx.saved_tensors
-        return (grad if ctx.has_base else None), None, grad.index_select(0, rows)
+        return grad, None, grad.index_select(0, rows)
 
     @staticmethod
     def symbolic(g, base, rows, y):  # type: ignore[no-untyped-def]
         one = g.op("Constant", value_t=torch.tensor([1], dtype=torch.int64))
-        idx = g.op("Unsqueeze", rows, one)
-        if base is None or base.node().mustBeNone():
-            n = g.op("Add", g.op("ReduceMax", rows, keepdims_i=1), one)
-            width = g.op("Gather", g.op("Shape", y), one)
-            base = g.op(
-                "ConstantOfShape", g.op("Concat", n, width, axis_i=0),
-                value_t=torch.tensor([0.0], dtype=torch.float32),
-            )  # fmt: skip
-        return g.op("ScatterND", base, idx, y, reduction_s="add")
+        return g.op("ScatterND", base, g.op("Unsqueeze", rows, one), y, reduction_s="add")
+
+
+class _ZerosForRows(torch.autograd.Function):
+    """Zeros of shape ``(max(rows) + 1, weight.shape[1])``, exported as ReduceMax +
+    ConstantOfShape: the pairs of a down conv reach every coarse voxel and those of an
+    inverse conv every fine voxel, so the graph needs no extra size input."""
+
+    @staticmethod
+    def forward(ctx, rows: Tensor, weight: Tensor) -> Tensor:  # type: ignore[override]
+        n = int(rows.max()) + 1 if rows.numel() else 0
+        return weight.new_zeros(n, weight.shape[1])
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[None, None]:  # type: ignore[override]
+        return None, None
+
+    @staticmethod
+    def symbolic(g, rows, weight):  # type: ignore[no-untyped-def]
+        one = g.op("Constant", value_t=torch.tensor([1], dtype=torch.int64))
+        n = g.op("Add", g.op("ReduceMax", rows, keepdims_i=1), one)
+        width = g.op("Gather", g.op("Shape", weight), one)
+        return g.op(
+            "ConstantOfShape", g.op("Concat", n, width, axis_i=0),
+            value_t=torch.tensor([0.0], dtype=torch.float32),
+        )  # fmt: skip
 
 
 def conv_pairs_graph(
@@ -172,14 +182,20 @@ def conv_pairs_graph(
 ) -> Tensor:
     """The pair-list conv in exportable ops, for the CPU ONNX graph.
 
-    Gather, one MatMul per offset on a slice given by the ``bounds`` input, and one
-    ``ScatterND(add)``; ``identity`` (submanifold convs) starts the sum with the
+    One Gather, then per offset a MatMul on the slice given by the ``bounds`` input and
+    a ``ScatterND(add)`` of it. One scatter per offset because within an offset every
+    output row occurs at most once: ONNX Runtime's multithreaded ScatterND races on
+    repeated rows (measured: wrong sums with 2 threads), so a single scatter over all
+    pairs would be wrong. ``identity`` (submanifold convs) starts the sum with the
     centre tap ``x @ W_c``, whose pairs :meth:`ConvPairs.from_table` leaves out.
     """
     K = weight_k.shape[0]
     centre = K // 2 if identity else -1
     xg = x.index_select(0, in_rows)
-    parts = [xg[bounds[k] : bounds[k + 1]] @ weight_k[k] for k in range(K) if k != centre]
-    y = torch.cat(parts)
-    base = x @ weight_k[centre] if identity else None
-    return _RowScatterAdd.apply(base, out_rows, y)
+    out = x @ weight_k[centre] if identity else _ZerosForRows.apply(out_rows, weight_k[0])
+    for k in range(K):
+        if k == centre:
+            continue
+        lo, hi = bounds[k], bounds[k + 1]
+        out = _RowScatterAdd.apply(out, out_rows[lo:hi], xg[lo:hi] @ weight_k[k])
+    return out
