@@ -87,7 +87,10 @@ class _ConvBnRelu(nn.Module):
 
     def forward(self, x: Tensor, table: Tensor | ConvPairs) -> Tensor:
         x = self.bn(self.conv(x, table))
-        return torch.relu(x) if self.relu else x
+        if not self.relu:
+            return x
+        # in inference the conv output is a fresh tensor: rectify it in place (one pass less)
+        return torch.relu(x) if torch.is_grad_enabled() else x.relu_()
 
 
 class ResBlock(nn.Module):
@@ -105,7 +108,8 @@ class ResBlock(nn.Module):
 
     def forward(self, x: Tensor, table: Tensor | ConvPairs) -> Tensor:
         skip = x if self.proj is None else self.proj(x)
-        return torch.relu(self.conv2(self.conv1(x, table), table) + skip)
+        y = self.conv2(self.conv1(x, table), table)
+        return torch.relu(y + skip) if torch.is_grad_enabled() else y.add_(skip).relu_()
 
 
 class _Stage(nn.Module):

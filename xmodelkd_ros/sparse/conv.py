@@ -154,8 +154,7 @@ class SparseConv3d(nn.Module):
                 raise ValueError(
                     f"pairs have {len(table.bounds) - 1} offsets, layer needs {self.num_offsets}"
                 )
-            out = conv_pairs(x, table, w)
-            return out if self.bias is None else out + self.bias
+            return conv_pairs(x, table, w, self.bias)
         if not _is_tracing() and table.shape[1] != self.num_offsets:
             raise ValueError(f"table has {table.shape[1]} offsets, layer needs {self.num_offsets}")
         impl = _check_impl(impl or _default_impl)

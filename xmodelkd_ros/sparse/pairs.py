@@ -8,17 +8,18 @@ offset)`` triples, grouped by offset, and a conv becomes three passes:
 2. one GEMM per offset into consecutive slices of one product buffer,
 3. one sparse CSR x dense product that sums each output row's products.
 
-Step 3 replaces a per-offset ``index_add_`` (a serial scatter, 27 passes over the
-output) by one multithreaded pass; the CSR matrix is built without sorting, from
-the table itself. The submanifold centre tap (every row to itself) skips the gather
-and starts the sum as a plain ``x @ W``. Autograd works through all three passes, so
-training uses the same form.
+Step 3 replaces a per-offset ``index_add_`` (a serial scatter, 26 passes over the
+output) by one multithreaded pass accumulated in place. The submanifold centre tap
+(every row to itself) skips the gather and starts the sum as ``bias + x @ W``.
+Autograd works through all three passes, so training uses the same form. The same
+lists, as tensors (:class:`PairTensors`), are the inputs of the exported CPU graph.
 """
 
 from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from functools import cached_property
 from typing import NamedTuple
 
 import torch
@@ -47,10 +48,23 @@ class ConvPairs:
     bounds: tuple[int, ...]
     num_in: int
     num_out: int
-    #: (num_out, P) CSR matrix of ones: ``out = scatter @ products``.
-    scatter: Tensor
     #: Offset mapping every row to itself (subm centre), left out of the pair list.
     identity_offset: int | None
+
+    @cached_property
+    def scatter(self) -> Tensor:
+        """(num_out, P) CSR matrix of ones: ``out = scatter @ products``. Built on first
+        use (the ONNX Runtime backend never needs it): a stable sort by output row puts
+        each row's products together, offsets ascending."""
+        cols = torch.argsort(self.out_rows, stable=True)
+        crow = torch.zeros(self.num_out + 1, dtype=torch.int64, device=cols.device)
+        crow[1:] = torch.cumsum(torch.bincount(self.out_rows, minlength=self.num_out), 0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "sparse CSR support is in beta"
+            return torch.sparse_csr_tensor(
+                crow, cols, torch.ones(cols.numel(), device=cols.device),
+                size=(self.num_out, int(cols.numel())),
+            )  # fmt: skip
 
     @property
     def num_pairs(self) -> int:
@@ -77,42 +91,35 @@ class ConvPairs:
                 hit[:, centre] = False
         # offset-major order for the gather and the GEMMs: nonzero over the transposed mask
         kk, rows = torch.nonzero(hit.T, as_tuple=True)
-        in_rows = table[rows, kk]
+        flat = rows * K + kk  # row-major position in the table
+        in_rows = table.reshape(-1).index_select(0, flat)
         counts = torch.bincount(kk, minlength=K)
         starts = torch.zeros(K + 1, dtype=torch.int64, device=dev)
         starts[1:] = torch.cumsum(counts, 0)
-        # CSR columns: each pair's position in that order, read back row-major (rows
-        # ascending, offsets ascending within a row), which is the CSR order
-        pos = torch.empty(m_out, K, dtype=torch.int64, device=dev)
-        pos[rows, kk] = torch.arange(rows.numel(), device=dev)
-        col_idx = pos[hit]
-        crow = torch.zeros(m_out + 1, dtype=torch.int64, device=dev)
-        crow[1:] = torch.cumsum(hit.sum(1), 0)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # "sparse CSR support is in beta"
-            scatter = torch.sparse_csr_tensor(
-                crow, col_idx, torch.ones(col_idx.numel(), device=dev),
-                size=(m_out, int(col_idx.numel())),
-            )  # fmt: skip
-        return cls(
-            in_rows, rows, tuple(int(v) for v in starts.tolist()), int(num_in), int(m_out),
-            scatter, ident,
-        )  # fmt: skip
+        bounds = tuple(int(v) for v in starts.tolist())
+        return cls(in_rows, rows, bounds, int(num_in), int(m_out), ident)
 
 
-def conv_pairs(x: Tensor, pairs: ConvPairs, weight_k: Tensor) -> Tensor:
-    """``out[i] = sum over pairs (j, i, k) of x[j] @ weight_k[k]``; ``weight_k`` is (K, Cin, Cout).
+def conv_pairs(
+    x: Tensor, pairs: ConvPairs, weight_k: Tensor, bias: Tensor | None = None
+) -> Tensor:
+    """``out[i] = bias + sum over pairs (j, i, k) of x[j] @ weight_k[k]``; ``weight_k`` is
+    (K, Cin, Cout).
 
     Under autograd the per-offset products are concatenated (``out=`` slices cannot be
-    differentiated); in inference they are written straight into one buffer.
+    differentiated); in inference they are written straight into one buffer and the sum
+    is accumulated in place, so each conv makes one pass over its output.
     """
     if x.shape[0] != pairs.num_in:
         raise ValueError(f"pairs expect {pairs.num_in} input rows, got {x.shape[0]}")
     cout = weight_k.shape[2]
+    grad = torch.is_grad_enabled() and (
+        x.requires_grad or weight_k.requires_grad or (bias is not None and bias.requires_grad)
+    )
     xg = x.index_select(0, pairs.in_rows)
     b = pairs.bounds
     live = [k for k in range(len(b) - 1) if b[k + 1] > b[k]]
-    if torch.is_grad_enabled() and (x.requires_grad or weight_k.requires_grad):
+    if grad:
         parts = [xg[b[k] : b[k + 1]] @ weight_k[k] for k in live]
         y = torch.cat(parts) if parts else x.new_zeros(0, cout)
     else:
@@ -121,12 +128,19 @@ def conv_pairs(x: Tensor, pairs: ConvPairs, weight_k: Tensor) -> Tensor:
             torch.mm(xg[b[k] : b[k + 1]], weight_k[k], out=y[b[k] : b[k + 1]])
     scatter = pairs.scatter if pairs.scatter.dtype == y.dtype else pairs.scatter.to(y.dtype)
     if pairs.identity_offset is not None:
-        centre = x @ weight_k[pairs.identity_offset]
-        return torch.addmm(centre, scatter, y) if y.shape[0] else centre
+        w_c = weight_k[pairs.identity_offset]
+        out = x @ w_c if bias is None else torch.addmm(bias, x, w_c)
+        if not y.shape[0]:
+            return out
+        return torch.addmm(out, scatter, y) if grad else out.addmm_(scatter, y)
     if y.shape[0] == 0:
         # keep the weight in the graph so an all-empty conv still gets a (zero) gradient
-        return x.new_zeros(pairs.num_out, cout) + 0.0 * weight_k.sum()
-    return scatter @ y
+        out = x.new_zeros(pairs.num_out, cout) + 0.0 * weight_k.sum()
+    else:
+        out = scatter @ y
+    if bias is None:
+        return out
+    return out + bias if grad else out.add_(bias)
 
 
 class _RowScatterAdd(torch.autograd.Function):
