@@ -55,10 +55,13 @@ def _data_files():
     ]
     # Top-level files only: models/ may hold machine-specific TensorRT engine caches in
     # subfolders, which must never be packaged.
-    for folder in ("launch", "config", "models"):
+    for folder in ("launch", "config", "models", "schema"):
         found = [p for p in glob(f"{folder}/*") if os.path.isfile(p)]
         if found:
             files.append((f"share/{PACKAGE}/{folder}", sorted(found)))
+    # Training recipes (and the _base_ files they extend): recipe.py looks for them in
+    # <prefix>/share/xmodelkd_ros/training, so `--recipe NAME` works from an installed tree.
+    files.append((f"share/{PACKAGE}/training", sorted(glob("training/*.yaml"))))
     return files
 
 

@@ -27,6 +27,8 @@ ARGUMENTS = (
     ("backend", "auto", "auto | tensorrt | onnxruntime | torch"),
     ("params_file", "", "Node parameters YAML ('' = the package's config/segment.yaml)"),
     ("domain_id", "", "ROS domain of the replay ('' = this shell's ROS_DOMAIN_ID)"),
+    ("dds_profile", "default", "Fast DDS profile of the bag player and the node: default "
+     "(config/fastdds_large_data.xml) | PATH | none; never overrides one already set"),
     ("python", "python3", "Python interpreter that has xmodelkd_ros installed"),
 )
 
@@ -48,7 +50,8 @@ def _replay(context, *args, **kwargs):
     else:
         cmd += ["--rate", arg("rate")]
     optional = {"report": "--report", "labels_topic": "--labels-topic",
-                "labels_dir": "--labels-dir", "params_file": "--params-file"}  # fmt: skip
+                "labels_dir": "--labels-dir", "params_file": "--params-file",
+                "dds_profile": "--dds-profile"}  # fmt: skip
     for name, flag in optional.items():
         if arg(name):
             cmd += [flag, arg(name)]

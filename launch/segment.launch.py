@@ -9,7 +9,15 @@ Arguments (``ros2 launch xmodelkd_ros segment.launch.py --show-args``):
 * ``input_points``, ``output_segmentation``, ``output_visualization``, ``output_filtered``:
   topic remappings of ``~/input/points`` and ``~/output/*``
 * ``log_level``
+* ``dds_profile``: Fast DDS profile for the node's process (``FASTDDS_DEFAULT_PROFILES_FILE``):
+  ``default`` = the installed ``config/fastdds_large_data.xml`` (large clouds through
+  shared memory), a path, or ``none``. Never applied when the environment already chose a
+  DDS configuration (``FASTDDS_DEFAULT_PROFILES_FILE``, a non-Fast-DDS
+  ``RMW_IMPLEMENTATION``, ``CYCLONEDDS_URI``). The profile matters most on the LiDAR
+  driver's side: see the README, "Large point clouds over DDS".
 """
+
+import os
 
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
@@ -17,6 +25,7 @@ from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
 
 from launch import LaunchDescription
+from xmodelkd_ros.dds import FASTDDS_PROFILE, PROFILE_ENV, user_dds_config
 
 PACKAGE = "xmodelkd_ros"
 
@@ -34,6 +43,8 @@ ARGUMENTS = (
     ("output_visualization", "~/output/visualization", "Remap the RViz cloud topic"),
     ("output_filtered", "~/output/filtered", "Remap the filtered cloud topic"),
     ("log_level", "info", "Logging level of the node"),
+    ("dds_profile", "default", "Fast DDS profile of the node's process: default (the "
+     "package's large-data profile) | PATH | none; never overrides one set in the environment"),
 )
 
 
@@ -54,6 +65,13 @@ def _node(context, *args, **kwargs):
     for name in ("model", "backend", "device"):
         if arg(name):
             overrides[name] = arg(name)
+    additional_env = {}
+    profile = arg("dds_profile").strip()
+    env = getattr(context, "environment", os.environ)
+    if profile not in ("", "none") and user_dds_config(env) is None:
+        if profile == "default":
+            profile = FindPackageShare(PACKAGE).perform(context) + "/config/" + FASTDDS_PROFILE
+        additional_env[PROFILE_ENV] = profile
     remaps = [
         ("~/input/points", arg("input_points")),
         ("~/output/segmentation", arg("output_segmentation")),
@@ -69,6 +87,7 @@ def _node(context, *args, **kwargs):
             parameters=[params_file, overrides],
             remappings=[(a, b) for a, b in remaps if a != b],
             arguments=["--ros-args", "--log-level", arg("log_level")],
+            additional_env=additional_env,
             output="screen",
             emulate_tty=True,
         )

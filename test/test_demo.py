@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 
@@ -25,6 +26,91 @@ def test_failing_stage_is_one_line_and_exit_1(
     assert not (tmp_path / "summary.json").exists()
 
 
+def test_paired_gain_against_the_training_metric() -> None:
+    """The held-out gain and its per-scan spread, checked against ``seg_metrics`` (the
+    training mIoU) computed scan by scan; scans that all agree give a zero-width interval."""
+    from xmodelkd_ros.demo import paired_gain
+    from xmodelkd_ros.training.metrics import seg_metrics
+
+    rng = np.random.default_rng(0)
+    names = [f"c{i}" for i in range(5)]
+    a = [rng.integers(0, 50, (5, 5)) * np.eye(5, dtype=np.int64) * 3 + rng.integers(0, 9, (5, 5))
+         for _ in range(12)]  # fmt: skip
+    b = [rng.integers(0, 30, (5, 5)) for _ in range(12)]
+    g = paired_gain(a, b, n_boot=500)
+    pooled = seg_metrics(sum(a), names).miou - seg_metrics(sum(b), names).miou
+    assert g["gain"] == pytest.approx(pooled, abs=1e-12)
+    per_scan = [seg_metrics(x, names).miou - seg_metrics(y, names).miou
+                for x, y in zip(a, b, strict=True)]  # fmt: skip
+    assert g["per_scan_mean"] == pytest.approx(np.mean(per_scan), abs=1e-12)
+    assert g["per_scan_wins"] == sum(d > 0 for d in per_scan) and g["scans"] == 12
+    lo, hi = g["ci95"]
+    assert lo < pooled < hi  # a spread over distinct scans brackets the pooled gain
+    # every scan identical: every resample has the same pooled confusion -> no spread
+    same = paired_gain([a[0]] * 6, [b[0]] * 6, n_boot=200)
+    assert same["ci95"] == pytest.approx([same["gain"], same["gain"]], abs=1e-12)
+    assert paired_gain(a, a)["ci95"] == [0.0, 0.0]
+    with pytest.raises(ValueError, match="same scans"):
+        paired_gain(a, b[:5])
+
+
+def test_summary_names_the_benchmark_and_the_spread() -> None:
+    from xmodelkd_ros.demo import BENCHMARK, format_summary
+
+    s = {"size": "full", "seed": 0, "miou_validation": {"baseline": 0.4, "distilled": 0.42},
+         "miou_heldout_offline": {"baseline": 0.40, "distilled": 0.43},
+         "heldout_gain": {"gain": 0.03, "ci95": [-0.01, 0.06], "per_scan_mean": 0.025,
+                          "per_scan_wins": 20, "scans": 30},
+         "miou_heldout_node": 0.43, "replay_mode": "rate 1",
+         "latency_ms": {"p50": 100.0, "p95": 120.0}, "node_total_ms": {"p50": 90.0},
+         "scans": {"published": 30, "received": 30, "dropped": 0, "late": 0},
+         "paths": {}, "timings_s": {"total": 1.0}}  # fmt: skip
+    text = format_summary(s)
+    assert "**+3.00 mIoU** (95% interval over its 30 scans: -1.00 to +6.00" in text
+    assert "distilled better on 20/30" in text and BENCHMARK in text
+    assert BENCHMARK == "python -m xmodelkd_ros.training.benchmark"
+
+
+def test_heldout_bag_is_regenerated_when_made_with_other_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Same size and seed: reused. Other seed or size, or no record (an older demo): made
+    again, and the record follows."""
+    import xmodelkd_ros.sim.__main__ as sim_cli
+    from xmodelkd_ros import demo
+
+    made: list[list[str]] = []
+
+    def fake_sim(argv: list[str]) -> int:  # writes what a bag dir needs to be "there"
+        made.append(argv)
+        out = Path(argv[argv.index("--out") + 1]) / "bag"
+        out.mkdir(parents=True)
+        (out / "metadata.yaml").write_text("x")
+        return 0
+
+    monkeypatch.setattr(sim_cli, "main", fake_sim)
+
+    def bag(smoke: bool, seed: int) -> Path:
+        return demo.Demo(tmp_path, smoke, seed, []).held_out_bag()
+
+    def seed_of(argv: list[str]) -> int:
+        return int(argv[argv.index("--seed") + 1])
+
+    bag(True, 0)
+    assert len(made) == 1 and seed_of(made[0]) == demo.HELD_OUT_WORLD
+    bag(True, 0)
+    assert len(made) == 1  # reused
+    bag(True, 3)
+    assert len(made) == 2 and seed_of(made[1]) == demo.HELD_OUT_WORLD + 3
+    bag(False, 3)
+    assert len(made) == 3 and made[2][made[2].index("--scans") + 1] == "30"
+    record = json.loads((tmp_path / "heldout" / demo.BAG_SETTINGS).read_text())
+    assert record == {**demo.BAGS["full"], "world_seed": demo.HELD_OUT_WORLD + 3}
+    (tmp_path / "heldout" / demo.BAG_SETTINGS).unlink()
+    bag(False, 3)
+    assert len(made) == 4
+
+
 @pytest.mark.ros
 @pytest.mark.slow
 def test_smoke_demo(tmp_path: Path, ros_env: dict[str, str]) -> None:
@@ -40,6 +126,12 @@ def test_smoke_demo(tmp_path: Path, ros_env: dict[str, str]) -> None:
     s = json.loads((out / "summary.json").read_text())
     assert set(s["miou_validation"]) >= {"baseline", "distilled"}
     assert set(s["miou_heldout_offline"]) == {"baseline", "distilled"}
+    g = s["heldout_gain"]
+    assert g["scans"] == 4 and g["ci95"][0] <= g["ci95"][1]
+    off = s["miou_heldout_offline"]
+    assert g["gain"] == pytest.approx(off["distilled"] - off["baseline"], abs=1e-9)
+    assert "python -m xmodelkd_ros.training.benchmark" in proc.stdout
+    assert (out / "heldout" / "bag_settings.json").is_file()
     sc = s["scans"]
     assert sc["published"] == 4 and sc["received"] + sc["dropped"] == 4 and sc["received"] >= 1
     assert s["latency_ms"]["p50"] > 0 and "p50" in s["node_total_ms"]

@@ -95,18 +95,32 @@ def test_load_reports_missing_unexpected_and_names_shape_mismatch():
     state.pop("layer4.0.bn2.weight")
     state["layer5.0.conv1.weight"] = torch.zeros(1)
     model = ImageEncoder(ImageEncoderConfig(arch="tiny"))
-    report = load_torchvision_weights(model, state)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    # Strict by default: the error names both kinds of keys and the model is untouched.
+    with pytest.raises(WeightLoadError) as exc:
+        load_torchvision_weights(model, state)
+    msg = str(exc.value)
+    assert "1 missing keys: layer4.0.bn2.weight" in msg
+    assert "1 unexpected keys: layer5.0.conv1.weight" in msg
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(v, before[k], rtol=0, atol=0, msg=k)
+    # A partial load is an explicit opt-in, and its report says what was skipped.
+    report = load_torchvision_weights(model, state, strict=False)
     assert report.missing == ["layer4.0.bn2.weight"]
     assert report.unexpected == ["layer5.0.conv1.weight"]
     assert "layer4.0.bn2.weight" in str(report)
-    with pytest.raises(WeightLoadError, match=r"layer4\.0\.bn2\.weight"):
-        load_torchvision_weights(model, state, strict=True)
+    # Long key lists are cut, with the count.
+    many = {f"layer9.{i}.weight": torch.zeros(1) for i in range(20)}
+    with pytest.raises(WeightLoadError, match=r"20 unexpected keys: .*\(\+12 more\)"):
+        load_torchvision_weights(model, {**_fake_torchvision_state("tiny"), **many})
     bad = _fake_torchvision_state("tiny")
     bad["layer2.0.conv1.weight"] = torch.zeros(3, 3, 3, 3)
     with pytest.raises(WeightLoadError, match=r"layer2\.0\.conv1\.weight"):
         load_torchvision_weights(model, bad)
     with pytest.raises(WeightLoadError, match="mapping"):
         load_torchvision_weights(model, {"state_dict": [1, 2]})
+    with pytest.raises(WeightLoadError, match="not found"):
+        load_torchvision_weights(model, "/nonexistent/resnet.pth")
 
 
 @pytest.mark.parametrize("stride", [4, 8])

@@ -401,6 +401,7 @@ def test_one_camera_never_publishes(sim_frame, student_checkpoint, ros_env, ros_
         level, msg, kv = peer.status("camera back")
         assert level == 1 and "no images" in msg
         assert kv["received"] == "0" and int(kv["missed"]) >= 3
+        assert int(kv["overlays_skipped"]) >= 3  # overlays on, nothing to draw on: counted
         assert peer.status("camera front")[0] == 0
         assert int(peer.status(": segmentation")[2]["scans_sync_expired"]) >= 3
         wait_for(lambda: peer.msgs("overlay/front"), 10, "front overlay", node)

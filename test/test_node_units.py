@@ -62,10 +62,12 @@ def test_parse_config_defaults_and_cameras():
         "cameras.front.image_topic": "/f", "cameras.front.T_cam_lidar": list(np.eye(4).ravel()),
         "cameras.back_left.image_topic": "/b",
     })  # fmt: skip
-    assert cfg.backend == "auto" and cfg.queue_policy == "latest" and cfg.qos_input == "sensor_data"
-    assert [c.name for c in cfg.cameras] == ["front", "back_left"]
-    assert cfg.cameras[0].T_cam_lidar.shape == (4, 4) and cfg.cameras[1].T_cam_lidar is None
-    assert cfg.filter_labels == class_labels(["road", "parking", "sidewalk", "other-ground",
+    assert cfg.model.backend == "auto" and cfg.queue.policy == "latest"
+    assert cfg.queue.qos_input == "sensor_data"
+    cams = cfg.cameras.cameras
+    assert [c.name for c in cams] == ["front", "back_left"]
+    assert cams[0].T_cam_lidar.shape == (4, 4) and cams[1].T_cam_lidar is None
+    assert cfg.output.filter_labels == class_labels(["road", "parking", "sidewalk", "other-ground",
                                               "terrain"])  # fmt: skip
     assert camera_param_specs("front")[0].name == "cameras.front.image_topic"
 

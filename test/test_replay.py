@@ -10,6 +10,9 @@ model.json) are checked without ROS.
 from __future__ import annotations
 
 import json
+import os
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +115,56 @@ def test_labels_dir_matches_labels_topic(sim_bags: dict[str, Path], tmp_path: Pa
         np.testing.assert_array_equal(gt_dir[s], gt[s])
 
 
+def test_output_topic_follows_the_params_file(tmp_path: Path) -> None:
+    """The node publishes on the params file's output.segmentation_topic (resolved as the
+    replay's node, in the root namespace, resolves it); the replay listens there."""
+    import yaml
+
+    from xmodelkd_ros.replay import OUTPUT_TOPIC, ReplayError
+    from xmodelkd_ros.replay.node_process import output_topic
+
+    root = Path(__file__).resolve().parents[1]
+    assert OUTPUT_TOPIC == "/lidar_segmentation/output/segmentation"
+    assert output_topic(None) == OUTPUT_TOPIC
+    assert output_topic(root / "config" / "segment.yaml") == OUTPUT_TOPIC
+
+    def topic_of(doc: Any) -> str:
+        f = tmp_path / "p.yaml"
+        f.write_text(yaml.safe_dump(doc))
+        return output_topic(f)
+
+    def params(topic: str, nested: bool = True) -> dict[str, Any]:
+        p = {"output": {"segmentation_topic": topic}} if nested else {
+            "output.segmentation_topic": topic}
+        return {"ros__parameters": p}
+
+    assert topic_of({"/**": params("/perception/labels")}) == "/perception/labels"
+    assert topic_of({"/**": params("~/seg", nested=False)}) == "/lidar_segmentation/seg"
+    assert topic_of({"/**": params("/a"), "lidar_segmentation": params("seg")}) == "/seg"
+    assert topic_of({"/**": params("/a"), "/**/lidar_segmentation": params("/b")}) == "/b"
+    assert topic_of({"other_node": params("/other")}) == OUTPUT_TOPIC
+    assert topic_of({"/**": {"ros__parameters": {"model": "m"}}}) == OUTPUT_TOPIC
+    with pytest.raises(ReplayError, match="must be a non-empty string"):
+        topic_of({"/**": params("")})
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("/**: [unclosed\n")
+    with pytest.raises(ReplayError, match="is not valid YAML"):
+        output_topic(bad)
+
+
+def test_missing_params_file_is_one_line(
+    sim_bags: dict[str, Path], model_dir: Path, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    code, err = _main(["--bag", str(sim_bags["sqlite3"]), "--model", str(model_dir),
+                       "--params-file", str(tmp_path / "nope.yaml")], capsys)  # fmt: skip
+    assert code == 2 and err == f"error: params file {tmp_path / 'nope.yaml'} does not exist"
+    code, err = _main(["--bag", str(sim_bags["sqlite3"]), "--model", str(model_dir),
+                       "--dds-profile", str(tmp_path / "nope.xml")], capsys)  # fmt: skip
+    assert code == 2 and err.startswith("error: --dds-profile: Fast DDS profile")
+    assert len(err.splitlines()) == 1
+
+
 # ----------------------------------------------------------------------------- live node
 
 
@@ -152,7 +205,12 @@ def test_replay_equals_offline_segmenter(
     assert doc["scans"]["received"] == N_SCANS
     lat = doc["latency_ms"]["stamp_to_output"]
     assert 0 < lat["p50"] <= lat["p95"] <= lat["p99"]
-    assert doc["throughput"]["sustainable_rate_hz"] > 0
+    tp = doc["throughput"]
+    assert tp["sustainable_rate_hz"] > 0
+    node_p50 = doc["node_diagnostics"]["stages_ms"]["total"]["p50"]
+    assert tp["node_allows_hz"] == pytest.approx(1000.0 / node_p50)
+    assert tp["sustainable_over_node"] == pytest.approx(tp["sustainable_rate_hz"]
+                                                        / tp["node_allows_hz"])
     assert "inference" in doc["node_diagnostics"]["stages_ms"]
     assert doc["backend"] == "onnxruntime"
     md = (report / "report.md").read_text()
@@ -170,14 +228,29 @@ def test_replay_at_rate_without_labels_mcap(
     """Timed playback (with /clock, use_sim_time) of an MCAP bag: latency and drops only.
 
     The untrained model is slower than 10 Hz on this CPU, so drops are allowed here;
-    every published scan is either received or counted dropped.
+    every published scan is either received or counted dropped. The params file moves the
+    output topic: the replay must follow it (it would receive nothing otherwise).
     """
+    import yaml
+
+    from xmodelkd_ros.dds import PROFILE_ENV, user_dds_config
+
+    root = Path(__file__).resolve().parents[1]
+    doc = yaml.safe_load((root / "config" / "segment.yaml").read_text())
+    doc["/**"]["ros__parameters"]["output"]["segmentation_topic"] = "/perception/labels"
+    params = tmp_path / "my_params.yaml"
+    params.write_text(yaml.safe_dump(doc))
     code, err = _main(["--bag", str(sim_bags["mcap"]), "--model", str(model_dir), "--rate", "2",
                        "--no-labels", "--report", str(tmp_path), "--quiet",
-                       "--domain-id", str(ros_domain), "--backend", "onnxruntime"],
+                       "--domain-id", str(ros_domain), "--backend", "onnxruntime",
+                       "--params-file", str(params)],
                       capsys)  # fmt: skip
     assert code == 0, err
     doc = json.loads((tmp_path / "report.json").read_text())
+    assert doc["output_topic"] == "/perception/labels"
+    if user_dds_config(dict(os.environ)) is None:  # the shipped profile, on the node too
+        assert doc["dds"]["fastdds_profile"].endswith("config/fastdds_large_data.xml")
+        assert PROFILE_ENV not in os.environ  # set only around the player's participant
     sc = doc["scans"]
     assert doc["metrics"] is None and doc["ground_truth"] is None
     assert sc["published"] == N_SCANS and sc["received"] >= 1
@@ -211,3 +284,49 @@ def test_replay_launch_file_builds_a_valid_cli(
         assert (str(a.bag), str(a.model), a.domain_id) == ("/bags/drive", "/models/m", 42)
         assert a.max_throughput == bool(extra)
         assert (a.report is not None) == bool(extra)
+
+
+@pytest.mark.ros
+@pytest.mark.slow
+def test_peer_callback_error_ends_the_replay(
+    sim_bags: dict[str, Path], model_dir: Path, ros_domain: int,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    """A message the replay's peer cannot handle (here a "labeled cloud" with only an x
+    field on the node's output topic) stops its executor: the replay must end with one
+    line and exit 1, not wait for outputs that can no longer arrive."""
+    import rclpy
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import PointCloud2, PointField
+
+    from xmodelkd_ros.replay import OUTPUT_TOPIC
+
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx, domain_id=ros_domain)
+    node = rclpy.create_node("bogus_output", context=ctx)
+    pub = node.create_publisher(PointCloud2, OUTPUT_TOPIC,
+                                QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE))
+    bogus = PointCloud2(height=1, width=1, point_step=4, row_step=4, data=b"\0" * 4,
+                        fields=[PointField(name="x", offset=0, datatype=7, count=1)])
+    stop = threading.Event()
+
+    def spam() -> None:
+        while not stop.wait(0.1):
+            pub.publish(bogus)
+
+    thread = threading.Thread(target=spam, daemon=True)
+    thread.start()
+    t0 = time.monotonic()
+    try:
+        code, err = _main(["--bag", str(sim_bags["sqlite3"]), "--model", str(model_dir),
+                           "--max-throughput", "--quiet", "--domain-id", str(ros_domain),
+                           "--backend", "onnxruntime", "--timeout", "120"], capsys)  # fmt: skip
+    finally:
+        stop.set()
+        thread.join(timeout=2)
+        node.destroy_node()
+        rclpy.try_shutdown(context=ctx)
+    assert code == 1, err
+    assert err.startswith("error: the replay's ROS peer failed: CloudFormatError: "), err
+    assert len(err.splitlines()) == 1
+    assert time.monotonic() - t0 < 100  # ended by the error, not by the 120 s timeout

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from xmodelkd_ros.sync import NS, LidarAnchoredSync, SyncedFrame
+from xmodelkd_ros.sync import NS, LidarAnchoredSync, ScanOrder, SyncedFrame
 
 MS = 1_000_000
 
@@ -315,3 +315,32 @@ def test_bounds_and_accounting_with_loops(case: tuple, max_pending: int, cap: in
     # Order is only broken by a reset (the bag looping).
     backwards = sum(1 for a, b in itertools.pairwise(stamps) if b <= a)
     assert backwards <= st_.resets
+
+
+# ----------------------------------------------------------------------------- ScanOrder
+
+
+def test_scan_order_drops_duplicates_and_late_scans_restarts_on_jump_back():
+    order = ScanOrder(jump_back_s=1.0)
+    stamps = [10 * NS, 10 * NS, 11 * NS, 10 * NS + NS // 2, 12 * NS, 3 * NS, 3 * NS + 1]
+    assert [order.admit(s) for s in stamps] == [True, False, True, False, True, True, True]
+    stats = order.stats()
+    assert (stats.admitted, stats.duplicate, stats.dropped_late, stats.resets) == (5, 1, 1, 1)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.integers(0, 40), min_size=1, max_size=60))
+def test_scan_order_admits_an_increasing_sequence_between_resets(ticks):
+    """Oracle: admitted stamps strictly increase except right after a jump back of more
+    than jump_back_s; every scan is admitted or counted."""
+    order = ScanOrder(jump_back_s=1.0)
+    stamps = [t * NS // 4 for t in ticks]  # quarter seconds: jumps both within and beyond 1 s
+    admitted = [s for s in stamps if order.admit(s)]
+    stats = order.stats()
+    assert stats.admitted + stats.duplicate + stats.dropped_late == len(stamps)
+    expected, last = [], None
+    for s in stamps:  # brute force restatement of the rule
+        if last is None or s > last or s < last - NS:
+            expected.append(s)
+            last = s
+    assert admitted == expected

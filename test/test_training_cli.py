@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from training_hooks import NanAtStep, SignalAtStep
 
 from xmodelkd_ros.nets.checkpoint import load_student
 from xmodelkd_ros.training.train import main
@@ -38,6 +39,7 @@ def test_all_stages_end_to_end(tmp_path, capsys):
     ck = load_student(out / "student.pt")
     assert ck.provenance["stage"] == "distill" and "miou" in ck.provenance["metrics"]
     assert ck.provenance["dataset"] == "synthetic"
+    assert ck.provenance["intensity_range"] == [0.0, 1.0]  # export copies it to model.json
     assert load_student(out / "baseline.pt").provenance["stage"] == "baseline"
     report = json.loads((out / "report.json").read_text())
     gain = report["models"]["distilled"]["miou"] - report["models"]["baseline"]["miou"]
@@ -62,7 +64,7 @@ def test_resume_is_exact(tmp_path):
     common = [*TINY, "schedule.student_epochs=2", "data.train_scans=6"]
     a, b = tmp_path / "a", tmp_path / "b"
     assert main(["--stage", "baseline", "--out", str(a), *common]) == 0
-    code = main(["--stage", "baseline", "--out", str(b), *common, "debug.signal_at_step=2"])
+    code = main(["--stage", "baseline", "--out", str(b), *common], hooks=[SignalAtStep(2)])
     assert code == 130
     ck = torch.load(b / "baseline" / "last.pt", map_location="cpu", weights_only=True)
     assert (ck["epoch"], ck["step_in_epoch"], ck["done"]) == (0, 2, False)
@@ -78,7 +80,7 @@ def test_resume_is_exact(tmp_path):
 
 def test_nan_loss_stops_before_touching_weights(tmp_path, capsys):
     out = tmp_path / "nan"
-    code = main(["--stage", "baseline", "--out", str(out), *TINY, "debug.inject_nan_step=1"])
+    code = main(["--stage", "baseline", "--out", str(out), *TINY], hooks=[NanAtStep(1)])
     assert code == 3
     err = capsys.readouterr().err
     assert "non-finite" in err and "not applied" in err
@@ -87,8 +89,15 @@ def test_nan_loss_stops_before_touching_weights(tmp_path, capsys):
     assert all(torch.isfinite(v).all() for v in ck["model"].values() if v.is_floating_point())
     # nan_policy=skip carries on.
     out2 = tmp_path / "skip"
-    args = ["--stage", "baseline", "--out", str(out2), *TINY, "debug.inject_nan_step=0"]
-    assert main([*args, "optim.nan_policy=skip"]) == 0
+    args = ["--stage", "baseline", "--out", str(out2), *TINY, "optim.nan_policy=skip"]
+    args += ["data.intensity_range=[0,255]", "log.tensorboard=true"]
+    assert main(args, hooks=[NanAtStep(0)]) == 0
+    assert load_student(out2 / "baseline.pt").provenance["intensity_range"] == [0.0, 255.0]
+    # The TensorBoard hook logged the applied steps (the skipped step 0 is not one).
+    acc = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    events = acc.EventAccumulator(str(out2 / "tb"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("baseline/total")] == [2]
 
 
 def test_clear_errors_without_traceback(tmp_path, capsys):
@@ -109,8 +118,20 @@ def test_clear_errors_without_traceback(tmp_path, capsys):
     assert "no 'sequences' folder" in capsys.readouterr().err
     assert main(["--recipe", "nope"]) == 2
     assert "not found" in capsys.readouterr().err
+    assert main(["--out", str(tmp_path), "--set", "data.intensity_range=[1,0]"]) == 2
+    assert "data.intensity_range needs lo < hi" in capsys.readouterr().err
     assert main(["--stage", "distill", "--out", str(tmp_path / "x"), *TINY]) == 2
     assert "run --stage teacher first" in capsys.readouterr().err
+
+
+def test_image_weights_that_do_not_fit_are_an_error(tmp_path, capsys):
+    weights = tmp_path / "resnet.pth"
+    torch.save({"conv9.weight": torch.zeros(1)}, weights)
+    args = ["--stage", "teacher", "--out", str(tmp_path / "t"), *TINY]
+    assert main([*args, f"model.image_weights={weights}"]) == 2
+    err = capsys.readouterr().err
+    assert "1 unexpected keys: conv9.weight" in err and "72 missing keys: bn1.bias" in err
+    assert "Traceback" not in err
 
 
 def test_help_documents_options(capsys):

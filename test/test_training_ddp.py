@@ -21,8 +21,7 @@ def test_two_process_gloo_replicas_stay_identical(tmp_path):
         "--standalone",
         "--nproc_per_node",
         "2",
-        "-m",
-        "xmodelkd_ros.training.train",
+        str(ROOT / "test" / "training_hooks.py"),  # the CLI + DumpRankWeights
         "--stage",
         "baseline",
         "--out",
@@ -40,7 +39,6 @@ def test_two_process_gloo_replicas_stay_identical(tmp_path):
         "schedule.student_epochs=1",
         "log.tensorboard=false",
         "threads=1",
-        "debug.dump_rank_weights=true",
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)

@@ -12,9 +12,12 @@ project's own CLIs, in-process through their ``main(argv)`` (no second implement
    synthetic recipe with a short or ``--smoke`` schedule through ``--set`` overrides),
 4. export both students to ONNX,
 5. score both students offline on every scan of the held-out bag (same Segmenter the
-   node uses), then replay the bag through the live node at ``--rate`` (or
-   ``--max-throughput``) for latency, drops and the node's own mIoU,
-6. print a summary table and write ``summary.md`` / ``summary.json``.
+   node uses; the gain with a bootstrap interval over the scans), then replay the bag
+   through the live node at ``--rate`` (or ``--max-throughput``) for latency, drops and
+   the node's own mIoU,
+6. print a summary table and write ``summary.md`` / ``summary.json``. Accuracy claims
+   are not made here (one street, one seed) but by
+   ``python -m xmodelkd_ros.training.benchmark``.
 
 Any failing stage ends the demo with exit code 1 and one line naming the stage and
 the reason (details in ``<out>/demo_error.log``).
@@ -26,12 +29,15 @@ import argparse
 import contextlib
 import json
 import math
+import shutil
 import sys
 import time
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 #: Training overrides (``--set``) of the synthetic recipe per demo size. ``full`` runs
 #: the recipe as it is (its schedule is the one whose distillation gain was measured;
@@ -60,6 +66,11 @@ BAGS: dict[str, dict[str, int]] = {
     "smoke": {"scans": 4, "beams": 16, "cameras": 1, "width": 100, "height": 60},
 }
 HELD_OUT_WORLD = 202  # world seed of the held-out street (training uses 1 and 101)
+#: Where the project's accuracy claims are made (held-out streets, seeds, CI).
+BENCHMARK = "python -m xmodelkd_ros.training.benchmark"
+#: Written next to the held-out bag: the settings it was made with (a rerun with other
+#: ``--smoke`` / ``--seed`` regenerates the bag instead of scoring a different street).
+BAG_SETTINGS = "bag_settings.json"
 
 
 class StageError(RuntimeError):
@@ -130,15 +141,26 @@ class Demo:
         b = BAGS[self.size]
         data = self.out / "heldout"
         bag = data / "bag"
+        settings = {**b, "world_seed": HELD_OUT_WORLD + self.seed}
+        recorded = data / BAG_SETTINGS
         if (bag / "metadata.yaml").is_file():
-            print(f"reusing {bag}")
-            return bag
+            try:
+                previous = json.loads(recorded.read_text())
+            except (OSError, ValueError):
+                previous = None
+            if previous == settings:
+                print(f"reusing {bag} (made with the same settings)")
+                return bag
+            print(f"regenerating {bag}: it was made with other settings "
+                  f"({previous or 'unknown'}, now {settings})")  # fmt: skip
+            shutil.rmtree(data)
         self.cli("xmodelkd_ros.sim", sim_main, [
             "--out", str(data), "--format", "bag", "--scans", str(b["scans"]),
             "--beams", str(b["beams"]), "--cameras", str(b["cameras"]),
             "--width", str(b["width"]), "--height", str(b["height"]),
-            "--seed", str(HELD_OUT_WORLD + self.seed), "--no-progress",
+            "--seed", str(settings["world_seed"]), "--no-progress",
         ])  # fmt: skip
+        recorded.write_text(json.dumps(settings, indent=1))
         return bag
 
     def train(self) -> dict[str, Any]:
@@ -166,20 +188,28 @@ class Demo:
         return dirs
 
     def offline(self, bag: Path, models: dict[str, Path]) -> dict[str, Any]:
-        """Both students on every held-out scan, with the node's Segmenter (no ROS)."""
+        """Both students on every held-out scan, with the node's Segmenter (no ROS); the
+        paired gain and its spread over the scans go to ``results["heldout_gain"]``."""
         from xmodelkd_ros.replay import offline_confusion, plan_bag, read_ground_truth
         from xmodelkd_ros.runtime import Segmenter
 
         plan = plan_bag(bag)
         gt = read_ground_truth(plan)
         res = {}
+        per_scan: dict[str, dict[int, np.ndarray]] = {}
         for name, d in models.items():
             seg = Segmenter.from_model_dir(d, backend="onnxruntime")
-            cm, counts = offline_confusion(plan, gt, seg)
+            per_scan[name] = {}
+            cm, counts = offline_confusion(plan, gt, seg, per_scan=per_scan[name])
             m = cm.result(seg.class_names)
             res[name] = {"miou": m.miou, "accuracy": m.accuracy, "scans": len(gt),
                          "points": counts.scored}  # fmt: skip
             print(f"{name}: held-out mIoU {100 * m.miou:.2f} over {len(gt)} scans")
+        if {"distilled", "baseline"} <= set(per_scan):
+            stamps = sorted(set(per_scan["distilled"]) & set(per_scan["baseline"]))
+            self.results["heldout_gain"] = paired_gain(
+                [per_scan["distilled"][t] for t in stamps],
+                [per_scan["baseline"][t] for t in stamps])  # fmt: skip
         return res
 
     def replay(self, bag: Path, model: Path) -> dict[str, Any]:
@@ -214,6 +244,47 @@ class Demo:
         return summary
 
 
+def _miou(confusion: np.ndarray) -> np.ndarray:
+    """mIoU over classes with a non-empty union, of each ``(..., C, C)`` matrix (the
+    training metric's definition, vectorised over the leading axes)."""
+    cm = confusion.astype(np.float64)
+    tp = np.diagonal(cm, axis1=-2, axis2=-1)
+    union = cm.sum(-2) + cm.sum(-1) - tp
+    present = union > 0
+    iou = np.divide(tp, union, out=np.zeros_like(tp), where=present)
+    n = present.sum(-1)
+    return np.divide(iou.sum(-1), n, out=np.zeros_like(n, dtype=np.float64), where=n > 0)
+
+
+def paired_gain(
+    distilled: Sequence[np.ndarray], baseline: Sequence[np.ndarray], n_boot: int = 2000,
+    seed: int = 0,
+) -> dict[str, Any]:  # fmt: skip
+    """Distilled - baseline mIoU on the same scans, with its spread over scans.
+
+    ``gain``: of the pooled confusions (the headline). ``ci95``: 2.5/97.5 percentiles of
+    that gain over bootstrap resamples of the scans (both models resampled together, so
+    the pairing is kept). ``per_scan_mean`` / ``per_scan_wins``: the per-scan paired
+    mIoU difference, its mean and the scans where distilled is better. One street and
+    one seed: this shows how much the scans disagree, not the method's gain.
+    """
+    a = np.stack([np.asarray(m) for m in distilled])
+    b = np.stack([np.asarray(m) for m in baseline])
+    if a.shape != b.shape or len(a) == 0:
+        raise ValueError(f"need the same scans for both models, got {a.shape} and {b.shape}")
+    gain = float(_miou(a.sum(0)) - _miou(b.sum(0)))
+    rng = np.random.default_rng(seed)
+    weights = np.stack([np.bincount(rng.integers(0, len(a), len(a)), minlength=len(a))
+                        for _ in range(n_boot)]).astype(np.float64)  # fmt: skip
+    boot = (_miou(np.einsum("rs,sij->rij", weights, a))
+            - _miou(np.einsum("rs,sij->rij", weights, b)))  # fmt: skip
+    diff = _miou(a) - _miou(b)
+    return {"gain": gain, "ci95": [float(np.percentile(boot, 2.5)),
+                                   float(np.percentile(boot, 97.5))],
+            "per_scan_mean": float(diff.mean()), "per_scan_wins": int((diff > 0).sum()),
+            "scans": len(a)}  # fmt: skip
+
+
 def _pct(v: float | None) -> str:
     return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.2f}"
 
@@ -234,6 +305,7 @@ def make_summary(
         "seed": demo.seed,
         "miou_validation": val,
         "miou_heldout_offline": {k: v["miou"] for k, v in offline.items()},
+        "heldout_gain": demo.results.get("heldout_gain"),
         "miou_heldout_node": (replay.get("metrics") or {}).get("miou"),
         "replay_mode": replay["mode"],
         "latency_ms": replay["latency_ms"]["stamp_to_output"],
@@ -265,10 +337,17 @@ def format_summary(s: dict[str, Any]) -> str:
     ]  # fmt: skip
     if val.get("teacher") is not None:
         lines.append(f"| teacher (camera+LiDAR, not deployed) | {_pct(val['teacher'])} | - |")
-    gain = [off.get("distilled"), off.get("baseline")]
-    if None not in gain:
-        lines.append(f"\nDistilled - baseline on the held-out bag: "
-                     f"**{100 * (gain[0] - gain[1]):+.2f} mIoU**")  # fmt: skip
+    g = s.get("heldout_gain")
+    if g is not None:
+        lo, hi = g["ci95"]
+        lines += [
+            f"\nDistilled - baseline on the held-out bag: **{100 * g['gain']:+.2f} mIoU** "
+            f"(95% interval over its {g['scans']} scans: {100 * lo:+.2f} to {100 * hi:+.2f}; "
+            f"per scan: mean {100 * g['per_scan_mean']:+.2f}, distilled better on "
+            f"{g['per_scan_wins']}/{g['scans']})",
+            f"One street and one seed show the spread, not the method's gain: accuracy "
+            f"claims are made by `{BENCHMARK}` (held-out streets, several seeds, CI).",
+        ]
     rate = s.get("sustainable_rate_hz")
     lines += [
         "", f"Live node ({s['replay_mode']}): mIoU {_pct(s['miou_heldout_node'])}, "

@@ -1,25 +1,31 @@
-"""The segmentation node's parameters: names, defaults, descriptions and validation (no ROS).
+"""The segmentation node's parameters: names, defaults, ranges, descriptions, validation (no ROS).
 
 Why a separate module: the parameter table is the node's user interface on a vehicle.
-Keeping it as data lets the node declare every parameter with its description (so
-``ros2 param describe`` explains it), lets ``config/segment.yaml`` be checked against
-it in tests, and lets bad values fail at startup with one sentence naming the
-parameter instead of a traceback from deep inside the pipeline.
+Keeping it as data lets the node declare every parameter with its description, range
+and ``read_only`` flag (so ``ros2 param describe`` explains it and ``ros2 param set``
+refuses what cannot change while running), lets the JSON schema and the README table be
+generated from it (:mod:`xmodelkd_ros.node_schema`), lets ``config/segment.yaml`` be
+checked against it in tests, and lets bad values fail at startup with one sentence
+naming the parameter instead of a traceback from deep inside the pipeline.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 
 from xmodelkd_ros.labels import CLASS_NAMES
+from xmodelkd_ros.runtime import BACKENDS
 from xmodelkd_ros.slot import POLICIES
 
-BACKEND_CHOICES = ("auto", "tensorrt", "onnxruntime", "torch")
 QOS_CHOICES = ("sensor_data", "reliable")
+#: What the node does when a scan's intensity lies outside the model's trained range.
+INTENSITY_POLICIES = ("warn", "normalize", "off")
 
 
 class ConfigError(ValueError):
@@ -28,13 +34,43 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class ParamSpec:
-    """One declared parameter. ``default`` None + ``kind`` means 'declared by type only'."""
+    """One declared parameter. ``default`` None + ``kind`` means 'declared by type only'.
+
+    ``minimum`` / ``maximum`` become the descriptor's range (ROS refuses values outside
+    it) and the schema's bounds. ``read_only`` parameters are fixed once the node runs
+    (topics, QoS, the model): a runtime set is refused with the reason. The others are
+    re-validated and applied by the node's on-set callback.
+    """
 
     name: str
     default: Any
     description: str
     kind: str = ""  # for defaults whose type cannot be inferred: "string_array", "double_array"
     choices: tuple[str, ...] = ()
+    minimum: float | None = None
+    maximum: float | None = None
+    read_only: bool = True
+
+    @property
+    def type_name(self) -> str:
+        """``bool`` | ``int`` | ``double`` | ``string`` | ``string_array`` | ``double_array``."""
+        if self.kind:
+            return self.kind
+        d = self.default
+        if isinstance(d, bool):
+            return "bool"
+        if isinstance(d, int):
+            return "int"
+        if isinstance(d, float):
+            return "double"
+        if isinstance(d, list):
+            return "string_array"
+        return "string"
+
+
+def _runtime(name: str, default: Any, description: str, **kw: Any) -> ParamSpec:
+    """A parameter the node applies while running (read per scan)."""
+    return ParamSpec(name, default, description, read_only=False, **kw)
 
 
 # Global parameters, in the order they appear in config/segment.yaml.
@@ -43,24 +79,34 @@ PARAM_SPECS: tuple[ParamSpec, ...] = (
     ParamSpec("model", "", "Exported model dir (model.json + model.onnx) or a student .pt "
               "checkpoint (torch backend). Required."),
     ParamSpec("backend", "auto", "Inference backend: auto picks TensorRT on a GPU with "
-              "TensorRT, else ONNX Runtime, else torch.", choices=BACKEND_CHOICES),
+              "TensorRT, else ONNX Runtime, else torch.", choices=BACKENDS),
     ParamSpec("device", "cpu", "Device for inference: cpu, cuda or cuda:N."),
     ParamSpec("engine_cache_dir", "", "TensorRT engine cache directory ('' = next to the "
               "model)."),
     ParamSpec("fp16", False, "Build the TensorRT engine in FP16."),
+    ParamSpec("max_points", 0, "Largest scan (points) the TensorRT optimization profile "
+              "accepts; 0 = the model's max_points (model.json).", minimum=0),
     ParamSpec("build_only", False, "Build the TensorRT engine from the ONNX model, then exit "
               "(prepares a vehicle before it drives)."),
     # --- input
     ParamSpec("input.points_topic", "~/input/points", "LiDAR PointCloud2 topic (any layout)."),
-    ParamSpec("input.intensity_fields", ["intensity", "reflectivity", "i"],
-              "Point fields fed to the network as intensity, first present wins; none "
-              "present gives zeros (reported in diagnostics)."),
-    ParamSpec("input.intensity_scale", 1.0, "Multiplier applied to intensity before the "
-              "network (e.g. 1/255 for 8-bit reflectivity when trained on 0..1)."),
-    ParamSpec("input.min_range", 0.0, "Points closer than this (m, 3D) are not segmented "
-              "(label 0); 0 disables."),
-    ParamSpec("input.max_range", 0.0, "Points farther than this (m, 3D) are not segmented "
-              "(label 0); 0 disables."),
+    _runtime("input.intensity_fields", ["intensity", "reflectivity", "i"],
+             "Point fields fed to the network as intensity, first present wins; none "
+             "present gives zeros (reported in diagnostics)."),
+    _runtime("input.intensity_scale", 1.0, "Multiplier applied to intensity before the "
+             "network (e.g. 1/255 for 8-bit reflectivity when trained on 0..1).",
+             minimum=0.0),
+    _runtime("input.intensity_policy", "warn", "Intensity outside the model's trained range "
+             "(model.json): warn (once in the log, counted in diagnostics), normalize "
+             "(rescale the observed range into the model's) or off.",
+             choices=INTENSITY_POLICIES),
+    _runtime("input.min_range", 0.0, "Points closer than this (m, 3D) are not segmented "
+             "(label 0); 0 disables.", minimum=0.0),
+    _runtime("input.max_range", 0.0, "Points farther than this (m, 3D) are not segmented "
+             "(label 0); 0 disables.", minimum=0.0),
+    _runtime("input.timeout_s", 1.0, "Diagnostics WARN when the input topic has publishers "
+             "but no cloud arrived for this long (lost in DDS, QoS mismatch).",
+             minimum=0.01),
     # --- cameras
     ParamSpec("cameras.names", None, "Camera names; per camera declare "
               "cameras.<name>.image_topic / info_topic / compressed / T_cam_lidar.",
@@ -68,11 +114,12 @@ PARAM_SPECS: tuple[ParamSpec, ...] = (
     ParamSpec("cameras.calibration_file", "", "calibration.yaml (per camera K, size, "
               "T_cam_lidar) giving extrinsics; per-camera T_cam_lidar overrides it."),
     ParamSpec("cameras.timeout_s", 1.0, "A camera with no image for this long is reported "
-              "stale in diagnostics (segmentation continues)."),
+              "stale in diagnostics (segmentation continues).", minimum=0.01),
     ParamSpec("sync.slop_s", 0.05, "Max |image stamp - scan stamp| for an image to belong "
-              "to a scan."),
-    ParamSpec("sync.max_wait_s", 0.1, "Longest a scan waits for camera images before it is "
-              "processed with whichever cameras arrived."),
+              "to a scan.", minimum=0.0, maximum=10.0),
+    ParamSpec("sync.max_wait_s", 0.1, "Longest a segmented scan waits for camera images "
+              "before its overlay is skipped (the labeled cloud never waits).",
+              minimum=0.0, maximum=10.0),
     # --- output
     ParamSpec("output.segmentation_topic", "~/output/segmentation", "Input points + label "
               "(uint16) + confidence (float32)."),
@@ -84,29 +131,36 @@ PARAM_SPECS: tuple[ParamSpec, ...] = (
               "<prefix>/<camera>."),
     ParamSpec("output.publish_rgb", True, "Publish the visualization cloud (with rgb)."),
     ParamSpec("output.publish_filtered", True, "Publish the filtered cloud."),
-    ParamSpec("output.filter_classes", ["road", "parking", "sidewalk", "other-ground",
-                                        "terrain"],
-              "Class names removed from the filtered cloud (e.g. ground for obstacle "
-              "detection)."),
+    _runtime("output.filter_classes", ["road", "parking", "sidewalk", "other-ground",
+                                       "terrain"],
+             "Class names removed from the filtered cloud (e.g. ground for obstacle "
+             "detection); [] removes nothing."),
     ParamSpec("output.overlay", False, "Publish a debug overlay image per camera (labels "
               "projected on the synchronized image)."),
-    ParamSpec("output.overlay_alpha", 0.7, "Overlay blend factor (0..1)."),
-    ParamSpec("output.overlay_radius", 1, "Overlay dot radius in pixels."),
+    _runtime("output.overlay_alpha", 0.7, "Overlay blend factor (0..1).", minimum=0.0,
+             maximum=1.0),
+    _runtime("output.overlay_radius", 1, "Overlay dot radius in pixels.", minimum=0,
+             maximum=20),
     # --- QoS and queueing
     ParamSpec("qos.input", "sensor_data", "Input QoS: sensor_data (best effort) or reliable.",
               choices=QOS_CHOICES),
     ParamSpec("qos.output", "reliable", "Output QoS: reliable (RViz, recorders) or "
               "sensor_data (best effort).", choices=QOS_CHOICES),
-    ParamSpec("qos.depth", 5, "History depth of every subscription and publisher."),
+    ParamSpec("qos.depth", 5, "History depth of every subscription and publisher.",
+              minimum=1, maximum=1000),
     ParamSpec("queue.policy", "latest", "latest: the worker takes the newest scan, older "
               "waiting ones are dropped (counted); fifo: keep up to queue.depth.",
               choices=POLICIES),
-    ParamSpec("queue.depth", 1, "Scans held for the worker with the fifo policy."),
+    ParamSpec("queue.depth", 1, "Scans held for the worker with the fifo policy.",
+              minimum=1, maximum=1000),
     # --- diagnostics
-    ParamSpec("diagnostics.period_s", 1.0, "Diagnostics publish period."),
-    ParamSpec("diagnostics.warn_ms", 100.0, "p95 processing time above this is WARN."),
-    ParamSpec("diagnostics.error_ms", 200.0, "p95 processing time above this is ERROR."),
-    ParamSpec("diagnostics.window", 200, "Samples kept for latency percentiles."),
+    ParamSpec("diagnostics.period_s", 1.0, "Diagnostics publish period.", minimum=0.01),
+    _runtime("diagnostics.warn_ms", 100.0, "p95 processing time above this is WARN.",
+             minimum=0.001),
+    _runtime("diagnostics.error_ms", 200.0, "p95 processing time above this is ERROR.",
+             minimum=0.001),
+    ParamSpec("diagnostics.window", 200, "Samples kept for latency percentiles.", minimum=1,
+              maximum=100_000),
     ParamSpec("debug.publish_timings", False, "Publish per-scan timings (std_msgs/Float64, "
               "ms) on ~/debug/<stage>_ms for plotting: processing_time, inference, "
               "pipeline_latency."),
@@ -127,6 +181,65 @@ def camera_param_specs(name: str) -> tuple[ParamSpec, ...]:
     )
 
 
+def unknown_parameters(given: Iterable[str], declared: Iterable[str]) -> list[str]:
+    """Names set for the node (params file, ``-p``) that it never declares: misspellings.
+
+    ROS' own parameters (``use_sim_time``, ``qos_overrides.*``) are not ours to judge.
+    """
+    known = set(declared)
+    return sorted(n for n in given if n not in known and n != "use_sim_time"
+                  and not n.startswith("qos_overrides."))  # fmt: skip
+
+
+def params_file_args(args: Sequence[str]) -> list[str]:
+    """The ``--params-file`` paths inside the ``--ros-args`` sections of ``args``."""
+    out, inside, it = [], False, iter(args)
+    for a in it:
+        if a == "--ros-args":
+            inside = True
+        elif a == "--":
+            inside = False
+        elif inside and a == "--params-file":
+            out.append(next(it, ""))
+    return out
+
+
+def check_params_file(path: str) -> None:
+    """Raise :class:`ConfigError` (one line) when ``path`` is not a readable ROS params
+    file: missing, not YAML, or not ``<node>: {ros__parameters: {...}}`` at the top.
+
+    rcl's own parser would stop ``rclpy.init`` with a multi-line error naming C sources.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"params file {path!r} does not exist")
+    try:
+        doc = yaml.safe_load(p.read_text())
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"params file {path} cannot be read: {exc}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"params file {path} is not valid YAML{where}: {problem}") from None
+    if not isinstance(doc, dict) or not doc:
+        raise ConfigError(f"params file {path} must map node names to ros__parameters "
+                          "(e.g. '/**: {ros__parameters: {model: ...}}')")  # fmt: skip
+    for node, body in doc.items():
+        if not isinstance(body, dict) or not isinstance(body.get("ros__parameters"), dict):
+            raise ConfigError(f"params file {path}: {node!r} has no ros__parameters mapping "
+                              "(e.g. '/**: {ros__parameters: {model: ...}}')")  # fmt: skip
+
+
+def check_params_files(args: Sequence[str]) -> None:
+    """:func:`check_params_file` for every ``--params-file`` in the command line."""
+    for path in params_file_args(args):
+        check_params_file(path)
+
+
+# ----------------------------------------------------------------------------- config
+
+
 @dataclass
 class CameraConfig:
     """One camera's topics and (optional) calibration."""
@@ -138,26 +251,47 @@ class CameraConfig:
     T_cam_lidar: np.ndarray | None  # (4, 4) or None (then no overlay until known)
 
 
-@dataclass
-class NodeConfig:
-    """Validated parameter values (see :data:`PARAM_SPECS` for meanings)."""
+@dataclass(frozen=True)
+class ModelConfig:
+    """Top-level parameters: which model runs where."""
 
-    model: str
+    path: str
     backend: str
     device: str
     engine_cache_dir: str
     fp16: bool
+    max_points: int
     build_only: bool
+
+
+@dataclass(frozen=True)
+class InputConfig:
+    """``input.*``"""
+
     points_topic: str
     intensity_fields: list[str]
     intensity_scale: float
+    intensity_policy: str
     min_range: float
     max_range: float
+    timeout_s: float
+
+
+@dataclass(frozen=True)
+class CamerasConfig:
+    """``cameras.*`` and ``sync.*`` (the synchronizer only serves the cameras)."""
+
     cameras: list[CameraConfig]
     calibration_file: str
-    camera_timeout_s: float
-    sync_slop_s: float
-    sync_max_wait_s: float
+    timeout_s: float
+    slop_s: float
+    max_wait_s: float
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    """``output.*``"""
+
     segmentation_topic: str
     visualization_topic: str
     filtered_topic: str
@@ -168,17 +302,43 @@ class NodeConfig:
     overlay: bool
     overlay_alpha: float
     overlay_radius: int
+
+
+@dataclass(frozen=True)
+class QueueConfig:
+    """``qos.*`` and ``queue.*``: how scans travel to and through the node."""
+
     qos_input: str
     qos_output: str
     qos_depth: int
-    queue_policy: str
-    queue_depth: int
-    diag_period_s: float
-    diag_warn_ms: float
-    diag_error_ms: float
-    diag_window: int
-    debug_timings: bool = False
-    extras: dict[str, Any] = field(default_factory=dict)
+    policy: str
+    depth: int
+
+
+@dataclass(frozen=True)
+class DiagnosticsConfig:
+    """``diagnostics.*`` and ``debug.*``"""
+
+    period_s: float
+    warn_ms: float
+    error_ms: float
+    window: int
+    publish_timings: bool
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """Validated parameter values grouped by prefix (see :data:`PARAM_SPECS`)."""
+
+    model: ModelConfig
+    input: InputConfig
+    cameras: CamerasConfig
+    output: OutputConfig
+    queue: QueueConfig
+    diagnostics: DiagnosticsConfig
+
+
+# ----------------------------------------------------------------------------- validation
 
 
 def _choice(values: Mapping[str, Any], name: str, choices: tuple[str, ...]) -> str:
@@ -188,10 +348,18 @@ def _choice(values: Mapping[str, Any], name: str, choices: tuple[str, ...]) -> s
     return v
 
 
-def _positive(values: Mapping[str, Any], name: str, allow_zero: bool = False) -> float:
-    v = float(values[name])
-    if not np.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
-        raise ConfigError(f"parameter {name}={v} must be {'>= 0' if allow_zero else '> 0'}")
+def _number(values: Mapping[str, Any], spec: ParamSpec) -> float:
+    """A finite number inside the spec's range (what the ROS descriptor enforces too)."""
+    try:
+        v = float(values[spec.name])
+    except (TypeError, ValueError):
+        raise ConfigError(f"parameter {spec.name}={values[spec.name]!r} is not a number") from None
+    if not np.isfinite(v):
+        raise ConfigError(f"parameter {spec.name}={v} must be finite")
+    if spec.minimum is not None and v < spec.minimum:
+        raise ConfigError(f"parameter {spec.name}={v:g} must be >= {spec.minimum:g}")
+    if spec.maximum is not None and v > spec.maximum:
+        raise ConfigError(f"parameter {spec.name}={v:g} must be <= {spec.maximum:g}")
     return v
 
 
@@ -238,68 +406,80 @@ def parse_camera(name: str, values: Mapping[str, Any]) -> CameraConfig:
 
 
 def parse_config(values: Mapping[str, Any]) -> NodeConfig:
-    """Check every value and build a :class:`NodeConfig`; raises :class:`ConfigError`."""
+    """Check every value and build a :class:`NodeConfig`; raises :class:`ConfigError`.
+
+    A value of None means 'not given' (the default applies); an empty list is empty.
+    """
     v = {s.name: s.default for s in PARAM_SPECS}
     v.update({k: x for k, x in values.items() if x is not None})
+    n = {s.name: _number(v, s) for s in PARAM_SPECS if s.type_name in ("int", "double")}
     if not str(v["model"]):
         raise ConfigError("parameter model is empty: give an exported model dir or a .pt file")
-    names = [str(n) for n in (v["cameras.names"] or [])]
+    names = [str(x) for x in (v["cameras.names"] or [])]
     if len(set(names)) != len(names):
         raise ConfigError(f"parameter cameras.names has duplicates: {names}")
-    for n in names:
-        if not n or not n.replace("_", "").isalnum():
-            raise ConfigError(f"camera name {n!r} must be alphanumeric/underscore")
-    cameras = [parse_camera(n, v) for n in names]
-    min_r = _positive(v, "input.min_range", allow_zero=True)
-    max_r = _positive(v, "input.max_range", allow_zero=True)
+    for cam in names:
+        if not cam or not cam.replace("_", "").isalnum():
+            raise ConfigError(f"camera name {cam!r} must be alphanumeric/underscore")
+    min_r, max_r = n["input.min_range"], n["input.max_range"]
     if max_r and min_r >= max_r:
         raise ConfigError(f"input.min_range {min_r} must be below input.max_range {max_r}")
-    warn, err = _positive(v, "diagnostics.warn_ms"), _positive(v, "diagnostics.error_ms")
+    warn, err = n["diagnostics.warn_ms"], n["diagnostics.error_ms"]
     if err < warn:
         raise ConfigError(f"diagnostics.error_ms {err} must be >= diagnostics.warn_ms {warn}")
-    for k in ("qos.depth", "queue.depth", "diagnostics.window"):
-        if int(v[k]) < 1:
-            raise ConfigError(f"parameter {k}={v[k]} must be >= 1")
-    alpha = float(v["output.overlay_alpha"])
-    if not 0.0 <= alpha <= 1.0:
-        raise ConfigError(f"parameter output.overlay_alpha={alpha} must be in [0, 1]")
-    if not str(v["input.points_topic"]):
-        raise ConfigError("parameter input.points_topic must not be empty")
+    for k in ("input.points_topic", "output.segmentation_topic"):
+        if not str(v[k]):
+            raise ConfigError(f"parameter {k} must not be empty")
     return NodeConfig(
-        model=str(v["model"]),
-        backend=_choice(v, "backend", BACKEND_CHOICES),
-        device=str(v["device"]),
-        engine_cache_dir=str(v["engine_cache_dir"]),
-        fp16=bool(v["fp16"]),
-        build_only=bool(v["build_only"]),
-        points_topic=str(v["input.points_topic"]),
-        intensity_fields=[str(x) for x in v["input.intensity_fields"]],
-        intensity_scale=float(v["input.intensity_scale"]),
-        min_range=min_r,
-        max_range=max_r,
-        cameras=cameras,
-        calibration_file=str(v["cameras.calibration_file"]),
-        camera_timeout_s=_positive(v, "cameras.timeout_s"),
-        sync_slop_s=_positive(v, "sync.slop_s", allow_zero=True),
-        sync_max_wait_s=_positive(v, "sync.max_wait_s", allow_zero=True),
-        segmentation_topic=str(v["output.segmentation_topic"]),
-        visualization_topic=str(v["output.visualization_topic"]),
-        filtered_topic=str(v["output.filtered_topic"]),
-        overlay_topic_prefix=str(v["output.overlay_topic_prefix"]).rstrip("/"),
-        publish_rgb=bool(v["output.publish_rgb"]),
-        publish_filtered=bool(v["output.publish_filtered"]),
-        filter_labels=class_labels(list(v["output.filter_classes"] or [])),
-        overlay=bool(v["output.overlay"]),
-        overlay_alpha=alpha,
-        overlay_radius=int(v["output.overlay_radius"]),
-        qos_input=_choice(v, "qos.input", QOS_CHOICES),
-        qos_output=_choice(v, "qos.output", QOS_CHOICES),
-        qos_depth=int(v["qos.depth"]),
-        queue_policy=_choice(v, "queue.policy", POLICIES),
-        queue_depth=int(v["queue.depth"]),
-        diag_period_s=_positive(v, "diagnostics.period_s"),
-        diag_warn_ms=warn,
-        diag_error_ms=err,
-        diag_window=int(v["diagnostics.window"]),
-        debug_timings=bool(v["debug.publish_timings"]),
+        model=ModelConfig(
+            path=str(v["model"]),
+            backend=_choice(v, "backend", BACKENDS),
+            device=str(v["device"]),
+            engine_cache_dir=str(v["engine_cache_dir"]),
+            fp16=bool(v["fp16"]),
+            max_points=int(n["max_points"]),
+            build_only=bool(v["build_only"]),
+        ),
+        input=InputConfig(
+            points_topic=str(v["input.points_topic"]),
+            intensity_fields=[str(x) for x in v["input.intensity_fields"]],
+            intensity_scale=n["input.intensity_scale"],
+            intensity_policy=_choice(v, "input.intensity_policy", INTENSITY_POLICIES),
+            min_range=min_r,
+            max_range=max_r,
+            timeout_s=n["input.timeout_s"],
+        ),
+        cameras=CamerasConfig(
+            cameras=[parse_camera(cam, v) for cam in names],
+            calibration_file=str(v["cameras.calibration_file"]),
+            timeout_s=n["cameras.timeout_s"],
+            slop_s=n["sync.slop_s"],
+            max_wait_s=n["sync.max_wait_s"],
+        ),
+        output=OutputConfig(
+            segmentation_topic=str(v["output.segmentation_topic"]),
+            visualization_topic=str(v["output.visualization_topic"]),
+            filtered_topic=str(v["output.filtered_topic"]),
+            overlay_topic_prefix=str(v["output.overlay_topic_prefix"]).rstrip("/"),
+            publish_rgb=bool(v["output.publish_rgb"]),
+            publish_filtered=bool(v["output.publish_filtered"]),
+            filter_labels=class_labels(list(v["output.filter_classes"])),
+            overlay=bool(v["output.overlay"]),
+            overlay_alpha=n["output.overlay_alpha"],
+            overlay_radius=int(n["output.overlay_radius"]),
+        ),
+        queue=QueueConfig(
+            qos_input=_choice(v, "qos.input", QOS_CHOICES),
+            qos_output=_choice(v, "qos.output", QOS_CHOICES),
+            qos_depth=int(n["qos.depth"]),
+            policy=_choice(v, "queue.policy", POLICIES),
+            depth=int(n["queue.depth"]),
+        ),
+        diagnostics=DiagnosticsConfig(
+            period_s=n["diagnostics.period_s"],
+            warn_ms=warn,
+            error_ms=err,
+            window=int(n["diagnostics.window"]),
+            publish_timings=bool(v["debug.publish_timings"]),
+        ),
     )

@@ -260,10 +260,15 @@ def _extract_state_dict(obj: object) -> Mapping[str, Tensor]:
     return out
 
 
+def _key_list(keys: list[str], limit: int = 8) -> str:
+    more = f" (+{len(keys) - limit} more)" if len(keys) > limit else ""
+    return ", ".join(keys[:limit]) + more
+
+
 def load_torchvision_weights(
     model: ImageEncoder,
     path_or_state: str | Path | Mapping[str, Tensor],
-    strict: bool = False,
+    strict: bool = True,
 ) -> LoadReport:
     """Load a torchvision ResNet-18/34 state_dict (file path or mapping) into the backbone.
 
@@ -271,9 +276,13 @@ def load_torchvision_weights(
     is ignored. A shape mismatch raises :class:`WeightLoadError` naming the key (e.g. a
     ResNet-34 file into a ResNet-18 model shows up as unexpected ``layer1.2.*`` keys, a
     ResNet-18 file into the ``tiny`` preset as a shape error). Missing or unexpected keys
-    are reported in the returned :class:`LoadReport`; with ``strict=True`` they raise.
+    raise too, naming them, and leave the model untouched: a file that does not fit must
+    not end as a silently random-initialised backbone. ``strict=False`` is the explicit
+    opt-in to a partial load; the returned :class:`LoadReport` then says what was skipped.
     """
     if isinstance(path_or_state, (str, Path)):
+        if not Path(path_or_state).is_file():
+            raise WeightLoadError(f"image weights {path_or_state} not found")
         raw = torch.load(Path(path_or_state), map_location="cpu", weights_only=True)
     else:
         raw = path_or_state
@@ -299,6 +308,10 @@ def load_torchvision_weights(
         loadable[key] = value
     report = LoadReport(sorted(loadable), missing, unexpected, ignored)
     if strict and (missing or unexpected):
-        raise WeightLoadError(str(report))
+        parts = [f"{len(keys)} {what} keys: {_key_list(keys)}"
+                 for what, keys in (("missing", missing), ("unexpected", unexpected)) if keys]
+        raise WeightLoadError(
+            f"image weights do not fit the {model.config.arch!r} encoder: " + "; ".join(parts)
+        )
     model.load_state_dict(loadable, strict=False)
     return report

@@ -1,8 +1,9 @@
 """Recipe -> dataset objects, and the torch ``Dataset`` that prepares samples.
 
 Keeping this apart from the loop means a new data source is one reader class plus one
-branch here; augmentation randomness is a pure function of (seed, stage, epoch, index),
-so a resumed run (and every DDP rank) sees exactly the samples it would have seen.
+``@DATASETS.register`` class here; augmentation randomness is a pure function of (seed,
+stage, epoch, index), so a resumed run (and every DDP rank) sees exactly the samples it
+would have seen.
 """
 
 from __future__ import annotations
@@ -16,28 +17,48 @@ from xmodelkd_ros.training.augment import AugmentConfig, Prepared, prepare_sampl
 from xmodelkd_ros.training.data.sample import Sample
 from xmodelkd_ros.training.data.semantickitti import DatasetError, SemanticKITTI
 from xmodelkd_ros.training.recipe import get
+from xmodelkd_ros.training.registry import Registry
+
+#: ``data.dataset`` -> reader factory: ``build(recipe, part)`` with part "train" or "val".
+DATASETS: Registry[type] = Registry("data.dataset", DatasetError)
 
 
 def build_source(recipe: dict[str, Any], split: str) -> Any:
     """The reader for ``split`` ("train", "val" or "pretrain") of the recipe's dataset."""
     data = recipe["data"]
-    kind = data.get("dataset", "synthetic")
     if split == "pretrain" and data.get("pretrain", "train") == "bag":
-        from xmodelkd_ros.training.data.rosbag import RosbagPairs
-
-        bag = data.get("bag") or {}
-        if not bag.get("path") or not bag.get("calibration"):
-            raise DatasetError("data.pretrain=bag needs data.bag.path and data.bag.calibration")
-        return RosbagPairs(
-            bag["path"],
-            bag.get("lidar_topic", "/points"),
-            list(bag.get("camera_topics") or []),
-            bag["calibration"],
-            max_dt=float(bag.get("max_dt", 0.05)),
-            limit=bag.get("limit"),
-        )
+        return _bag_source(data)
     part = "train" if split == "pretrain" else split
-    if kind == "synthetic" and data.get("root") is None:
+    return DATASETS.get(data.get("dataset", "synthetic")).build(recipe, part)
+
+
+def _bag_source(data: dict[str, Any]) -> Any:
+    """``data.pretrain=bag``: unlabeled LiDAR + camera pairs from a ROS 2 bag."""
+    from xmodelkd_ros.training.data.rosbag import RosbagPairs
+
+    bag = data.get("bag") or {}
+    if not bag.get("path") or not bag.get("calibration"):
+        raise DatasetError("data.pretrain=bag needs data.bag.path and data.bag.calibration")
+    return RosbagPairs(
+        bag["path"],
+        bag.get("lidar_topic", "/points"),
+        list(bag.get("camera_topics") or []),
+        bag["calibration"],
+        max_dt=float(bag.get("max_dt", 0.05)),
+        limit=bag.get("limit"),
+    )
+
+
+@DATASETS.register("synthetic")
+class SyntheticData:
+    """The simulated street generated on the fly; with ``data.root`` set, a folder in the
+    SemanticKITTI layout (what ``python -m xmodelkd_ros.sim`` writes)."""
+
+    @staticmethod
+    def build(recipe: dict[str, Any], part: str) -> Any:
+        data = recipe["data"]
+        if data.get("root") is not None:
+            return SemanticKittiData.build(recipe, part)
         from xmodelkd_ros.training.data.synthetic import SyntheticWorld
 
         h, w = data.get("render_size", [180, 320])
@@ -47,7 +68,15 @@ def build_source(recipe: dict[str, Any], split: str) -> Any:
             stride=int(data.get("stride", 1)),
             sim_kwargs={"cameras": int(data.get("cameras", 3)), "width": w, "height": h},
         )
-    if kind in ("synthetic", "semantickitti"):
+
+
+@DATASETS.register("semantickitti")
+class SemanticKittiData:
+    """SemanticKITTI's official layout under ``data.root``."""
+
+    @staticmethod
+    def build(recipe: dict[str, Any], part: str) -> Any:
+        data = recipe["data"]
         if not data.get("root"):
             raise DatasetError("data.root is not set: --set data.root=/path/to/semantickitti")
         seqs = get(recipe, f"data.sequences.{part}")
@@ -60,9 +89,17 @@ def build_source(recipe: dict[str, Any], split: str) -> Any:
             limit=data.get(f"{part}_limit") or data.get(f"{part}_scans"),
             stride=int(data.get("stride", 1)),
         )
-    if kind == "nuscenes":
+
+
+@DATASETS.register("nuscenes")
+class NuScenesData:
+    """nuScenes-lidarseg through nuscenes-devkit."""
+
+    @staticmethod
+    def build(recipe: dict[str, Any], part: str) -> Any:
         from xmodelkd_ros.training.data.nuscenes import NuScenesLidarseg
 
+        data = recipe["data"]
         if not data.get("root"):
             raise DatasetError("data.root is not set: --set data.root=/path/to/nuscenes")
         return NuScenesLidarseg(
@@ -72,7 +109,6 @@ def build_source(recipe: dict[str, Any], split: str) -> Any:
             cameras=data.get("nuscenes_cameras"),
             limit=data.get(f"{part}_limit"),
         )
-    raise DatasetError(f"unknown data.dataset {kind!r} (synthetic | semantickitti | nuscenes)")
 
 
 def class_names_of(source: Any) -> list[str]:

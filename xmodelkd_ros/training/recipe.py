@@ -2,7 +2,13 @@
 overridable from the command line (``--set optim.lr=0.002 data.train_scans=40``).
 
 A recipe is a nested dict; overrides may only replace keys the recipe already has, so
-a typo fails loudly instead of training with a silently ignored setting.
+a typo fails loudly instead of training with a silently ignored setting. A recipe may
+start from others (``_base_: _base_real.yaml``, a path relative to the recipe, or a
+list of them): the bases are deep-merged first, the recipe's own keys on top, and
+``--set`` last. Files whose name starts with ``_`` are bases, not recipes.
+
+Recipes are found in the source tree, and in an installed tree (pip wheel, ``--prefix``
+install, colcon) under ``<prefix>/share/xmodelkd_ros/training``, where setup.py puts them.
 """
 
 from __future__ import annotations
@@ -14,12 +20,37 @@ from typing import Any
 
 import yaml
 
+PACKAGE = "xmodelkd_ros"
 #: The top-level ``training/`` folder of the source tree (recipes are data, not code).
 RECIPE_DIR = Path(__file__).resolve().parents[2] / "training"
+BASE_KEY = "_base_"
 
 
 class RecipeError(ValueError):
     """A recipe cannot be found or an override names an unknown key / bad value."""
+
+
+def recipe_dirs() -> list[Path]:
+    """Where recipes are looked up, in order: the source tree, then the ``share`` folder
+    of the prefix this package is installed in (found by walking up from the package, so
+    a wheel in a venv, a ``--prefix`` / ``--user`` install and a colcon install all
+    work without ROS), then the ament index."""
+    dirs = [RECIPE_DIR]
+    for parent in Path(__file__).resolve().parents[2:7]:
+        dirs.append(parent / "share" / PACKAGE / "training")
+    try:
+        from ament_index_python.packages import get_package_share_directory
+
+        dirs.append(Path(get_package_share_directory(PACKAGE)) / "training")
+    except Exception:  # no ament index (or the package is not in it)
+        pass
+    return list(dict.fromkeys(d for d in dirs if d.is_dir()))
+
+
+def known_recipes() -> list[str]:
+    return sorted(
+        {p.stem for d in recipe_dirs() for p in d.glob("*.yaml") if not p.stem.startswith("_")}
+    )
 
 
 def recipe_path(name_or_path: str) -> Path:
@@ -27,31 +58,51 @@ def recipe_path(name_or_path: str) -> Path:
     p = Path(name_or_path)
     if p.suffix in (".yaml", ".yml") and p.is_file():
         return p
-    candidates = [RECIPE_DIR / f"{name_or_path}.yaml"]
-    try:  # installed with colcon: share/xmodelkd_ros/training
-        from ament_index_python.packages import get_package_share_directory
-
-        share = Path(get_package_share_directory("xmodelkd_ros"))
-        candidates.append(share / "training" / f"{name_or_path}.yaml")
-    except Exception:  # no ament index: source tree only
-        pass
-    for c in candidates:
-        if c.is_file():
-            return c
-    known = sorted(p.stem for p in RECIPE_DIR.glob("*.yaml")) if RECIPE_DIR.is_dir() else []
-    raise RecipeError(f"recipe {name_or_path!r} not found (known: {', '.join(known) or 'none'})")
+    for d in recipe_dirs():
+        if (d / f"{name_or_path}.yaml").is_file():
+            return d / f"{name_or_path}.yaml"
+    known = ", ".join(known_recipes()) or "none"
+    raise RecipeError(f"recipe {name_or_path!r} not found (known: {known})")
 
 
-def load_recipe(name_or_path: str, overrides: Iterable[str] = ()) -> dict[str, Any]:
-    """Load a recipe and apply ``key.path=value`` overrides (values parsed as YAML)."""
-    path = recipe_path(name_or_path)
+def deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    """``top`` over ``base``: mappings merge key by key, anything else is replaced."""
+    out = copy.deepcopy(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _read(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """One recipe file with its ``_base_`` files merged underneath."""
+    path = path.resolve()
+    if path in chain:
+        cycle = " -> ".join(p.name for p in (*chain, path))
+        raise RecipeError(f"{path}: {BASE_KEY} cycle ({cycle})")
+    if not path.is_file():
+        raise RecipeError(f"{chain[-1] if chain else path}: base recipe {path} not found")
     try:
         recipe = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise RecipeError(f"{path}: invalid YAML: {exc}") from None
     if not isinstance(recipe, dict):
         raise RecipeError(f"{path}: a recipe must be a mapping")
-    recipe = apply_overrides(recipe, overrides)
+    bases = recipe.pop(BASE_KEY, None) or []
+    if isinstance(bases, str):
+        bases = [bases]
+    merged: dict[str, Any] = {}
+    for base in bases:
+        merged = deep_merge(merged, _read(path.parent / str(base), (*chain, path)))
+    return deep_merge(merged, recipe)
+
+
+def load_recipe(name_or_path: str, overrides: Iterable[str] = ()) -> dict[str, Any]:
+    """Load a recipe and apply ``key.path=value`` overrides (values parsed as YAML)."""
+    path = recipe_path(name_or_path)
+    recipe = apply_overrides(_read(path), overrides)
     recipe["_source"] = str(path)
     return recipe
 
@@ -94,3 +145,16 @@ def get(recipe: dict[str, Any], dotted: str, default: Any = None) -> Any:
             return default
         node = node[part]
     return node
+
+
+def intensity_range_of(recipe: dict[str, Any]) -> list[float]:
+    """``data.intensity_range`` as ``[lo, hi]``: the scale of the intensity channel the
+    readers deliver (and so the model learns); export writes it into ``model.json``."""
+    value = get(recipe, "data.intensity_range", [0.0, 1.0])
+    try:
+        lo, hi = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise RecipeError(f"data.intensity_range must be [lo, hi], got {value!r}") from None
+    if not lo < hi:
+        raise RecipeError(f"data.intensity_range needs lo < hi, got {value!r}")
+    return [lo, hi]

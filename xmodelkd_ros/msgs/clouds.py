@@ -1,13 +1,8 @@
-"""ROS message <-> numpy conversion without ROS: PointCloud2, Image, CompressedImage, CameraInfo.
+"""PointCloud2 <-> numpy without ROS: any layout in, the input's layout kept on the way out.
 
-Why this module exists: ``sensor_msgs_py`` and ``cv_bridge`` have no wheels, and the
-node must accept *any* PointCloud2 layout a vehicle driver produces (Ouster's padded
-48-byte points, Velodyne's x/y/z/intensity/ring/time, organized Livox/Hesai clouds,
-big-endian logs, float64 coordinates). Everything here works by duck typing on
-objects that carry the message's attribute names, so the tests use small stand-ins
-and the node passes real ``sensor_msgs.msg`` objects.
-
-Design points:
+Why: a vehicle driver may produce any PointCloud2 layout (Ouster's padded 48-byte
+points, Velodyne's x/y/z/intensity/ring/time, organized Livox/Hesai clouds, big-endian
+logs, float64 coordinates); ``sensor_msgs_py`` has no wheel and copies field by field.
 
 * Decoding is zero-copy where the layout allows: ``msg.data`` is viewed through a
   numpy structured dtype built from the message's ``fields`` (arbitrary order,
@@ -16,18 +11,12 @@ Design points:
 * Invalid points (NaN / inf coordinates) are excluded from what the network sees
   (:attr:`DecodedCloud.xyz`) but kept in the structured array, so outputs carry every
   input point; invalid ones are labelled :data:`~xmodelkd_ros.labels.UNLABELED`.
-* Encoding writes straight into an ``array.array('B')`` buffer: that is what rclpy
-  stores for ``uint8[]`` fields, so assigning it skips rclpy's per-element checks.
-  Output is always little-endian; the input's fields keep their offsets, so
+* Output is always little-endian; the input's fields keep their offsets, so
   downstream consumers that knew the input layout still read the output.
-* Malformed messages raise :class:`CloudFormatError` / :class:`ImageFormatError`
-  (both ``ValueError``) with a message naming the problem, never a numpy traceback.
 """
 
 from __future__ import annotations
 
-import array
-import io
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,23 +24,12 @@ from typing import Any
 import numpy as np
 
 from xmodelkd_ros.labels import PALETTE, UNLABELED
-
-# --------------------------------------------------------------------------------------
-# Errors and message stand-ins
-# --------------------------------------------------------------------------------------
-
-
-class MessageFormatError(ValueError):
-    """A message whose content cannot be interpreted (base class)."""
-
-
-class CloudFormatError(MessageFormatError):
-    """A PointCloud2 whose layout is inconsistent or unsupported."""
-
-
-class ImageFormatError(MessageFormatError):
-    """An Image / CompressedImage / CameraInfo that cannot be decoded."""
-
+from xmodelkd_ros.msgs.common import (
+    CloudFormatError,
+    _as_uint8,
+    _build,
+    _new_byte_buffer,
+)
 
 # sensor_msgs/PointField datatype constants.
 INT8, UINT8, INT16, UINT16, INT32, UINT32, FLOAT32, FLOAT64 = range(1, 9)
@@ -93,63 +71,6 @@ class PointCloud2:
     row_step: int = 0
     data: Any = b""
     is_dense: bool = False
-
-
-@dataclass
-class Image:
-    """Stand-in for ``sensor_msgs/Image`` (same attribute names)."""
-
-    header: Any = None
-    height: int = 0
-    width: int = 0
-    encoding: str = "rgb8"
-    is_bigendian: int = 0
-    step: int = 0
-    data: Any = b""
-
-
-@dataclass
-class CompressedImage:
-    """Stand-in for ``sensor_msgs/CompressedImage`` (same attribute names)."""
-
-    header: Any = None
-    format: str = "jpeg"
-    data: Any = b""
-
-
-# --------------------------------------------------------------------------------------
-# Buffers
-# --------------------------------------------------------------------------------------
-
-
-def stamp_ns(header: Any) -> int:
-    """A ``std_msgs/Header`` stamp as integer nanoseconds (the key scans and images are
-    matched and scored by; integers so equality is exact)."""
-    st = header.stamp
-    return int(st.sec) * 1_000_000_000 + int(st.nanosec)
-
-
-def _as_uint8(data: Any) -> np.ndarray:
-    """A flat uint8 view of a message's ``data`` (bytes, bytearray, array('B'), list...).
-
-    Zero-copy for anything exposing the buffer protocol; rclpy hands ``array.array``.
-    """
-    if isinstance(data, np.ndarray):
-        flat = np.ascontiguousarray(data).reshape(-1)
-        return flat.view(np.uint8)
-    try:
-        return np.frombuffer(data, dtype=np.uint8)
-    except (TypeError, ValueError):
-        try:
-            return np.asarray(data, dtype=np.uint8).reshape(-1)
-        except (TypeError, ValueError, OverflowError) as exc:
-            raise MessageFormatError(f"message data is not a byte sequence: {exc}") from None
-
-
-def _new_byte_buffer(nbytes: int) -> tuple[array.array, np.ndarray]:
-    """A zeroed ``array('B')`` for a message's ``data`` plus a writable numpy view of it."""
-    buf = array.array("B", bytes(nbytes))
-    return buf, np.frombuffer(buf, dtype=np.uint8) if nbytes else np.zeros(0, np.uint8)
 
 
 # --------------------------------------------------------------------------------------
@@ -530,14 +451,6 @@ def encode_labeled_cloud(
     )
 
 
-def _build(cls: Any, header: Any, **kw: Any) -> Any:
-    """Construct a message; a None header is left to the class default (rclpy's
-    messages would otherwise hold None and fail to serialize)."""
-    if header is not None:
-        kw["header"] = header
-    return cls(**kw)
-
-
 def filter_mask(labels: np.ndarray, remove_labels: Iterable[int]) -> np.ndarray:
     """True for points to keep: label not in ``remove_labels`` (a 64k lookup, O(N))."""
     lut = np.ones(1 << 16, dtype=bool)
@@ -586,212 +499,4 @@ def encode_filtered_cloud(
         row_step=m * ps,
         data=data,
         is_dense=bool(c.valid[idx].all()) if m else True,
-    )
-
-
-# --------------------------------------------------------------------------------------
-# Images
-# --------------------------------------------------------------------------------------
-
-# encoding -> (bytes per pixel, channel order to RGB or None for mono)
-_IMAGE_ENCODINGS: dict[str, tuple[int, tuple[int, ...] | None]] = {
-    "rgb8": (3, (0, 1, 2)),
-    "bgr8": (3, (2, 1, 0)),
-    "rgba8": (4, (0, 1, 2)),
-    "bgra8": (4, (2, 1, 0)),
-    "8uc3": (3, (2, 1, 0)),  # OpenCV convention: BGR
-    "8uc4": (4, (2, 1, 0)),
-    "mono8": (1, None),
-    "8uc1": (1, None),
-    "mono16": (2, None),
-    "16uc1": (2, None),
-}
-
-
-def decode_image(msg: Any, *, mono16_shift: int = 8) -> np.ndarray:
-    """``sensor_msgs/Image`` -> RGB uint8 (H, W, 3).
-
-    Handles ``step`` padding and big-endian mono16. mono16 is mapped to 8 bits by a
-    right shift (``mono16_shift``; 8 = full 16-bit range, 4 = 12-bit sensors) rather
-    than per-frame normalisation, so overlays don't flicker. An unpadded rgb8 image
-    comes back as a zero-copy (possibly read-only) view of the message buffer.
-    """
-    try:
-        enc = str(msg.encoding).lower()
-        h, w, step = int(msg.height), int(msg.width), int(msg.step)
-        big = bool(getattr(msg, "is_bigendian", 0))
-    except (AttributeError, TypeError, ValueError) as exc:
-        raise ImageFormatError(f"not an Image: {exc}") from None
-    if enc not in _IMAGE_ENCODINGS:
-        raise ImageFormatError(
-            f"unsupported image encoding {msg.encoding!r} "
-            f"(supported: rgb8, bgr8, rgba8, bgra8, mono8, mono16)"
-        )
-    bpp, order = _IMAGE_ENCODINGS[enc]
-    if h < 0 or w < 0:
-        raise ImageFormatError(f"negative image size {h}x{w}")
-    row = w * bpp
-    if h == 0 or w == 0:
-        return np.zeros((h, w, 3), np.uint8)
-    if step < row:
-        raise ImageFormatError(f"step {step} is smaller than width {w} x {bpp} bytes")
-    buf = _as_uint8(msg.data)
-    need = (h - 1) * step + row
-    if buf.size < need:
-        raise ImageFormatError(f"image data has {buf.size} bytes, {need} needed for {h}x{w}")
-    rows = np.lib.stride_tricks.as_strided(buf, shape=(h, row), strides=(step, 1))
-    if bpp == 2:
-        mono16 = np.ascontiguousarray(rows).view(">u2" if big else "<u2")
-        mono = np.clip(mono16 >> mono16_shift, 0, 255).astype(np.uint8)
-        return np.repeat(mono[:, :, None], 3, axis=2)
-    if order is None:
-        return np.repeat(rows[:, :, None], 3, axis=2)
-    px = rows.reshape(h, w, bpp)
-    if order == (0, 1, 2) and bpp == 3:
-        return px if step == row else np.ascontiguousarray(px)
-    return np.ascontiguousarray(px[:, :, list(order)])
-
-
-def _cv2() -> Any:
-    try:
-        import cv2  # type: ignore[import-not-found]
-    except ImportError:
-        return None
-    return cv2
-
-
-def decode_compressed_image(msg: Any) -> np.ndarray:
-    """``sensor_msgs/CompressedImage`` (jpeg, png) -> RGB uint8 (H, W, 3).
-
-    Uses OpenCV when importable (faster jpeg), else Pillow. The format string is only
-    checked for depth formats we cannot show; the codec itself is sniffed from the data.
-    """
-    fmt = str(getattr(msg, "format", "")).lower()
-    if "compresseddepth" in fmt:
-        raise ImageFormatError(f"compressed depth images are not supported ({msg.format!r})")
-    buf = _as_uint8(msg.data)
-    if buf.size == 0:
-        raise ImageFormatError("compressed image has no data")
-    cv2 = _cv2()
-    if cv2 is not None:
-        img = cv2.imdecode(buf, cv2.IMREAD_COLOR)
-        if img is None:
-            raise ImageFormatError(f"cannot decode compressed image (format {fmt!r})")
-        return np.ascontiguousarray(img[:, :, ::-1])
-    from PIL import Image as PILImage
-
-    try:
-        with PILImage.open(io.BytesIO(buf.tobytes())) as im:
-            return np.asarray(im.convert("RGB"))
-    except Exception as exc:  # Pillow raises many types for corrupt data
-        raise ImageFormatError(f"cannot decode compressed image (format {fmt!r}): {exc}") from None
-
-
-def image_to_rgb(msg: Any) -> np.ndarray:
-    """Decode either an Image or a CompressedImage (told apart by ``encoding``)."""
-    if hasattr(msg, "encoding"):
-        return decode_image(msg)
-    return decode_compressed_image(msg)
-
-
-def encode_image(
-    rgb: np.ndarray,
-    header: Any = None,
-    *,
-    encoding: str = "rgb8",
-    image_cls: Any = Image,
-) -> Any:
-    """RGB uint8 (H, W, 3) -> Image message fields (``rgb8`` or ``bgr8``, no padding).
-
-    Used for the overlay image the node publishes; ``image_cls`` is
-    ``sensor_msgs.msg.Image`` in the node.
-    """
-    a = np.asarray(rgb)
-    if a.ndim != 3 or a.shape[2] != 3:
-        raise ImageFormatError(f"expected an (H, W, 3) image, got shape {a.shape}")
-    if a.dtype != np.uint8:
-        raise ImageFormatError(f"expected uint8 pixels, got {a.dtype}")
-    enc = encoding.lower()
-    if enc == "bgr8":
-        a = a[:, :, ::-1]
-    elif enc != "rgb8":
-        raise ImageFormatError(f"can only encode rgb8 or bgr8, not {encoding!r}")
-    h, w = a.shape[:2]
-    data, flat = _new_byte_buffer(h * w * 3)
-    flat.reshape(h, w, 3)[...] = a
-    del flat
-    return _build(
-        image_cls,
-        header=header,
-        height=h,
-        width=w,
-        encoding=enc,
-        is_bigendian=0,
-        step=w * 3,
-        data=data,
-    )
-
-
-# --------------------------------------------------------------------------------------
-# CameraInfo
-# --------------------------------------------------------------------------------------
-
-
-@dataclass
-class CameraModel:
-    """What projection needs from a CameraInfo: intrinsics, distortion, image size."""
-
-    width: int
-    height: int
-    K: np.ndarray  # (3, 3) float64
-    D: np.ndarray  # (n,) float64
-    R: np.ndarray  # (3, 3) float64 rectification
-    P: np.ndarray  # (3, 4) float64 projection
-    distortion_model: str
-    frame_id: str
-
-
-def _matrix(
-    msg: Any,
-    names: Sequence[str],
-    size: int,
-    shape: tuple[int, ...] | None,
-    default: np.ndarray | None,
-) -> np.ndarray:
-    for n in names:
-        v = getattr(msg, n, None)
-        if v is not None:
-            a = np.asarray(v, dtype=np.float64).reshape(-1)
-            if size and a.size != size:
-                raise ImageFormatError(f"CameraInfo.{n} has {a.size} values, expected {size}")
-            return a.reshape(shape) if shape else a.copy()
-    if default is None:
-        raise ImageFormatError(f"CameraInfo has no {names[0]}")
-    return default
-
-
-def decode_camera_info(msg: Any) -> CameraModel:
-    """``sensor_msgs/CameraInfo`` (ROS 2 lowercase ``k``/``d``/``p`` or ROS 1 ``K``...)."""
-    try:
-        width, height = int(msg.width), int(msg.height)
-    except (AttributeError, TypeError, ValueError) as exc:
-        raise ImageFormatError(f"not a CameraInfo: {exc}") from None
-    K = _matrix(msg, ("k", "K"), 9, (3, 3), None)
-    if K[2, 2] == 0 or K[0, 0] == 0 or K[1, 1] == 0:
-        raise ImageFormatError("CameraInfo K is not calibrated (zero focal length)")
-    D = _matrix(msg, ("d", "D"), 0, None, np.zeros(0))
-    R = _matrix(msg, ("r", "R"), 9, (3, 3), np.eye(3))
-    P = _matrix(msg, ("p", "P"), 12, (3, 4), np.hstack([K, np.zeros((3, 1))]))
-    if not P.any():
-        P = np.hstack([K, np.zeros((3, 1))])
-    header = getattr(msg, "header", None)
-    return CameraModel(
-        width=width,
-        height=height,
-        K=K,
-        D=D,
-        R=R,
-        P=P,
-        distortion_model=str(getattr(msg, "distortion_model", "") or ""),
-        frame_id=str(getattr(header, "frame_id", "") or ""),
     )

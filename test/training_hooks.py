@@ -1,0 +1,56 @@
+"""Test-only trainer hooks (were ``debug:`` recipe keys): registered with
+``main(argv, hooks=[...])`` so shipped recipes carry no test knobs.
+
+Also run as a script under torchrun (``test_training_ddp.py``): ``python
+test/training_hooks.py <train args>`` trains with :class:`DumpRankWeights`.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+
+import torch
+
+from xmodelkd_ros.training.hooks import HookBase
+
+
+class NanAtStep(HookBase):
+    """Make the loss NaN at global step ``step`` of every stage (before the guard sees it)."""
+
+    priority = 10
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def after_forward(self, trainer) -> None:
+        if trainer.global_step == self.step:
+            trainer.loss = trainer.loss * float("nan")
+
+
+class SignalAtStep(HookBase):
+    """Send this process a real SIGTERM once global step ``step`` is applied (mid-epoch)."""
+
+    priority = 80  # before the checkpoint hook's stop check
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def after_step(self, trainer) -> None:
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+class DumpRankWeights(HookBase):
+    """Every DDP rank saves its parameters to ``<out>/<stage>/rank<N>_params.pt``."""
+
+    def after_train(self, trainer) -> None:
+        params = {k: v.detach().cpu() for k, v in trainer.stage.named_parameters()}
+        torch.save(params, trainer.stage_dir / f"rank{trainer.ctx.dist.rank}_params.pt")
+
+
+if __name__ == "__main__":
+    from xmodelkd_ros.training.train import main
+
+    sys.exit(main(sys.argv[1:], hooks=[DumpRankWeights()]))

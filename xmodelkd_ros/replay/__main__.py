@@ -1,0 +1,7 @@
+"""``python -m xmodelkd_ros.replay``."""
+
+import sys
+
+from xmodelkd_ros.replay.cli import main
+
+sys.exit(main())

@@ -1,0 +1,122 @@
+"""What every part of a training run shares: the resolved recipe, the output folder, the
+device and process group, the stop flag set by signals, the data readers (built once per
+split) and the DataLoader / batch plan.
+
+The batch plan lives here (not in the loop) because training and evaluation, every DDP
+rank and a resumed run must all cut the same epochs into the same batches.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, DistributedSampler
+
+from xmodelkd_ros.nets.inputs import default_grid
+from xmodelkd_ros.sparse import VoxelGridSpec
+from xmodelkd_ros.training import distributed as D
+from xmodelkd_ros.training.data.collate import collate
+from xmodelkd_ros.training.datasets import PreparedDataset, build_source
+
+
+class TrainingStoppedError(RuntimeError):
+    """Training ended early on purpose (signal, non-finite loss); ``code`` is the exit status."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class StopFlag:
+    """Set by SIGINT/SIGTERM; the loop checkpoints after the current step and exits."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+
+    def __call__(self, signum: int, _frame: Any) -> None:
+        if self.signum is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # second Ctrl-C: leave now
+        self.signum = signum
+
+
+@dataclass
+class Context:
+    recipe: dict[str, Any]
+    out: Path
+    device: torch.device
+    dist: D.DistInfo
+    resume: bool
+    progress: bool
+    stop: StopFlag = field(default_factory=StopFlag)
+    sources: dict[str, Any] = field(default_factory=dict)
+    writer: Any = None
+    #: Hooks added to every stage's trainer on top of the defaults (tests, tools).
+    hooks: list[Any] = field(default_factory=list)
+
+    def log(self, msg: str) -> None:
+        if self.dist.is_main:
+            print(msg, file=sys.stderr, flush=True)
+            with open(self.out / "train.log", "a") as fh:
+                fh.write(msg + "\n")
+
+    def source(self, split: str) -> Any:
+        if split not in self.sources:
+            self.sources[split] = build_source(self.recipe, split)
+        return self.sources[split]
+
+    @property
+    def seed(self) -> int:
+        return int(self.recipe.get("seed", 0))
+
+
+def grid_of(recipe: dict[str, Any]) -> VoxelGridSpec:
+    m = recipe["model"]
+    return default_grid(float(m.get("voxel_size", 0.1)), float(m.get("xy_range", 51.2)))
+
+
+def make_loader(
+    ctx: Context, ds: PreparedDataset, batches: list[list[int]], num_levels: int, in_channels: int
+) -> DataLoader:
+    return DataLoader(
+        ds,
+        batch_sampler=batches,
+        collate_fn=partial(
+            collate,
+            grid=grid_of(ctx.recipe),
+            num_levels=num_levels,
+            in_channels=in_channels,
+            image_hw=tuple(ctx.recipe["data"]["image_size"]),
+        ),
+        num_workers=int(ctx.recipe["data"].get("workers", 0)),
+    )
+
+
+def epoch_batches(
+    ctx: Context, n: int, epoch: int, batch_size: int, cap: int | None
+) -> list[list[int]]:
+    """This rank's batches of ``epoch``: a DistributedSampler permutation (rank 0 of 1 when
+    not distributed, so single-process and DDP runs shuffle the same way)."""
+    sampler = DistributedSampler(
+        range(n), num_replicas=ctx.dist.world_size, rank=ctx.dist.rank, shuffle=True, seed=ctx.seed
+    )
+    sampler.set_epoch(epoch)
+    order = list(sampler)
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    if len(batches) > 1 and len(batches[-1]) < batch_size:
+        batches = batches[:-1]  # BatchNorm and DDP want equal, non-trivial batches
+    return batches[:cap] if cap else batches
+
+
+def progress(ctx: Context, it: Any, desc: str, total: int) -> Any:
+    """A tqdm bar on the main rank when progress is on, else ``it`` itself."""
+    if not (ctx.progress and ctx.dist.is_main):
+        return it
+    from tqdm import tqdm
+
+    return tqdm(it, desc=desc, total=total, dynamic_ncols=True, leave=False)

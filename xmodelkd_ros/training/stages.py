@@ -1,0 +1,349 @@
+"""The stage kinds of the method as small specs, one registered class each.
+
+A stage kind says what the generic :class:`~xmodelkd_ros.training.trainer.Trainer` cannot
+know: which data split it trains on, which ``schedule`` key holds its epochs, its RNG
+stream, how to build its network and its loss, and how to save the result. The trainer
+never compares ``kind`` strings; a new stage is one ``@STAGE_KINDS.register`` class.
+
+* ``pretrain`` - label-free 2D-3D contrastive alignment of the fusion teacher.
+* ``teacher``  - the camera+LiDAR fusion teacher on labels (+ the contrastive term).
+* ``distill``  - the LiDAR-only student from labels and the frozen teacher.
+* ``baseline`` - the same student from labels only, same schedule.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from xmodelkd_ros.nets.checkpoint import (
+    CheckpointError,
+    StudentCheckpoint,
+    atomic_torch_save,
+    save_student,
+)
+from xmodelkd_ros.nets.image_encoder import ImageEncoderConfig
+from xmodelkd_ros.nets.student import StudentConfig, StudentNet, student_config
+from xmodelkd_ros.nets.teacher import FusionTeacher, PointPixelCorrespondence, TeacherConfig
+from xmodelkd_ros.training.context import Context, grid_of
+from xmodelkd_ros.training.data.collate import Batch
+from xmodelkd_ros.training.data.sample import IGNORE_INDEX
+from xmodelkd_ros.training.losses import DistillLoss, DistillWeights, TeacherLoss, TeacherWeights
+from xmodelkd_ros.training.registry import Registry
+
+TEACHER_FORMAT = "xmodelkd_ros.teacher/1"
+#: RNG stream of evaluation's (augmentation-free) sample preparation.
+EVAL_STREAM = 9
+
+
+# ----------------------------------------------------------------------------- models
+
+
+def student_cfg_of(recipe: dict[str, Any], num_classes: int) -> StudentConfig:
+    m = recipe["model"]
+    return student_config(
+        m.get("preset", "small"), num_classes=num_classes, **(m.get("student") or {})
+    )
+
+
+def teacher_cfg_of(recipe: dict[str, Any], num_classes: int) -> TeacherConfig:
+    m = recipe["model"]
+    image = {k: tuple(v) if isinstance(v, list) else v for k, v in (m.get("image") or {}).items()}
+    return TeacherConfig(
+        student=student_cfg_of(recipe, num_classes),
+        image=ImageEncoderConfig(**image),
+        contrast_dim=int(m.get("contrast_dim", 64)),
+    )
+
+
+def save_teacher(model: FusionTeacher, path: Path, provenance: dict[str, Any]) -> None:
+    atomic_torch_save(
+        {
+            "format": TEACHER_FORMAT,
+            "teacher_config": model.config.to_dict(),
+            "state_dict": model.state_dict(),
+            "provenance": provenance,
+        },
+        path,
+    )
+
+
+def load_teacher(path: Path) -> FusionTeacher:
+    if not path.is_file():
+        raise CheckpointError(f"teacher checkpoint {path} not found: run --stage teacher first")
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    if payload.get("format") != TEACHER_FORMAT:
+        raise CheckpointError(f"{path} is not a {TEACHER_FORMAT} checkpoint")
+    model = FusionTeacher(TeacherConfig.from_dict(payload["teacher_config"]))
+    model.load_state_dict(payload["state_dict"])
+    return model
+
+
+def correspondence(batch: Batch) -> PointPixelCorrespondence:
+    return PointPixelCorrespondence(batch.point_idx, batch.image_idx, batch.uv, batch.image_size)
+
+
+def labels_of(batch: Batch) -> Tensor:
+    if batch.labels is not None:
+        return batch.labels
+    return torch.full((batch.num_points,), IGNORE_INDEX, dtype=torch.long, device=batch.uv.device)
+
+
+def on_sparse_backend(ctx: Context, module: nn.Module) -> nn.Module:
+    """``optim.sparse_impl: spconv`` runs ``module``'s sparse convs on spconv (same
+    parameters); ``pairs`` / ``gather`` are the process-wide default set by the CLI."""
+    if ctx.recipe["optim"].get("sparse_impl") == "spconv":
+        from xmodelkd_ros.sparse.spconv_train import convert_to_spconv
+
+        convert_to_spconv(module)
+    return module
+
+
+def cpu_state(net: nn.Module) -> dict[str, Tensor]:
+    return {k: v.detach().cpu() for k, v in net.state_dict().items()}
+
+
+# ----------------------------------------------------------------------------- steps
+
+
+class TeacherStep(nn.Module):
+    """What ``pretrain`` / ``teacher`` optimise: ``forward(batch) -> (loss, logs)``."""
+
+    def __init__(self, net: FusionTeacher, loss: TeacherLoss) -> None:
+        super().__init__()
+        self.net, self.loss = net, loss
+
+    def forward(
+        self, batch: Batch, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, dict]:
+        out = self.net(batch.inputs, batch.images, correspondence(batch))
+        return self.loss(out, labels_of(batch), batch.point_idx, generator)
+
+
+class StudentStep(nn.Module):
+    """What ``distill`` / ``baseline`` optimise; DDP wraps this.
+
+    The frozen teacher of ``distill`` is kept out of the module tree (no parameters, no
+    state_dict entries), so only the student and its projection heads are trained/saved.
+    """
+
+    def __init__(
+        self,
+        net: StudentNet,
+        loss: DistillLoss,
+        teacher: nn.Module | None = None,
+        kd_mask: str = "fov",
+    ) -> None:
+        super().__init__()
+        self.net, self.loss = net, loss
+        self._teacher = (teacher,) if teacher is not None else ()
+        if kd_mask not in ("fov", "fov_correct"):
+            raise ValueError(f"unknown loss.kd_mask {kd_mask!r} (fov | fov_correct)")
+        self.kd_mask = kd_mask
+
+    def forward(
+        self, batch: Batch, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, dict]:
+        labels = labels_of(batch)
+        i = batch.inputs
+        out = self.net(i.voxel_feats, i.point_feats, i.point2voxel, i.maps)
+        if not self._teacher:
+            return self.loss(out, labels)
+        teacher = self._teacher[0]
+        with torch.no_grad():
+            t_out = teacher(batch.inputs, batch.images, correspondence(batch))
+        mask = t_out.seen
+        if self.kd_mask == "fov_correct":
+            # Distil only where the teacher is right (or the label is unknown): elsewhere its
+            # soft targets would teach the student the teacher's own mistakes.
+            right = (t_out.logits.argmax(1) == labels) | (labels == IGNORE_INDEX)
+            mask = mask & right
+        return self.loss(out, labels, t_out, mask)
+
+
+# ----------------------------------------------------------------------------- kinds
+
+
+class StageKind(ABC):
+    """One stage of the method; subclasses fill the class attributes and the builders."""
+
+    name: ClassVar[str]
+    #: Data split the stage trains on ("train", or "pretrain": train scans or a bag).
+    split: ClassVar[str] = "train"
+    #: ``schedule`` key holding the number of epochs.
+    epochs_key: ClassVar[str]
+    #: RNG stream of initialisation and augmentation (distinct per stage).
+    stream: ClassVar[int]
+    #: Final checkpoint in ``<out>``.
+    final: ClassVar[str]
+    #: Whether the prepared samples carry images (the baseline never looks at them).
+    uses_images: ClassVar[bool] = True
+    #: Whether the stage ends with a validation mIoU (needs labels).
+    evaluates: ClassVar[bool] = True
+
+    @abstractmethod
+    def build(self, ctx: Context, num_classes: int) -> nn.Module:
+        """The module DDP wraps: ``forward(batch, generator) -> (loss, logs)``, ``.net``."""
+
+    @abstractmethod
+    def network_config(self, step: nn.Module) -> StudentConfig:
+        """The 3D network's config (kernel-map levels and input channels for collation)."""
+
+    @abstractmethod
+    def save(
+        self,
+        ctx: Context,
+        step: nn.Module,
+        path: Path,
+        class_names: list[str],
+        provenance: dict[str, Any],
+    ) -> None:
+        """Write the stage's final checkpoint to ``path``."""
+
+
+class _TeacherKind(StageKind):
+    def network(self, ctx: Context, num_classes: int) -> FusionTeacher:
+        r = ctx.recipe
+        model = FusionTeacher(teacher_cfg_of(r, num_classes))
+        if r["model"].get("image_weights"):
+            report = model.load_image_weights(r["model"]["image_weights"])
+            ctx.log(f"{self.name}: image weights {report}")
+        return model
+
+    @abstractmethod
+    def loss_weights(self, ctx: Context) -> TeacherWeights:
+        """The loss builder's input: which terms this teacher stage optimises."""
+
+    def build(self, ctx: Context, num_classes: int) -> nn.Module:
+        net = self.network(ctx, num_classes)
+        return TeacherStep(net, TeacherLoss(self.loss_weights(ctx)))
+
+    def network_config(self, step: nn.Module) -> StudentConfig:
+        return step.net.config.student
+
+    def save(
+        self,
+        ctx: Context,
+        step: nn.Module,
+        path: Path,
+        class_names: list[str],
+        provenance: dict[str, Any],
+    ) -> None:
+        save_teacher(step.net, path, provenance)
+
+
+STAGE_KINDS: Registry[type[StageKind]] = Registry("stage")
+
+
+@STAGE_KINDS.register("pretrain")
+class PretrainStage(_TeacherKind):
+    name = "pretrain"
+    split = "pretrain"
+    epochs_key = "pretrain_epochs"
+    stream = 1
+    final = "pretrain.pt"
+    evaluates = False
+
+    def loss_weights(self, ctx: Context) -> TeacherWeights:
+        p = dict((ctx.recipe.get("loss") or {}).get("pretrain") or {})
+        return TeacherWeights(
+            fused=0.0,
+            branch_3d=0.0,
+            contrastive=float(p.get("contrastive", 1.0)),
+            temperature=float(p.get("temperature", 0.07)),
+            max_points=int(p.get("max_points", 2048)),
+            ignore_index=IGNORE_INDEX,
+        )
+
+
+@STAGE_KINDS.register("teacher")
+class TeacherStage(_TeacherKind):
+    name = "teacher"
+    epochs_key = "teacher_epochs"
+    stream = 2
+    final = "teacher.pt"
+
+    def network(self, ctx: Context, num_classes: int) -> FusionTeacher:
+        pretrained = ctx.out / PretrainStage.final
+        if not pretrained.is_file():
+            return super().network(ctx, num_classes)
+        model = FusionTeacher(teacher_cfg_of(ctx.recipe, num_classes))
+        model.load_state_dict(load_teacher(pretrained).state_dict())
+        ctx.log("teacher: starting from the contrastive pretraining (pretrain.pt)")
+        return model
+
+    def loss_weights(self, ctx: Context) -> TeacherWeights:
+        w = (ctx.recipe.get("loss") or {}).get("teacher") or {}
+        return TeacherWeights(**{**w, "ignore_index": IGNORE_INDEX})
+
+
+class _StudentKind(StageKind):
+    epochs_key = "student_epochs"
+    stream = 3
+
+    def teacher(self, ctx: Context, student: StudentNet) -> FusionTeacher | None:
+        """The frozen teacher whose outputs the loss distils (None: labels only)."""
+        return None
+
+    def loss(self, ctx: Context, student: StudentNet, teacher: FusionTeacher | None) -> DistillLoss:
+        weights = dict((ctx.recipe.get("loss") or {}).get("distill") or {})
+        weights["ignore_index"] = IGNORE_INDEX
+        if teacher is None:
+            d_t = student.config.feature_dim
+            for k in ("kd", "feat", "kd_all", "feat_all"):
+                weights[k] = 0.0
+        else:
+            d_t = teacher.feature_dim
+        return DistillLoss(student.config.feature_dim, d_t, d_t, DistillWeights.from_dict(weights))
+
+    def build(self, ctx: Context, num_classes: int) -> nn.Module:
+        student = StudentNet(student_cfg_of(ctx.recipe, num_classes))
+        teacher = self.teacher(ctx, student)
+        loss = self.loss(ctx, student, teacher)
+        kd_mask = str((ctx.recipe.get("loss") or {}).get("kd_mask", "fov"))
+        return StudentStep(student, loss, teacher, kd_mask)
+
+    def network_config(self, step: nn.Module) -> StudentConfig:
+        return step.net.config
+
+    def save(
+        self,
+        ctx: Context,
+        step: nn.Module,
+        path: Path,
+        class_names: list[str],
+        provenance: dict[str, Any],
+    ) -> None:
+        ck = StudentCheckpoint(
+            step.net.config, grid_of(ctx.recipe), cpu_state(step.net), class_names, provenance
+        )
+        save_student(ck, path)
+
+
+@STAGE_KINDS.register("distill")
+class DistillStage(_StudentKind):
+    name = "distill"
+    final = "student.pt"
+
+    def teacher(self, ctx: Context, student: StudentNet) -> FusionTeacher | None:
+        teacher = load_teacher(ctx.out / TeacherStage.final).to(ctx.device).eval()
+        on_sparse_backend(ctx, teacher)
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+        if ctx.recipe["model"].get("student_init", "scratch") == "teacher3d":
+            # The teacher's 3D branch has the student's architecture and was trained with
+            # the image branch and the 2D-3D contrastive term: start the student there.
+            student.load_state_dict(teacher.branch_3d.state_dict())
+            ctx.log("distill: student initialised from the teacher's 3D branch")
+        return teacher
+
+
+@STAGE_KINDS.register("baseline")
+class BaselineStage(_StudentKind):
+    name = "baseline"
+    final = "baseline.pt"
+    uses_images = False
