@@ -49,6 +49,16 @@ from xmodelkd_ros.sparse import ConvPairs, SparseConv3d, spconv_available
 
 STAGES = ("voxelize", "maps", "inference", "postprocess", "total")
 RUNNERS = ("torch", "onnxruntime", "onnxruntime-tables", "spconv-cpu")
+BEGIN, END = "<!-- bench_runtime:begin -->", "<!-- bench_runtime:end -->"
+
+
+def replace_block(path: Path, text: str) -> None:
+    """Put ``text`` between the BEGIN/END markers of ``path`` (README's Performance)."""
+    doc = path.read_text()
+    if BEGIN not in doc or END not in doc:
+        raise SystemExit(f"error: {path} has no {BEGIN} ... {END} block")
+    head, rest = doc.split(BEGIN, 1)
+    path.write_text(head + BEGIN + "\n" + text + END + rest.split(END, 1)[1])
 
 
 def gemm_rate(threads: int, rows: int = 32_768, width: int = 64, repeats: int = 20) -> float:
@@ -188,6 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2, help="torch and ORT intra-op threads")
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
     p.add_argument("--markdown", type=Path, default=None, help="also write the table here")
+    p.add_argument("--readme", type=Path, default=None,
+                   help=f"replace the block between {BEGIN} and {END} in this file")  # fmt: skip
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     model_dir = args.model_dir or exported_random_model(
@@ -251,6 +263,9 @@ def main(argv: list[str] | None = None) -> int:
                                          "auto_cpu": auto, "rows": results}, indent=2) + "\n")
     if args.markdown:
         args.markdown.write_text(table + "\n" + footer + "\n")
+    if args.readme:
+        cmd = " ".join(["python bench/bench_runtime.py", *(sys.argv[1:] if argv is None else argv)])
+        replace_block(args.readme, f"`{cmd}`\n\n{table}\n{footer.strip()}\n")
     return 0
 
 

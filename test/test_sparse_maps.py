@@ -15,6 +15,7 @@ from xmodelkd_ros.sparse import (
     build_kernel_maps,
     downsample,
     submanifold_table,
+    table_to_pairs,
     transpose_table,
     upsample_table,
 )
@@ -156,6 +157,22 @@ def _tables_of(coords: torch.Tensor, shape) -> list[tuple[torch.Tensor, int]]:
         (down, m),
         (upsample_table(coords, coarse, 2, 2), coarse.shape[0]),
     ]
+
+
+@settings(max_examples=30, deadline=None)
+@given(sparse_coords())
+def test_table_to_pairs_roundtrip(data):
+    coords, shape = data
+    table = submanifold_table(coords, shape)
+    m = coords.shape[0]
+    pairs = table_to_pairs(table, m)
+    assert len(pairs) == 27
+    rebuilt = torch.full_like(table, m)
+    for k, (inp, out) in enumerate(pairs):
+        assert inp.dtype == torch.int64 and out.dtype == torch.int64
+        assert (inp < m).all()
+        rebuilt[out, k] = inp
+    torch.testing.assert_close(rebuilt, table, rtol=0, atol=0)
 
 
 def test_kernel_maps_cache_pairs_per_table():

@@ -196,12 +196,17 @@ class StudentNet(nn.Module):
             raise ValueError(
                 f"kernel maps have {maps.num_levels} levels, network needs {self.config.num_levels}"
             )
-        if get_default_impl() == "pairs" and not torch.jit.is_tracing():
+        if get_default_impl() == "pairs" and not torch.jit.is_tracing() and self._plain_convs():
             # the maps cache each table's pair list: built once, shared by its layers
             return self.forward_tables(voxel_feats, point_feats, point2voxel, *maps.all_pairs())
         return self.forward_tables(
             voxel_feats, point_feats, point2voxel, maps.subm, maps.down, maps.up
         )
+
+    def _plain_convs(self) -> bool:
+        """Pair lists are an input of the pure-PyTorch conv only: a subclass with its own
+        kernels (spconv training, ``sparse/spconv_train.py``) gets the tables it expects."""
+        return all(type(m) is SparseConv3d for m in self.modules() if isinstance(m, SparseConv3d))
 
     def forward_tables(
         self,

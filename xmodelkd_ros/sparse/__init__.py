@@ -8,6 +8,7 @@ from .maps import (
     downsampled_shape,
     kernel_offsets,
     submanifold_table,
+    table_to_pairs,
     transpose_table,
     upsample_table,
 )
@@ -33,6 +34,7 @@ __all__ = [
     "set_default_impl",
     "spconv_available",
     "submanifold_table",
+    "table_to_pairs",
     "to_spconv",
     "transpose_table",
     "upsample_table",

@@ -33,6 +33,7 @@ __all__ = [
     "downsampled_shape",
     "kernel_offsets",
     "submanifold_table",
+    "table_to_pairs",
     "upsample_table",
 ]
 
@@ -272,6 +273,18 @@ def transpose_table(table: torch.Tensor, num_inputs: int) -> torch.Tensor:
     cols = torch.arange(K, device=table.device)[None, :].expand(m_out, K)
     out[table[hit], cols[hit]] = rows[hit]
     return out
+
+
+def table_to_pairs(table: torch.Tensor, num_inputs: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per offset k: (in_rows, out_rows) with the sentinel entries removed, every offset
+    included (spconv's indice pairs are built from this; the pure-PyTorch conv uses the
+    compacted :class:`~.pairs.ConvPairs` instead)."""
+    pairs = []
+    for k in range(table.shape[1]):
+        col = table[:, k]
+        out_rows = torch.nonzero(col < num_inputs).squeeze(1)
+        pairs.append((col[out_rows], out_rows))
+    return pairs
 
 
 @dataclass
