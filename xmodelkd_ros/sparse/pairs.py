@@ -196,8 +196,8 @@ def conv_pairs_graph(
 ) -> Tensor:
     """The pair-list conv in exportable ops, for the CPU ONNX graph.
 
-    One Gather, then per offset a MatMul on the slice given by the ``bounds`` input and
-    a ``ScatterND(add)`` of it. One scatter per offset because within an offset every
+    Per offset: a Gather of the input rows in the slice given by the ``bounds`` input, a
+    MatMul and a ``ScatterND(add)``. One scatter per offset because within an offset every
     output row occurs at most once: ONNX Runtime's multithreaded ScatterND races on
     repeated rows (measured: wrong sums with 2 threads), so a single scatter over all
     pairs would be wrong. ``identity`` (submanifold convs) starts the sum with the
@@ -205,11 +205,12 @@ def conv_pairs_graph(
     """
     K = weight_k.shape[0]
     centre = K // 2 if identity else -1
-    xg = x.index_select(0, in_rows)
     out = x @ weight_k[centre] if identity else _ZerosForRows.apply(out_rows, weight_k[0])
     for k in range(K):
         if k == centre:
             continue
         lo, hi = bounds[k], bounds[k + 1]
-        out = _RowScatterAdd.apply(out, out_rows[lo:hi], xg[lo:hi] @ weight_k[k])
+        # slice the small index vectors, not gathered features: ONNX Runtime's Slice copies
+        y = x.index_select(0, in_rows[lo:hi]) @ weight_k[k]
+        out = _RowScatterAdd.apply(out, out_rows[lo:hi], y)
     return out
