@@ -268,10 +268,8 @@ def transpose_table(table: torch.Tensor, num_inputs: int) -> torch.Tensor:
     """(M_in, K) table of the transposed conv, from a (M_out, K) table (scatter, no search)."""
     m_out, K = table.shape
     out = torch.full((num_inputs, K), m_out, dtype=torch.int64, device=table.device)
-    hit = table < num_inputs
-    rows = torch.arange(m_out, device=table.device)[:, None].expand(m_out, K)
-    cols = torch.arange(K, device=table.device)[None, :].expand(m_out, K)
-    out[table[hit], cols[hit]] = rows[hit]
+    rows, cols = torch.nonzero(table < num_inputs, as_tuple=True)  # one pass, not three masks
+    out[table[rows, cols], cols] = rows
     return out
 
 
