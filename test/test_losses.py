@@ -375,7 +375,10 @@ def test_teacher_loss_components():
               + segmentation_loss(out.logits_3d, labels, -1)
               + 0.5 * multiview_infonce(out.proj_3d, out.proj_2d, point_idx, 0.1, 100))
     torch.testing.assert_close(total, expect)
-    assert set(parts) == {"seg_fused", "seg_3d", "contrastive", "total"}
+    assert set(parts) == {"seg_fused", "seg_3d", "contrastive", "total", "multiview_share"}
+    seen = [int((point_idx == p).sum()) for p in range(P)]
+    share = sum(c >= 2 for c in seen) / sum(c >= 1 for c in seen)
+    assert float(parts["multiview_share"]) == pytest.approx(share)
 
 
 def test_check_finite():

@@ -286,7 +286,16 @@ def check_segmentation(out: Any, sent: Any, points: np.ndarray) -> np.ndarray:
     np.testing.assert_array_equal(arr["time"], points[:, 5])
     labels = arr["label"]
     assert labels.max() <= 19
-    assert (labels > 0).mean() > 0.9  # all points in range, so nearly all labeled
+    # Points inside the model's grid get a class, the rest stay unlabeled (0). The sim's
+    # buildings reach above the grid's 4 m ceiling, so the split is computed, not assumed.
+    from xmodelkd_ros.nets.inputs import default_grid
+
+    grid = default_grid()  # the grid of the conftest student checkpoint
+    xyz = points[:, :3]
+    in_grid = np.all((xyz >= grid.range_min) & (xyz < grid.range_max), axis=1)
+    assert in_grid.mean() > 0.5  # the check below must cover most of the scan
+    assert (labels[in_grid] > 0).all()
+    assert (labels[~in_grid] == 0).all()
     conf = arr["confidence"]
     assert np.all((conf >= 0) & (conf <= 1.0 + 1e-6))
     return labels

@@ -85,7 +85,9 @@ def test_registry_rejects_duplicates_and_names_the_known_entries():
     with pytest.raises(LookupError, match=r"unknown widget 'b' \(a\)"):
         reg.get("b")
     assert (*STAGE_KINDS.names(), "all", "evaluate") == STAGE_CHOICES
-    assert STAGE_KINDS.names() == ("pretrain", "teacher", "distill", "baseline")
+    assert STAGE_KINDS.names() == (
+        "pretrain", "teacher", "distill", "baseline", "selftrain", "joint"
+    )
 
 
 def test_a_new_dataset_is_one_decorated_class():

@@ -44,19 +44,25 @@ class PointPixelCorrespondence:
     ``point_idx`` (K,) indexes the valid points of the batch (rows of
     ``NetInputs.point_feats``), ``image_idx`` (K,) the images, ``uv`` (K, 2) pixel
     coordinates in the original ``image_size = (H, W)`` with pixel centres at integer + 0.5.
+    ``fuse`` (K,) bool, optional: the rows the fusion may use (None = all). Temporal views
+    (images of other frames) are not fused: they are positives of the contrastive term only,
+    so the fused features mean the same in training and at inference.
     """
 
     point_idx: Tensor
     image_idx: Tensor
     uv: Tensor
     image_size: tuple[int, int]
+    fuse: Tensor | None = None
 
     def __post_init__(self) -> None:
         k = self.point_idx.shape[0]
-        if self.image_idx.shape != (k,) or self.uv.shape != (k, 2):
+        bad_fuse = self.fuse is not None and self.fuse.shape != (k,)
+        if self.image_idx.shape != (k,) or self.uv.shape != (k, 2) or bad_fuse:
             raise ValueError(
                 f"correspondences disagree: point_idx {tuple(self.point_idx.shape)}, "
-                f"image_idx {tuple(self.image_idx.shape)}, uv {tuple(self.uv.shape)}"
+                f"image_idx {tuple(self.image_idx.shape)}, uv {tuple(self.uv.shape)}, "
+                f"fuse {None if self.fuse is None else tuple(self.fuse.shape)}"
             )
 
     def __len__(self) -> int:
@@ -70,6 +76,7 @@ class PointPixelCorrespondence:
             batch.image_idx,  # type: ignore[attr-defined]
             batch.uv,  # type: ignore[attr-defined]
             tuple(batch.image_size),  # type: ignore[attr-defined]
+            getattr(batch, "fuse", None),
         )
 
 
@@ -113,7 +120,7 @@ class TeacherOutput:
     feats_2d_views: Tensor  # (K, D2) per-correspondence 2D features
     proj_3d: Tensor  # (P, Dc) contrastive embedding of the 3D features
     proj_2d: Tensor  # (K, Dc) contrastive embedding of each 2D view
-    seen: Tensor  # (P,) bool: the point has at least one view (the camera field of view)
+    seen: Tensor  # (P,) bool: the point has a fused (current-frame) view: the cameras' view
     gate: Tensor  # (P, D3) fusion gate, zero for unseen points
 
 
@@ -182,7 +189,10 @@ class FusionTeacher(nn.Module):
                 raise IndexError(f"correspondence point_idx out of range for {P} points")
             fmap = self.image_encoder(images)
             views = sample_point_features(fmap, corr.image_idx, corr.uv, corr.image_size)
-            f2d, counts = average_views(views, corr.point_idx, P)
+            if corr.fuse is None:
+                f2d, counts = average_views(views, corr.point_idx, P)
+            else:
+                f2d, counts = average_views(views[corr.fuse], corr.point_idx[corr.fuse], P)
         else:
             views = f3d.new_zeros(0, d2)
             f2d, counts = f3d.new_zeros(P, d2), torch.zeros(P, dtype=torch.long,

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .scene import BOX, CURB, CYL, GROUND_HEIGHT, Prim, Street
+from .scene import BOX, CYL, Prim, Street
 
 Window = tuple[slice, slice]
 MISS, GROUND = -2, -1
@@ -217,9 +217,9 @@ def cast(grid: RayGrid, prims: list[Prim], street: Street) -> Hits:
     dx, dy, dz = DX.ravel()[idx], DY.ravel()[idx], DZ.ravel()[idx]
     span = grid.max_t + 5.0
     first, table = street.edge_table(o[0] - span, o[0] + span)
-    tg = ((CURB - o[2]) / dz).astype(np.float32)
-    bg = street.ground_band(o[0] + tg * dx, o[1] + tg * dy, first, table)
-    low = np.flatnonzero(GROUND_HEIGHT[bg] < 0.05)
+    tg = ((street.params.curb - o[2]) / dz).astype(np.float32)
+    bg, hg = street.ground(o[0] + tg * dx, o[1] + tg * dy, first, table)
+    low = np.flatnonzero(hg < 0.5 * street.params.curb)
     t_lo = ((0.0 - o[2]) / dz[low]).astype(np.float32)
     tg[low] = t_lo
     bg[low] = street.ground_band(o[0] + t_lo * dx[low], o[1] + t_lo * dy[low], first, table)

@@ -112,6 +112,15 @@ class LidarModel:
         rng_noisy = t + rng.normal(0.0, self.range_noise, t.shape).astype(np.float32)
         d = self.dirs.reshape(3, -1)[:, idx]
         raw, inst, refl, _, _, _ = _materials(hits, prims, idx)
+        g = hits.pid.ravel()[idx] == GROUND
+        if g.any():
+            # Weak, overlapping ground cues: the street's own reflectivity per band plus
+            # metre-scale wear patches, so no intensity threshold separates the bands.
+            b = hits.band.ravel()[idx][g]
+            wx = o[0] + grid.dirs[0].ravel()[idx][g] * t[g]
+            wy = o[1] + grid.dirs[1].ravel()[idx][g] * t[g]
+            patch = _hash(_cell(wx, 2.0), _cell(wy, 2.0), 11) - 0.5
+            refl[g] = street.ground_reflect[b] + 0.1 * patch
         n = hits.normal.reshape(-1, 3)[idx]
         cos_inc = np.abs((n * grid.dirs.reshape(3, -1)[:, idx].T).sum(-1))
         inten = refl * (0.55 + 0.45 * cos_inc)

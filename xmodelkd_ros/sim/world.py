@@ -13,7 +13,7 @@ import numpy as np
 
 from ..geometry import PinholeCamera, make_rig
 from ..labels import raw_to_label
-from .scene import LANE_Y, Street
+from .scene import Street
 from .sensors import LidarModel, render_camera
 
 LIDAR_HEIGHT = 1.73  #: LiDAR height above the road (KITTI's HDL-64 mount)
@@ -101,7 +101,7 @@ class SimWorld:
         t = (stamp_ns - EPOCH_NS) * 1e-9
         x = self.speed * t
         w, a = 0.08, 0.35
-        y = LANE_Y + a * np.sin(w * t)
+        y = self.street.params.ego_y + a * np.sin(w * t)
         yaw = np.arctan2(a * w * np.cos(w * t), self.speed)
         c, s = np.cos(yaw), np.sin(yaw)
         T = np.eye(4)

@@ -8,7 +8,7 @@ correspondences are indices, so moving the points never breaks them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from PIL import Image
@@ -39,6 +39,8 @@ class Prepared:
     images: list[np.ndarray]  # each (H, W, 3) uint8 at the common image size
     corr: Correspondences
     name: str
+    #: per image, its frame offset (0 = this scan's frame; see ``Sample.image_offsets``)
+    image_offsets: list[int] = field(default_factory=list)
 
 
 def augment_points(points: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator) -> np.ndarray:
@@ -127,8 +129,13 @@ def prepare_sample(
     max_points: int | None = None,
     views: int = 1,
     use_images: bool = True,
+    temporal: bool = False,
 ) -> Prepared:
-    """Subsample, compute correspondences, augment images (``views`` times) then points."""
+    """Subsample, compute correspondences, augment images (``views`` times) then points.
+
+    ``temporal``: keep the sample's temporal views (images of other frames, offset != 0);
+    without it only the scan's own images are used (as before temporal views existed).
+    """
     points, labels = sample.points, sample.labels
     # Separate streams: with or without cameras (distill vs baseline), the points get the
     # same subsample and the same augmentation, so the comparison is controlled.
@@ -139,12 +146,16 @@ def prepare_sample(
         points = points[keep]
         labels = None if labels is None else labels[keep]
     images: list[np.ndarray] = []
+    offsets: list[int] = []
     corr = Correspondences.empty()
-    if use_images and sample.cameras:
-        raw = compute_correspondences(points, sample.cameras)
+    all_offsets = sample.offsets()
+    used = [i for i, o in enumerate(all_offsets) if temporal or o == 0]
+    if use_images and used:
+        cams = [sample.cameras[i] for i in used]
+        raw = compute_correspondences(points, cams, [all_offsets[i] != 0 for i in used])
         parts = []
         for _ in range(max(1, views if cfg.enabled else 1)):
-            for i, img in enumerate(sample.images):
+            for i, img in enumerate(sample.images[j] for j in used):
                 sel = raw.image_idx == i
                 h, w = img.shape[:2]
                 box = (
@@ -162,6 +173,7 @@ def prepare_sample(
                         inside &= uv[:, 0] < image_hw[1]
                 k = len(images)
                 images.append(new_img)
+                offsets.append(all_offsets[used[i]])
                 parts.append(
                     Correspondences(
                         raw.point_idx[sel][inside],
@@ -176,4 +188,4 @@ def prepare_sample(
         )
     if cfg.enabled:
         points = augment_points(points, cfg, pts_rng)
-    return Prepared(points, labels, images, corr, sample.name)
+    return Prepared(points, labels, images, corr, sample.name, offsets)

@@ -59,15 +59,24 @@ class SyntheticData:
         data = recipe["data"]
         if data.get("root") is not None:
             return SemanticKittiData.build(recipe, part)
+        from xmodelkd_ros.sim.splits import SplitError
         from xmodelkd_ros.training.data.synthetic import SyntheticWorld
 
         h, w = data.get("render_size", [180, 320])
-        return SyntheticWorld(
-            seed=int(data[f"{part}_seed"]),
-            scans=int(data[f"{part}_scans"]),
-            stride=int(data.get("stride", 1)),
-            sim_kwargs={"cameras": int(data.get("cameras", 3)), "width": w, "height": h},
-        )
+        try:
+            return SyntheticWorld(
+                seed=data[f"{part}_seeds"],
+                scans=int(data[f"{part}_scans"]),
+                stride=int(data.get("stride", 1)),
+                sim_kwargs={"cameras": int(data.get("cameras", 3)), "width": w, "height": h},
+                split=part,
+                label_fraction=float(data.get("label_fraction", 1.0) if part == "train" else 1),
+                label_seed=int(recipe.get("seed", 0)),
+                temporal_views=int(data.get("temporal_views", 0)) if part == "train" else 0,
+                temporal_step=int(data.get("temporal_step", 5)),
+            )
+        except SplitError as exc:
+            raise DatasetError(str(exc)) from None
 
 
 @DATASETS.register("semantickitti")
@@ -88,6 +97,8 @@ class SemanticKittiData:
             cameras=data.get("kitti_cameras"),
             limit=data.get(f"{part}_limit") or data.get(f"{part}_scans"),
             stride=int(data.get("stride", 1)),
+            temporal_views=int(data.get("temporal_views", 0)) if part == "train" else 0,
+            temporal_step=int(data.get("temporal_step", 5)),
         )
 
 
@@ -108,6 +119,8 @@ class NuScenesData:
             split=data.get(f"{part}_split", part),
             cameras=data.get("nuscenes_cameras"),
             limit=data.get(f"{part}_limit"),
+            temporal_views=int(data.get("temporal_views", 0)) if part == "train" else 0,
+            temporal_step=int(data.get("temporal_step", 1)),
         )
 
 
@@ -150,10 +163,12 @@ class PreparedDataset(Dataset):
         max_points: int | None,
         views: int = 1,
         use_images: bool = True,
+        temporal: bool = False,
     ) -> None:
         self.source, self.cfg, self.image_hw = source, cfg, tuple(image_hw)
         self.seed, self.stream, self.max_points = seed, stream, max_points
         self.views, self.use_images, self.epoch = views, use_images, 0
+        self.temporal = temporal  # keep the readers' temporal views (contrastive stages)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -165,5 +180,6 @@ class PreparedDataset(Dataset):
         sample: Sample = self.source[i]
         rng = np.random.default_rng([self.seed, self.stream, self.epoch, i])
         return prepare_sample(
-            sample, self.cfg, rng, self.image_hw, self.max_points, self.views, self.use_images
+            sample, self.cfg, rng, self.image_hw, self.max_points, self.views, self.use_images,
+            self.temporal,
         )

@@ -209,6 +209,29 @@ def multiview_infonce(
     return per_anchor[has_pos].mean()
 
 
+def multiview_share(point_idx: Tensor) -> Tensor:
+    """Share of the points with a 2D view that have at least two (float, 0 when none):
+    how multi-view the contrastive term really is (cameras' overlap, augmented copies and
+    temporal views all count)."""
+    if point_idx.numel() == 0:
+        return torch.zeros((), dtype=torch.float32, device=point_idx.device)
+    counts = torch.bincount(point_idx)
+    seen = (counts > 0).sum()
+    return ((counts >= 2).sum().float() / seen.float()).detach()
+
+
+def confidence_mask(logits: Tensor, min_confidence: float) -> Tensor:
+    """(P,) bool: the (teacher's) top softmax probability is at least ``min_confidence``.
+
+    Where the teacher hesitates (rare small objects, the cameras' blind edges) its soft
+    targets mostly carry its own confusion; masking them out leaves those points to the
+    labels (or to nothing). ``min_confidence <= 0`` keeps every point.
+    """
+    if min_confidence <= 0:
+        return torch.ones(logits.shape[0], dtype=torch.bool, device=logits.device)
+    return torch.softmax(logits.detach().float(), dim=1).amax(1) >= min_confidence
+
+
 # --------------------------------------------------------------------------- distillation
 
 
@@ -395,12 +418,14 @@ class DistillLoss(nn.Module):
         labels: Tensor,
         teacher: _TeacherLike | None = None,
         fov_mask: Tensor | None = None,
+        all_mask: Tensor | None = None,
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """Total loss and detached components (``ce``, ``lovasz``, ``kd``, ``feat``, ...).
 
         ``labels`` (P,) per point (``weights.ignore_index`` = unlabeled); ``fov_mask`` (P,)
-        marks the points seen by at least one camera (None: all points). Teacher outputs
-        are treated as constants.
+        marks the points seen by at least one camera (None: all points); ``all_mask`` (P,)
+        the points of the ``kd_all`` / ``feat_all`` terms (None: all points). Teacher
+        outputs are treated as constants.
         """
         w = self.weights
         logits, feats = student.logits, student.features
@@ -420,7 +445,7 @@ class DistillLoss(nn.Module):
                 cls = torch.where(valid, labels, teacher.logits.detach().argmax(1))
                 n_cls = logits.shape[1]
                 cw = class_balance_weights(cls, n_cls, w.kd_balance, fov_mask)
-                cw_all = class_balance_weights(cls, n_cls, w.kd_balance)
+                cw_all = class_balance_weights(cls, n_cls, w.kd_balance, all_mask)
             if w.kd:
                 parts["kd"] = kd_kl(logits, teacher.logits, w.kd_temperature, fov_mask, cw)
             if w.feat:
@@ -429,11 +454,11 @@ class DistillLoss(nn.Module):
                 )
             if w.kd_all:
                 parts["kd_all"] = kd_kl(
-                    logits, teacher.logits_3d, w.kd_temperature, None, cw_all
+                    logits, teacher.logits_3d, w.kd_temperature, all_mask, cw_all
                 )
             if w.feat_all and self.head_3d is not None:
                 parts["feat_all"] = feature_distill(
-                    feats, teacher.features_3d, self.head_3d, None, w.feat_kind
+                    feats, teacher.features_3d, self.head_3d, all_mask, w.feat_kind
                 )
         scale = {"ce": w.ce, "lovasz": w.lovasz, "kd": w.kd, "feat": w.feat,
                  "kd_all": w.kd_all, "feat_all": w.feat_all}
@@ -509,4 +534,6 @@ class TeacherLoss(nn.Module):
             total = total + scale[name] * value
         log = {name: value.detach() for name, value in parts.items()}
         log["total"] = total.detach()
+        if w.contrastive:
+            log["multiview_share"] = multiview_share(point_idx)  # logged, not optimised
         return total, log

@@ -9,6 +9,10 @@ never compares ``kind`` strings; a new stage is one ``@STAGE_KINDS.register`` cl
 * ``teacher``  - the camera+LiDAR fusion teacher on labels (+ the contrastive term).
 * ``distill``  - the LiDAR-only student from labels and the frozen teacher.
 * ``baseline`` - the same student from labels only, same schedule.
+* ``selftrain`` - the LiDAR-only self-training control: the student on labels + the
+  confident pseudo-labels of a frozen LiDAR-only network (``baseline.pt``), same schedule.
+* ``joint``    - 2DPASS-style single-stage training: the fusion network and its 3D branch
+  trained together (KL fused -> 3D in the cameras' view); the 3D branch is the student.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from xmodelkd_ros.nets.checkpoint import (
     CheckpointError,
     StudentCheckpoint,
     atomic_torch_save,
+    load_student,
     save_student,
 )
 from xmodelkd_ros.nets.image_encoder import ImageEncoderConfig
@@ -32,7 +37,20 @@ from xmodelkd_ros.nets.teacher import FusionTeacher, PointPixelCorrespondence, T
 from xmodelkd_ros.training.context import Context, grid_of
 from xmodelkd_ros.training.data.collate import Batch
 from xmodelkd_ros.training.data.sample import IGNORE_INDEX
-from xmodelkd_ros.training.losses import DistillLoss, DistillWeights, TeacherLoss, TeacherWeights
+from xmodelkd_ros.training.losses import (
+    DistillLoss,
+    DistillWeights,
+    TeacherLoss,
+    TeacherWeights,
+    confidence_mask,
+)
+from xmodelkd_ros.training.method_steps import (
+    JointLoss,
+    JointStep,
+    JointWeights,
+    SelfTrainStep,
+    kd_region,
+)
 from xmodelkd_ros.training.registry import Registry
 
 TEACHER_FORMAT = "xmodelkd_ros.teacher/1"
@@ -84,7 +102,9 @@ def load_teacher(path: Path) -> FusionTeacher:
 
 
 def correspondence(batch: Batch) -> PointPixelCorrespondence:
-    return PointPixelCorrespondence(batch.point_idx, batch.image_idx, batch.uv, batch.image_size)
+    return PointPixelCorrespondence(
+        batch.point_idx, batch.image_idx, batch.uv, batch.image_size, batch.fuse
+    )
 
 
 def labels_of(batch: Batch) -> Tensor:
@@ -137,6 +157,7 @@ class StudentStep(nn.Module):
         loss: DistillLoss,
         teacher: nn.Module | None = None,
         kd_mask: str = "fov",
+        kd_min_confidence: float = 0.0,
     ) -> None:
         super().__init__()
         self.net, self.loss = net, loss
@@ -144,6 +165,8 @@ class StudentStep(nn.Module):
         if kd_mask not in ("fov", "fov_correct"):
             raise ValueError(f"unknown loss.kd_mask {kd_mask!r} (fov | fov_correct)")
         self.kd_mask = kd_mask
+        #: KD only where the teacher's top probability reaches this (0 = everywhere)
+        self.kd_min_confidence = float(kd_min_confidence)
 
     def forward(
         self, batch: Batch, generator: torch.Generator | None = None
@@ -156,13 +179,13 @@ class StudentStep(nn.Module):
         teacher = self._teacher[0]
         with torch.no_grad():
             t_out = teacher(batch.inputs, batch.images, correspondence(batch))
-        mask = t_out.seen
-        if self.kd_mask == "fov_correct":
-            # Distil only where the teacher is right (or the label is unknown): elsewhere its
-            # soft targets would teach the student the teacher's own mistakes.
-            right = (t_out.logits.argmax(1) == labels) | (labels == IGNORE_INDEX)
-            mask = mask & right
-        return self.loss(out, labels, t_out, mask)
+        # fov_correct: distil only where the teacher is right (or the label is unknown):
+        # elsewhere its soft targets would teach the student the teacher's own mistakes.
+        mask = kd_region(t_out.seen, t_out.logits, labels, self.kd_mask, self.kd_min_confidence)
+        all_mask = None
+        if self.kd_min_confidence > 0:
+            all_mask = confidence_mask(t_out.logits_3d, self.kd_min_confidence)
+        return self.loss(out, labels, t_out, mask, all_mask)
 
 
 # ----------------------------------------------------------------------------- kinds
@@ -184,6 +207,9 @@ class StageKind(ABC):
     uses_images: ClassVar[bool] = True
     #: Whether the stage ends with a validation mIoU (needs labels).
     evaluates: ClassVar[bool] = True
+    #: Whether the samples keep the readers' temporal views (``data.temporal_views``):
+    #: only stages with a contrastive term use them; they are never fused.
+    uses_temporal: ClassVar[bool] = False
 
     @abstractmethod
     def build(self, ctx: Context, num_classes: int) -> nn.Module:
@@ -205,14 +231,26 @@ class StageKind(ABC):
         """Write the stage's final checkpoint to ``path``."""
 
 
+def fusion_network(ctx: Context, num_classes: int, stage: str) -> FusionTeacher:
+    """A fresh fusion network of the recipe (with ``model.image_weights`` when set)."""
+    r = ctx.recipe
+    model = FusionTeacher(teacher_cfg_of(r, num_classes))
+    if r["model"].get("image_weights"):
+        report = model.load_image_weights(r["model"]["image_weights"])
+        ctx.log(f"{stage}: image weights {report}")
+    return model
+
+
+def save_student_net(
+    ctx: Context, net: StudentNet, path: Path, class_names: list[str], provenance: dict[str, Any]
+) -> None:
+    ck = StudentCheckpoint(net.config, grid_of(ctx.recipe), cpu_state(net), class_names, provenance)
+    save_student(ck, path)
+
+
 class _TeacherKind(StageKind):
     def network(self, ctx: Context, num_classes: int) -> FusionTeacher:
-        r = ctx.recipe
-        model = FusionTeacher(teacher_cfg_of(r, num_classes))
-        if r["model"].get("image_weights"):
-            report = model.load_image_weights(r["model"]["image_weights"])
-            ctx.log(f"{self.name}: image weights {report}")
-        return model
+        return fusion_network(ctx, num_classes, self.name)
 
     @abstractmethod
     def loss_weights(self, ctx: Context) -> TeacherWeights:
@@ -247,6 +285,7 @@ class PretrainStage(_TeacherKind):
     stream = 1
     final = "pretrain.pt"
     evaluates = False
+    uses_temporal = True
 
     def loss_weights(self, ctx: Context) -> TeacherWeights:
         p = dict((ctx.recipe.get("loss") or {}).get("pretrain") or {})
@@ -266,6 +305,7 @@ class TeacherStage(_TeacherKind):
     epochs_key = "teacher_epochs"
     stream = 2
     final = "teacher.pt"
+    uses_temporal = True
 
     def network(self, ctx: Context, num_classes: int) -> FusionTeacher:
         pretrained = ctx.out / PretrainStage.final
@@ -304,8 +344,10 @@ class _StudentKind(StageKind):
         student = StudentNet(student_cfg_of(ctx.recipe, num_classes))
         teacher = self.teacher(ctx, student)
         loss = self.loss(ctx, student, teacher)
-        kd_mask = str((ctx.recipe.get("loss") or {}).get("kd_mask", "fov"))
-        return StudentStep(student, loss, teacher, kd_mask)
+        lw = ctx.recipe.get("loss") or {}
+        kd_mask = str(lw.get("kd_mask", "fov"))
+        conf = float(lw.get("kd_min_confidence", 0.0))
+        return StudentStep(student, loss, teacher, kd_mask, conf)
 
     def network_config(self, step: nn.Module) -> StudentConfig:
         return step.net.config
@@ -318,10 +360,7 @@ class _StudentKind(StageKind):
         class_names: list[str],
         provenance: dict[str, Any],
     ) -> None:
-        ck = StudentCheckpoint(
-            step.net.config, grid_of(ctx.recipe), cpu_state(step.net), class_names, provenance
-        )
-        save_student(ck, path)
+        save_student_net(ctx, step.net, path, class_names, provenance)
 
 
 @STAGE_KINDS.register("distill")
@@ -347,3 +386,66 @@ class BaselineStage(_StudentKind):
     name = "baseline"
     final = "baseline.pt"
     uses_images = False
+
+
+@STAGE_KINDS.register("selftrain")
+class SelfTrainStage(_StudentKind):
+    """LiDAR-only self-training (the control of the label-scarce regime): same schedule,
+    initialisation and data order as ``baseline`` (stream 3), labels + pseudo-labels.
+
+    ``loss.selftrain``: ``confidence`` (default 0.9), the pseudo-labels' minimum top
+    probability; ``labeller`` (default ``baseline.pt``), the frozen LiDAR-only network in
+    ``<out>`` (train ``baseline`` first)."""
+
+    name = "selftrain"
+    final = "selftrain.pt"
+    uses_images = False
+
+    def build(self, ctx: Context, num_classes: int) -> nn.Module:
+        st = dict((ctx.recipe.get("loss") or {}).get("selftrain") or {})
+        unknown = sorted(set(st) - {"confidence", "labeller"})
+        if unknown:
+            raise ValueError(f"unknown loss.selftrain settings: {unknown}")
+        student = StudentNet(student_cfg_of(ctx.recipe, num_classes))
+        path = ctx.out / str(st.get("labeller", BaselineStage.final))
+        if not path.is_file():
+            raise CheckpointError(f"selftrain needs the LiDAR-only labeller {path}: "
+                                  "run --stage baseline first")  # fmt: skip
+        labeller = on_sparse_backend(ctx, load_student(path).build().to(ctx.device))
+        for p in labeller.parameters():
+            p.requires_grad_(False)
+        loss = self.loss(ctx, student, None)
+        return SelfTrainStep(student, loss, labeller.eval(), float(st.get("confidence", 0.9)))
+
+
+@STAGE_KINDS.register("joint")
+class JointStage(StageKind):
+    """2DPASS-style joint training; writes the 3D branch as a student checkpoint.
+
+    Same schedule (``student_epochs``), stream (3: the 3D branch starts from the baseline's
+    initialisation, same data order) as the students. ``loss.joint``: :class:`JointWeights`.
+    """
+
+    name = "joint"
+    epochs_key = "student_epochs"
+    stream = 3
+    final = "joint.pt"
+    uses_temporal = True
+
+    def build(self, ctx: Context, num_classes: int) -> nn.Module:
+        w = dict((ctx.recipe.get("loss") or {}).get("joint") or {})
+        net = fusion_network(ctx, num_classes, self.name)
+        return JointStep(net, JointLoss(JointWeights.from_dict(w)))
+
+    def network_config(self, step: nn.Module) -> StudentConfig:
+        return step.fusion.config.student
+
+    def save(
+        self,
+        ctx: Context,
+        step: nn.Module,
+        path: Path,
+        class_names: list[str],
+        provenance: dict[str, Any],
+    ) -> None:
+        save_student_net(ctx, step.net, path, class_names, provenance)

@@ -101,6 +101,7 @@ class Trainer:
             r["data"].get("max_points"),
             int(r["data"].get("views", 1)),
             use_images=kind.uses_images,
+            temporal=kind.uses_temporal,
         )
         # defaults + the run's own (ctx.hooks), lower priority first, stable
         self.hooks = sorted([*default_hooks(ctx), *ctx.hooks], key=lambda h: h.priority)

@@ -30,6 +30,15 @@ class Batch:
     uv: Tensor  # (K, 2) pixel coordinates in the (H, W) images
     image_size: tuple[int, int]  # (H, W)
     names: list[str]
+    #: (I,) frame offset of each image (0 = the scan's own frame, else a temporal view)
+    image_offset: Tensor | None = None
+
+    @property
+    def fuse(self) -> Tensor | None:
+        """(K,) bool: the correspondence is in a current-frame image (None: all are)."""
+        if self.image_offset is None or not bool((self.image_offset != 0).any()):
+            return None
+        return self.image_offset[self.image_idx] == 0
 
     @property
     def num_points(self) -> int:
@@ -45,6 +54,7 @@ class Batch:
             self.uv.to(device),
             self.image_size,
             self.names,
+            None if self.image_offset is None else self.image_offset.to(device),
         )
 
 
@@ -73,7 +83,7 @@ def collate(
             parts.append(lab[v])
         labels = torch.cat(parts).long()
 
-    images, pidx, iidx, uvs = [], [], [], []
+    images, pidx, iidx, uvs, offsets = [], [], [], [], []
     point_offset = 0
     for it, valid in zip(items, inputs.valid, strict=True):
         v = valid.numpy()
@@ -83,6 +93,7 @@ def collate(
         iidx.append(it.corr.image_idx[keep] + len(images))
         uvs.append(it.corr.uv[keep])
         images.extend(it.images)
+        offsets.extend(it.image_offsets or [0] * len(it.images))
         point_offset += int(v.sum())
     h, w = image_hw
     if images:
@@ -99,4 +110,5 @@ def collate(
         uv=torch.from_numpy(np.concatenate(uvs).reshape(-1, 2).astype(np.float32)),
         image_size=(int(h), int(w)),
         names=[it.name for it in items],
+        image_offset=torch.as_tensor(offsets, dtype=torch.long),
     )

@@ -4,6 +4,9 @@ Each keyframe gives the LIDAR_TOP sweep, its lidarseg labels (32 general classes
 onto the 16 challenge classes) and the six camera images with calibration, so every
 point can have several 2D views. Ego motion between the LiDAR and camera timestamps is
 compensated through the ego poses, as the devkit's own point-to-image mapping does.
+With ``temporal_views`` the same chain places the cameras of neighbouring keyframes
+(``prev`` / ``next``, ``temporal_step`` keyframes apart; 2 Hz) as temporal views
+(:mod:`xmodelkd_ros.training.data.temporal`).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from PIL import Image
 from xmodelkd_ros.geometry import PinholeCamera
 from xmodelkd_ros.training.data.sample import IGNORE_INDEX, Sample
 from xmodelkd_ros.training.data.semantickitti import DatasetError
+from xmodelkd_ros.training.data.temporal import temporal_offsets
 
 CLASS_NAMES: tuple[str, ...] = (
     "barrier",
@@ -122,6 +126,8 @@ class NuScenesLidarseg:
         cameras: list[str] | None = None,
         limit: int | None = None,
         nusc: Any = None,
+        temporal_views: int = 0,
+        temporal_step: int = 1,
     ) -> None:
         """``nusc``: an already-loaded ``NuScenes`` (or any object with its ``get``,
         ``sample``, ``dataroot`` and ``lidarseg_idx2name_mapping``); loaded here if None."""
@@ -148,6 +154,7 @@ class NuScenesLidarseg:
         if not self.tokens:
             raise DatasetError(f"no nuScenes samples in split {split!r} of {version}")
         self.lut = learning_lut(self.nusc.lidarseg_idx2name_mapping)
+        self.temporal = temporal_offsets(int(temporal_views), int(temporal_step))
 
     def __len__(self) -> int:
         return len(self.tokens)
@@ -168,6 +175,37 @@ class NuScenesLidarseg:
         raw = np.fromfile(Path(nusc.dataroot) / seg["filename"], dtype=np.uint8)
         labels = self.lut[raw]
         lidar_to_global = self._sensor_to_global(lidar_sd)
+        images, cams = self._rig(sample, lidar_to_global)
+        out = Sample(pts, labels, images, cams, name=sample["token"])
+        if self.temporal:
+            offsets = [0] * len(images)
+            for off in self.temporal:
+                other = self._walk(sample, off)
+                if other is None:
+                    continue
+                imgs, other_cams = self._rig(other, lidar_to_global, off)
+                out.images += imgs
+                out.cameras += other_cams
+                offsets += [off] * len(imgs)
+            out.image_offsets = offsets
+        return out
+
+    def _walk(self, sample: dict, offset: int) -> dict | None:
+        """The keyframe ``offset`` keyframes away in the scene (None past its ends)."""
+        key = "next" if offset > 0 else "prev"
+        for _ in range(abs(offset)):
+            token = sample.get(key) or ""
+            if not token:
+                return None
+            sample = self.nusc.get("sample", token)
+        return sample
+
+    def _rig(
+        self, sample: dict, lidar_to_global: np.ndarray, offset: int = 0
+    ) -> tuple[list[np.ndarray], list[PinholeCamera]]:
+        """The keyframe's images and cameras, projecting points of the LiDAR whose pose is
+        ``lidar_to_global`` (the same keyframe's, or another one's for temporal views)."""
+        nusc = self.nusc
         images, cams = [], []
         for name in self.cameras:
             cam_sd = nusc.get("sample_data", sample["data"][name])
@@ -177,7 +215,7 @@ class NuScenesLidarseg:
                 img = np.asarray(im.convert("RGB"))
             cams.append(
                 PinholeCamera(
-                    name,
+                    name if offset == 0 else f"{name}@{offset:+d}",
                     np.asarray(cs["camera_intrinsic"]),
                     img.shape[1],
                     img.shape[0],
@@ -186,4 +224,4 @@ class NuScenesLidarseg:
                 )
             )
             images.append(img)
-        return Sample(pts, labels, images, cams, name=sample["token"])
+        return images, cams

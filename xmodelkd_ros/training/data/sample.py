@@ -7,12 +7,14 @@ the data came from.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from xmodelkd_ros.geometry import PinholeCamera
 from xmodelkd_ros.labels import UNLABELED
+from xmodelkd_ros.training.data.temporal import depth_consistent
 
 #: Class index the losses and metrics ignore (unlabeled points).
 IGNORE_INDEX = -1
@@ -26,6 +28,11 @@ class Sample:
     along, the network only reads the first ``in_channels``). ``labels`` holds class
     indices 0..K-1 with :data:`IGNORE_INDEX` for unlabeled points, or is ``None`` for
     label-free data (ROS bags). ``images[i]`` is seen through ``cameras[i]``.
+
+    ``image_offsets`` (empty = all 0): per image, the frame it was taken in relative to
+    this scan (0 = the scan's own frame; others are temporal views whose camera already
+    carries the relative ego pose, see :mod:`xmodelkd_ros.training.data.temporal`). Only
+    offset-0 images are fused by the teacher; the others feed the contrastive term.
     """
 
     points: np.ndarray
@@ -33,6 +40,7 @@ class Sample:
     images: list[np.ndarray] = field(default_factory=list)
     cameras: list[PinholeCamera] = field(default_factory=list)
     name: str = ""
+    image_offsets: list[int] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.points = np.ascontiguousarray(self.points, dtype=np.float32)
@@ -46,6 +54,13 @@ class Sample:
                 )
         if len(self.images) != len(self.cameras):
             raise ValueError(f"{self.name}: {len(self.images)} images, {len(self.cameras)} cameras")
+        if self.image_offsets and len(self.image_offsets) != len(self.images):
+            n_off, n_img = len(self.image_offsets), len(self.images)
+            raise ValueError(f"{self.name}: {n_off} image offsets for {n_img} images")
+
+    def offsets(self) -> list[int]:
+        """Per image, its frame offset (0 when ``image_offsets`` is empty)."""
+        return list(self.image_offsets) if self.image_offsets else [0] * len(self.images)
 
 
 def label_ids_to_classes(label_ids: np.ndarray) -> np.ndarray:
@@ -76,16 +91,25 @@ class Correspondences:
         return Correspondences(self.point_idx[keep], self.image_idx[keep], self.uv[keep])
 
 
-def compute_correspondences(points: np.ndarray, cameras: list[PinholeCamera]) -> Correspondences:
+def compute_correspondences(
+    points: np.ndarray,
+    cameras: list[PinholeCamera],
+    depth_check: Sequence[bool] | None = None,
+) -> Correspondences:
     """Project the points into every camera (z > near, inside the image).
 
     Must run on the *un-augmented* points: the calibration describes the real sensor
     rig, and point augmentation afterwards moves points without moving pixels.
+    ``depth_check[i]``: drop the points of camera ``i`` hidden behind nearer points of the
+    scan (:func:`~xmodelkd_ros.training.data.temporal.depth_consistent`; used for temporal
+    views, whose viewpoint differs from the LiDAR's).
     """
     parts = []
     for i, cam in enumerate(cameras):
-        uv, _, in_fov = cam.project(points[:, :3])
+        uv, depth, in_fov = cam.project(points[:, :3])
         idx = np.flatnonzero(in_fov)
+        if depth_check is not None and depth_check[i]:
+            idx = idx[depth_consistent(uv[idx], depth[idx], (cam.height, cam.width))]
         parts.append(
             Correspondences(
                 idx.astype(np.int64), np.full(idx.shape, i, np.int64), uv[idx].astype(np.float32)

@@ -5,6 +5,8 @@
 high 16), ``image_2/<NNNNNN>.png`` and ``calib.txt`` (``P2``: 3x4 rectified
 projection of camera 2, ``Tr``: velodyne -> rectified camera 0). Labels go through
 the official learning map (:func:`xmodelkd_ros.labels.raw_to_label`) to 19 classes.
+With ``temporal_views`` the sequence's ``poses.txt`` (camera-0 poses) places the images of
+neighbouring scans as extra views (:mod:`xmodelkd_ros.training.data.temporal`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,12 @@ from PIL import Image
 from xmodelkd_ros.geometry import PinholeCamera
 from xmodelkd_ros.labels import CLASS_NAMES, raw_to_label
 from xmodelkd_ros.training.data.sample import Sample, label_ids_to_classes
+from xmodelkd_ros.training.data.temporal import (
+    kitti_lidar_poses,
+    other_frame_cameras,
+    read_kitti_poses,
+    temporal_offsets,
+)
 
 
 class DatasetError(RuntimeError):
@@ -81,6 +89,8 @@ class SemanticKITTI:
         cameras: list[str] | None = None,
         limit: int | None = None,
         stride: int = 1,
+        temporal_views: int = 0,
+        temporal_step: int = 5,
     ) -> None:
         self.root = Path(root)
         seq_root = self.root / "sequences"
@@ -100,6 +110,8 @@ class SemanticKITTI:
         if not self.items:
             raise DatasetError(f"no scans found under {seq_root} for sequences {sequences}")
         self._calib: dict[Path, dict[str, np.ndarray]] = {}
+        self._poses: dict[Path, np.ndarray] = {}
+        self.temporal = temporal_offsets(int(temporal_views), int(temporal_step))
 
     def __len__(self) -> int:
         return len(self.items)
@@ -111,6 +123,48 @@ class SemanticKITTI:
                 raise DatasetError(f"missing {path} (needed for the cameras)")
             self._calib[seq_dir] = read_calib(path)
         return self._calib[seq_dir]
+
+    def lidar_poses(self, seq_dir: Path) -> np.ndarray:
+        """(N, 4, 4) LiDAR->world poses of the sequence (from ``poses.txt`` and ``Tr``)."""
+        if seq_dir not in self._poses:
+            path = seq_dir / "poses.txt"
+            if not path.is_file():
+                raise DatasetError(f"missing {path} (needed for data.temporal_views)")
+            calib = self.calib(seq_dir)
+            if "Tr" not in calib:
+                raise DatasetError(f"{seq_dir}/calib.txt lacks Tr")
+            try:
+                self._poses[seq_dir] = kitti_lidar_poses(read_kitti_poses(path), calib["Tr"])
+            except ValueError as exc:
+                raise DatasetError(str(exc)) from None
+        return self._poses[seq_dir]
+
+    def _camera(self, seq_dir: Path, cam: str, width: int, height: int) -> PinholeCamera:
+        calib = self.calib(seq_dir)
+        pkey = "P" + cam.rsplit("_", 1)[-1]
+        if pkey not in calib or "Tr" not in calib:
+            raise DatasetError(f"{seq_dir}/calib.txt lacks {pkey} or Tr")
+        return camera_from_kitti(cam, calib[pkey], calib["Tr"], width, height)
+
+    def _add_temporal_views(self, sample: Sample, seq_dir: Path, stem: str) -> None:
+        """Images of scans ``stem + offset`` that exist, seen from scan ``stem``."""
+        poses = self.lidar_poses(seq_dir)
+        n, offsets = int(stem), [0] * len(sample.images)
+        for off in self.temporal:
+            j = n + off
+            if not 0 <= j < len(poses):
+                continue
+            for cam in self.cameras:
+                img_path = seq_dir / cam / f"{j:0{len(stem)}d}.png"
+                if not img_path.is_file():
+                    continue
+                with Image.open(img_path) as im:
+                    img = np.asarray(im.convert("RGB"))
+                base = self._camera(seq_dir, cam, img.shape[1], img.shape[0])
+                sample.images.append(img)
+                sample.cameras += other_frame_cameras([base], poses[n], poses[j], off)
+                offsets.append(off)
+        sample.image_offsets = offsets
 
     def __getitem__(self, i: int) -> Sample:
         seq_dir, stem = self.items[i]
@@ -132,12 +186,9 @@ class SemanticKITTI:
                 continue
             with Image.open(img_path) as im:
                 img = np.asarray(im.convert("RGB"))
-            calib = self.calib(seq_dir)
-            pkey = "P" + cam.rsplit("_", 1)[-1]
-            if pkey not in calib or "Tr" not in calib:
-                raise DatasetError(f"{seq_dir}/calib.txt lacks {pkey} or Tr")
-            cams.append(
-                camera_from_kitti(cam, calib[pkey], calib["Tr"], img.shape[1], img.shape[0])
-            )
+            cams.append(self._camera(seq_dir, cam, img.shape[1], img.shape[0]))
             images.append(img)
-        return Sample(points, labels, images, cams, name=f"{seq_dir.name}/{stem}")
+        sample = Sample(points, labels, images, cams, name=f"{seq_dir.name}/{stem}")
+        if self.temporal:
+            self._add_temporal_views(sample, seq_dir, stem)
+        return sample

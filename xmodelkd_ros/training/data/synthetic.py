@@ -1,58 +1,127 @@
 """The synthetic world as a dataset: generated on the fly, no download needed.
 
-Frames come from :class:`xmodelkd_ros.sim.SimWorld`; a world is fully determined by its
-seed, so the training and validation splits are simply two seeds. Generated frames are
-cached in memory (a few dozen scans), which makes every epoch after the first cheap.
+Frames come from :class:`xmodelkd_ros.sim.SimWorld`; a world (a street) is fully determined
+by its seed, so a split is a list of seeds. Several streets per split keep a model from
+learning one street's layout; the seeds are checked against the split's reserved range
+(:mod:`xmodelkd_ros.sim.splits`), so no test street can enter training or validation.
+
+``label_fraction`` < 1 models annotation scarcity: a fixed, seed-determined subset of the
+scans keeps its labels, the others keep points and images but every label becomes
+``IGNORE_INDEX`` (the supervised terms skip them, label-free terms still use them).
+Generated frames are cached in memory (a few dozen scans), so later epochs are cheap.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
 from xmodelkd_ros.labels import CLASS_NAMES
-from xmodelkd_ros.training.data.sample import Sample, label_ids_to_classes
+from xmodelkd_ros.training.data.sample import IGNORE_INDEX, Sample, label_ids_to_classes
+from xmodelkd_ros.training.data.temporal import camera_in_other_frame, temporal_offsets
+
+
+def labeled_mask(n: int, fraction: float, seed: int) -> np.ndarray:
+    """(n,) bool: which of ``n`` scans keep their labels; at least one when ``fraction`` > 0."""
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"label fraction must be in [0, 1], got {fraction}")
+    k = min(n, max(1, round(fraction * n))) if fraction > 0 else 0
+    mask = np.zeros(n, dtype=bool)
+    mask[np.random.default_rng([int(seed), 0x1ABE1]).permutation(n)[:k]] = True
+    return mask
 
 
 class SyntheticWorld:
-    """``scans`` frames of the world with seed ``seed`` (``sim_kwargs`` go to ``SimWorld``).
+    """``scans`` frames spread round-robin over the streets ``seeds`` (scan ``j``: street
+    ``j % len(seeds)``, frame ``start + (j // len(seeds)) * stride``).
 
-    ``cache=False`` regenerates frames on every access (for data that does not fit in memory).
+    ``split`` ("train", "val", "test" or None = unchecked) checks the seeds against the
+    split's reserved range. ``sim_kwargs`` go to ``SimWorld``. ``cache=False`` regenerates
+    frames on every access (for data that does not fit in memory).
     """
 
     class_names: tuple[str, ...] = CLASS_NAMES
 
     def __init__(
         self,
-        seed: int,
+        seed: int | Sequence[int],
         scans: int,
         start: int = 0,
         stride: int = 1,
         cache: bool = True,
         sim_kwargs: dict[str, Any] | None = None,
+        split: str | None = None,
+        label_fraction: float = 1.0,
+        label_seed: int = 0,
+        temporal_views: int = 0,
+        temporal_step: int = 5,
     ) -> None:
+        from xmodelkd_ros.sim.splits import check_seeds
         from xmodelkd_ros.sim.world import SimWorld
 
-        self.world = SimWorld(seed, **(sim_kwargs or {}))
-        self.seed, self.scans, self.start, self.stride = seed, scans, start, max(1, stride)
+        seeds = [int(seed)] if isinstance(seed, int | np.integer) else [int(s) for s in seed]
+        if split is not None:
+            seeds = check_seeds(split, seeds)
+        self.seeds = seeds
+        self.worlds = [SimWorld(s, **(sim_kwargs or {})) for s in seeds]
+        self.world = self.worlds[0]
+        self.seed, self.scans, self.start, self.stride = seeds[0], scans, start, max(1, stride)
+        self.labeled = labeled_mask(scans, float(label_fraction), label_seed)
         self.cache: dict[int, Sample] | None = {} if cache else None
+        #: frame offsets of the temporal views (``data.temporal_views`` on each side)
+        self.temporal = temporal_offsets(int(temporal_views), int(temporal_step))
 
     def __len__(self) -> int:
         return self.scans
+
+    def locate(self, i: int) -> tuple[int, int]:
+        """(world seed, frame index) of scan ``i``."""
+        n = len(self.worlds)
+        return self.seeds[i % n], self.start + (i // n) * self.stride
 
     def __getitem__(self, i: int) -> Sample:
         if not 0 <= i < self.scans:
             raise IndexError(i)
         if self.cache is not None and i in self.cache:
             return self.cache[i]
-        frame = self.world.scan(self.start + i * self.stride)
+        seed, index = self.locate(i)
+        frame = self.worlds[i % len(self.worlds)].scan(index)
         names = [cam.name for cam in frame.cameras]
+        labels = label_ids_to_classes(frame.labels)
+        if not self.labeled[i]:
+            labels = np.full_like(labels, IGNORE_INDEX)
         sample = Sample(
             points=frame.points,
-            labels=label_ids_to_classes(frame.labels),
+            labels=labels,
             images=[frame.images[n] for n in names],
             cameras=list(frame.cameras),
-            name=f"sim{self.seed}/{self.start + i * self.stride:06d}",
+            name=f"sim{seed}/{index:06d}",
         )
+        self._add_temporal_views(sample, self.worlds[i % len(self.worlds)], index, frame.pose)
         if self.cache is not None:
             self.cache[i] = sample
         return sample
+
+    def _add_temporal_views(self, sample: Sample, world: Any, index: int, pose: Any) -> None:
+        """Append every camera's image of frames ``index + offset`` (exact sim poses at the
+        image stamps) as temporal views; offsets before the drive's start are skipped."""
+        if not self.temporal:
+            return
+        offsets = [0] * len(sample.images)
+        for off in self.temporal:
+            j = index + off
+            if j < 0:
+                continue
+            for cam in world.cameras:
+                stamp = world.camera_stamp_ns(
+                    cam.name, world.camera_frame_near(cam.name, world.scan_stamp_ns(j))
+                )
+                img, _, _ = world.render(cam, stamp)
+                sample.images.append(img)
+                sample.cameras.append(
+                    camera_in_other_frame(cam, pose, world.pose_at(stamp) @ cam.T_lidar_cam, off)
+                )
+                offsets.append(off)
+        sample.image_offsets = offsets

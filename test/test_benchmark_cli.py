@@ -1,0 +1,71 @@
+"""The benchmark end to end on a tiny setting: files and fields, resume, refusals (no gain
+is checked: a tiny run's numbers mean nothing)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from xmodelkd_ros.labels import CLASS_NAMES
+from xmodelkd_ros.training.benchmark import main, parse_seeds
+
+TINY = [
+    "--seeds", "1", "--regimes", "1.0,0.5", "--test-seeds", "9000", "--test-scans", "2",
+    "--bootstrap", "50", "--no-progress", "--threads", "1", "--set",
+    "data.train_scans=2", "data.val_scans=1", "data.max_points=2000",
+    "data.eval_max_points=2000", "data.render_size=[60,100]", "data.image_size=[32,48]",
+    "schedule.teacher_epochs=1", "schedule.student_epochs=1", "log.tensorboard=false",
+]  # fmt: skip
+
+
+def test_tiny_benchmark_writes_every_field_and_resumes(tmp_path, capsys) -> None:
+    out = tmp_path / "bench"
+    assert main(["--out", str(out), *TINY]) == 0
+    for name in ("benchmark.md", "benchmark.json", "benchmark.png"):
+        assert (out / name).is_file(), name
+    doc = json.loads((out / "benchmark.json").read_text())
+    m = doc["meta"]
+    assert m["test_seeds"] == [9000] and m["seeds"] == [0] and m["label_fractions"] == [1.0, 0.5]
+    assert len(m["commit"]) == 40 or m["commit"] == "unknown"
+    assert m["command"].startswith("python -m xmodelkd_ros.training.benchmark --out")
+    assert set(doc["test_class_points"]) == set(CLASS_NAMES)
+    assert sum(doc["test_class_points"].values()) > 10_000
+    assert set(doc["regimes"]) == {"1", "0.5"}
+    for r in doc["regimes"].values():
+        assert r["test_scans"] == 2
+        (s,) = r["per_seed"]
+        assert set(s["miou"]) == {"teacher", "distilled", "baseline"}
+        assert s["gain"] == pytest.approx(s["miou"]["distilled"] - s["miou"]["baseline"])
+        assert set(s["validation_miou"]) == {"teacher", "distilled", "baseline"}
+        assert s["train_s"] > 0 and s["score_s"] > 0
+        g = r["gain"]
+        assert g["ci95"][0] <= g["ci95"][1] and g["per_seed"] == [s["gain"]]
+        assert set(g["per_class"]) == set(CLASS_NAMES)
+        assert set(r["iou"]["teacher"]) == set(CLASS_NAMES)
+        assert "mean" in r["teacher_gain"]
+    md = (out / "benchmark.md").read_text()
+    assert "50 % of the training scans labeled" in md and "95 % CI" in md
+    assert "motorcyclist" in md
+    # the half-labeled run really trained with half of its scans unlabeled
+    recipe = json.loads((out / "labels0.5" / "seed0" / "recipe.json").read_text())
+    assert recipe["data"]["label_fraction"] == 0.5
+
+    # resumable: a second run reuses every finished (fraction, seed), trains nothing
+    logs = {p: p.read_text() for p in out.glob("labels*/seed*/train.log")}
+    capsys.readouterr()
+    assert main(["--out", str(out), *TINY]) == 0
+    assert {p: p.read_text() for p in out.glob("labels*/seed*/train.log")} == logs
+    assert "already done" in capsys.readouterr().err
+
+
+def test_refuses_training_or_validation_streets_as_test_streets(tmp_path, capsys) -> None:
+    assert main(["--out", str(tmp_path), "--test-seeds", "101", "--no-progress"]) == 2
+    assert "reserved" in capsys.readouterr().err
+    assert not (tmp_path / "labels1").exists()
+
+
+def test_seed_lists() -> None:
+    assert parse_seeds("9000-9002,9010") == [9000, 9001, 9002, 9010]
+    with pytest.raises(Exception, match="bad seed"):
+        parse_seeds("90a")

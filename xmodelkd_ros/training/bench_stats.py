@@ -1,0 +1,147 @@
+"""Statistics of the held-out benchmark: IoU from confusion matrices, paired gains, and a
+two-level bootstrap over training seeds and test scans.
+
+Why a two-level bootstrap: a gain measured on a handful of seeds and a few dozen test scans
+has two sources of noise, the training run (seed) and the test sample (which scans, which
+rare objects happen to be in them). Resampling only one of them understates the interval.
+Each replicate draws seeds with replacement and, independently, test scans with
+replacement; the same scans are used for every model and seed of the replicate, so the
+pairing of distilled and baseline (same seed, same scans) is kept inside every replicate.
+
+Confusion matrices use label ids: row = ground truth 1..C (0 = unlabeled ground truth,
+never counted), column = prediction 0..C where 0 means "no prediction" (a point outside the
+voxel grid): such a point is a false negative of its class and no class's false positive,
+the SemanticKITTI convention for points a model cannot label.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+
+def nanmean(a: np.ndarray, axis: int = 0) -> np.ndarray:
+    """``np.nanmean`` without the all-NaN warning (a class absent everywhere stays NaN)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(a, axis=axis)
+
+
+def iou_from_confusion(cm: np.ndarray) -> np.ndarray:
+    """Per-class IoU (..., C) from confusion matrices (..., C+1, C+1) of label ids.
+
+    NaN where a class has an empty union (never in the ground truth nor predicted).
+    """
+    cm = np.asarray(cm, dtype=np.float64)
+    body = cm[..., 1:, 1:]
+    tp = np.diagonal(body, axis1=-2, axis2=-1)
+    gt = cm[..., 1:, :].sum(-1)  # every labeled point of the class, also unpredicted ones
+    pred = body.sum(-2)  # predicted as the class (from labeled ground truth)
+    union = gt + pred - tp
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(union > 0, tp / np.where(union > 0, union, 1.0), np.nan)
+
+
+def miou_from_confusion(cm: np.ndarray) -> np.ndarray:
+    """Mean IoU (...) over the classes with a defined IoU."""
+    iou = iou_from_confusion(cm)
+    valid = ~np.isnan(iou)
+    return np.where(valid, iou, 0.0).sum(-1) / np.maximum(valid.sum(-1), 1)
+
+
+def confusion(gt: np.ndarray, pred: np.ndarray, num_classes: int) -> np.ndarray:
+    """(C+1, C+1) int64 confusion of label ids; ground-truth 0 (unlabeled) is left out."""
+    gt = np.asarray(gt, dtype=np.int64).reshape(-1)
+    pred = np.asarray(pred, dtype=np.int64).reshape(-1)
+    if gt.shape != pred.shape:
+        raise ValueError(f"{len(gt)} labels for {len(pred)} predictions")
+    keep = gt > 0
+    k = num_classes + 1
+    idx = gt[keep] * k + np.clip(pred[keep], 0, num_classes)
+    return np.bincount(idx, minlength=k * k).reshape(k, k)
+
+
+def hierarchical_bootstrap(
+    stat: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    n_seeds: int,
+    n_scans: int,
+    reps: int = 2000,
+    seed: int = 0,
+) -> np.ndarray:
+    """``reps`` replicates of ``stat(seed_idx, scan_weights)``.
+
+    ``seed_idx`` (n_seeds,) are seeds drawn with replacement; ``scan_weights`` (n_scans,)
+    how often each test scan was drawn (a multinomial resample of the scans).
+    """
+    rng = np.random.default_rng([seed, 0xB007])
+    out = []
+    for _ in range(reps):
+        s = rng.integers(n_seeds, size=n_seeds)
+        w = np.bincount(rng.integers(n_scans, size=n_scans), minlength=n_scans)
+        out.append(np.asarray(stat(s, w), dtype=np.float64))
+    return np.stack(out)
+
+
+def percentile_ci(samples: np.ndarray, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
+    """Percentile interval of bootstrap replicates (reps, ...), NaN-aware."""
+    a = (1.0 - level) / 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanquantile(samples, a, axis=0), np.nanquantile(samples, 1 - a, axis=0)
+
+
+@dataclass
+class PairedGain:
+    """Distilled - baseline, paired by seed, over the same test scans.
+
+    ``per_seed`` (S,) mIoU gains; ``mean`` their mean; ``ci`` its 95 % interval;
+    ``class_mean`` / ``class_lo`` / ``class_hi`` (C,) the same per class IoU.
+    """
+
+    per_seed: np.ndarray
+    mean: float
+    ci: tuple[float, float]
+    class_mean: np.ndarray
+    class_lo: np.ndarray
+    class_hi: np.ndarray
+
+
+def paired_gain(
+    cm_a: np.ndarray, cm_b: np.ndarray, reps: int = 2000, seed: int = 0, level: float = 0.95
+) -> PairedGain:
+    """Gain of model A over model B from per-scan confusions (S seeds, N scans, K, K) each.
+
+    Per seed, each model's IoU is computed on the confusion summed over all test scans (the
+    benchmark's protocol: every point of every scan counted once), then A - B; the gain is
+    the mean over seeds. The interval comes from :func:`hierarchical_bootstrap`.
+    """
+    cm_a, cm_b = np.asarray(cm_a), np.asarray(cm_b)
+    if cm_a.shape != cm_b.shape or cm_a.ndim != 4:
+        raise ValueError(
+            f"paired confusions must share a (S, N, K, K) shape: {cm_a.shape} vs {cm_b.shape}"
+        )
+    S, N = cm_a.shape[:2]
+    tot_a, tot_b = cm_a.sum(1), cm_b.sum(1)
+    per_seed = miou_from_confusion(tot_a) - miou_from_confusion(tot_b)
+    class_gain = iou_from_confusion(tot_a) - iou_from_confusion(tot_b)  # (S, C)
+
+    def stat(s: np.ndarray, w: np.ndarray) -> np.ndarray:
+        a = np.einsum("snkl,n->skl", cm_a[s], w)
+        b = np.einsum("snkl,n->skl", cm_b[s], w)
+        ia, ib = iou_from_confusion(a), iou_from_confusion(b)
+        m = (miou_from_confusion(a) - miou_from_confusion(b)).mean()
+        return np.concatenate([[m], nanmean(ia - ib)])
+
+    boot = hierarchical_bootstrap(stat, S, N, reps, seed)
+    lo, hi = percentile_ci(boot, level)
+    return PairedGain(
+        per_seed=per_seed,
+        mean=float(per_seed.mean()),
+        ci=(float(lo[0]), float(hi[0])),
+        class_mean=nanmean(class_gain),
+        class_lo=lo[1:],
+        class_hi=hi[1:],
+    )
