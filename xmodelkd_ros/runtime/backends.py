@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from xmodelkd_ros.nets.checkpoint import CheckpointError, load_student
+from xmodelkd_ros.nets.checkpoint import CheckpointError, StudentCheckpoint, load_student
 from xmodelkd_ros.nets.fold import fold_batchnorm
 from xmodelkd_ros.nets.inputs import NetInputs
 from xmodelkd_ros.runtime.graph import OUTPUT_LOGITS, flatten_inputs
@@ -33,9 +33,20 @@ from xmodelkd_ros.runtime.metadata import (
 )
 from xmodelkd_ros.runtime.registry import LoadOptions, device_type, register_backend
 
-__all__ = ["OnnxRuntimeBackend", "TorchBackend", "onnxruntime_available"]
+__all__ = ["OnnxRuntimeBackend", "TorchBackend", "load_checkpoint", "onnxruntime_available"]
 
 log = logging.getLogger(__name__)
+
+
+def load_checkpoint(path: str | Path) -> tuple[StudentCheckpoint, nn.Module]:
+    """A student checkpoint and its built network; every failure a ModelLoadError."""
+    try:
+        ckpt = load_student(path)
+        return ckpt, ckpt.build()
+    except CheckpointError as exc:
+        raise ModelLoadError(str(exc)) from exc
+    except RuntimeError as exc:  # state_dict / config mismatch
+        raise ModelLoadError(f"{path}: {exc}") from exc
 
 
 @register_backend("torch", rank={"cpu": 1, "cuda": 2})
@@ -78,13 +89,7 @@ class TorchBackend:
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "cpu") -> TorchBackend:
-        try:
-            ckpt = load_student(path)
-            net = ckpt.build()
-        except CheckpointError as exc:
-            raise ModelLoadError(str(exc)) from exc
-        except RuntimeError as exc:  # state_dict / config mismatch
-            raise ModelLoadError(f"{path}: {exc}") from exc
+        ckpt, net = load_checkpoint(path)
         return cls(net, ckpt.config.num_levels, device)
 
     def infer(self, inputs: NetInputs) -> Tensor:

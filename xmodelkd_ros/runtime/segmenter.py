@@ -22,7 +22,7 @@ from xmodelkd_ros.labels import PALETTE, UNLABELED
 from xmodelkd_ros.nets.inputs import build_inputs
 from xmodelkd_ros.nets.student import StudentConfig
 from xmodelkd_ros.runtime import tensorrt as _tensorrt  # noqa: F401  (registers "tensorrt")
-from xmodelkd_ros.runtime.backends import TorchBackend
+from xmodelkd_ros.runtime.backends import TorchBackend, load_checkpoint
 from xmodelkd_ros.runtime.metadata import ModelMetadata
 from xmodelkd_ros.runtime.registry import (
     BACKEND_REGISTRY,
@@ -113,10 +113,8 @@ class Segmenter:
         """Eager PyTorch straight from a training checkpoint (no export needed)."""
         if backend != "torch":
             raise ValueError("from_checkpoint supports backend='torch' only; export for others")
-        from xmodelkd_ros.nets.checkpoint import load_student
-
-        impl = TorchBackend.from_checkpoint(path, device)
-        ckpt = load_student(path)
+        ckpt, net = load_checkpoint(path)
+        impl = TorchBackend(net, ckpt.config.num_levels, device)
         return cls(impl, ckpt.grid, ckpt.config, ckpt.class_names)
 
     # ---------------------------------------------------------------- inference
