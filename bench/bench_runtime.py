@@ -283,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
         args.markdown.write_text(table + "\n" + footer + "\n")
     if args.readme:
         cmd = " ".join(["python bench/bench_runtime.py", *(sys.argv[1:] if argv is None else argv)])
-        replace_block(args.readme, f"`{cmd}`\n\n{table}\n{footer.strip()}\n")
+        replace_block(args.readme, f"`{cmd}`\n\n{table}\n\n{footer.strip()}\n")
     return 0
 
 
