@@ -5,8 +5,9 @@ devoxelization), so a backend is only "run the network on these inputs"; that ke
 the backends interchangeable and comparable. Each registers itself with its speed
 rank per device (:mod:`xmodelkd_ros.runtime.registry`); the ranks come from
 ``bench/bench_runtime.py`` on the demo model (see README, Performance): on CPU, ONNX
-Runtime on the pairs graph beat eager torch at 35 k and 120 k points with 2 threads
-(one session, one thread pool, no per-op dispatch from Python), so it ranks first.
+Runtime on the pairs graph beat eager torch at 120 k points and, by 3x, whenever other
+jobs loaded the 2 cores (one session and thread pool instead of ~1500 small OpenMP
+ops); torch was ahead only at 35 k on a quiet machine (87 vs 111 ms). So it ranks first.
 """
 
 from __future__ import annotations
