@@ -13,8 +13,8 @@ from xmodelkd_ros.export import main as export_main
 from xmodelkd_ros.labels import CLASS_NAMES, PALETTE
 from xmodelkd_ros.runtime.graph import input_names
 from xmodelkd_ros.runtime.metadata import ModelMetadata, sha256_file
-from xmodelkd_ros.runtime.synthetic import exported_random_model
 from xmodelkd_ros.runtime.trt_ops import FORBIDDEN_OPS, TENSORRT_ONNX_OPS, unsupported_ops
+from xmodelkd_ros.sim.fixtures import exported_random_model
 
 
 @pytest.fixture(scope="module")
@@ -92,8 +92,48 @@ def test_model_json(model_dir: Path) -> None:
     assert data["onnx"]["opset"] >= 17
     assert data["tensorrt_profile"]["points"] == [1, 1000, 160000]  # CLI flags respected
     assert data["checkpoint"]["sha256"] == sha256_file(model_dir / "student.pt")
+    # which graph is for which target
+    assert data["onnx"]["form"] == "tables" and "tensorrt" in data["onnx"]["for"]
+    cpu = data["onnx_cpu"]
+    assert cpu["file"] == "model_cpu.onnx" and cpu["form"] == "pairs"
+    assert cpu["sha256"] == sha256_file(model_dir / "model_cpu.onnx")
+    assert cpu["inputs"] == input_names(4, "pairs") and "onnxruntime" in cpu["for"]
+    assert data["max_points"] == 160000  # the --max-points flag, the profile's max
+    assert data["tensorrt_profile"]["voxels"][2] == 160000  # voxels never exceed points
+    assert data["intensity_range"] is None  # the test checkpoint has none in provenance
     meta = ModelMetadata.read(model_dir)
     assert meta.num_levels == 4 and meta.class_names == list(CLASS_NAMES)
+    assert meta.max_points == 160000 and meta.intensity_range is None
+
+
+def test_cpu_graph_touches_real_pairs_only(model_dir: Path) -> None:
+    """model_cpu.onnx: the pair-list form (ScatterND-add, no full Gather tables)."""
+    cpu = onnx.load(str(model_dir / "model_cpu.onnx"))
+    onnx.checker.check_model(cpu, full_check=True)
+    ops = {n.op_type for n in cpu.graph.node}
+    assert "ScatterND" in ops and "BatchNormalization" not in ops
+    adds = [n for n in cpu.graph.node if n.op_type == "ScatterND"]
+    assert all(a.attribute[0].s == b"add" for a in adds)
+    inputs = {i.name: i for i in cpu.graph.input}
+    assert list(inputs) == input_names(4, "pairs")
+    dims = {n: i.type.tensor_type.shape.dim[0] for n, i in inputs.items()}
+    assert dims["subm_0_in"].dim_param == dims["subm_0_out"].dim_param != dims["up_0_in"].dim_param
+    assert dims["subm_0_bounds"].dim_value == 28 and dims["down_1_bounds"].dim_value == 9
+
+
+def test_intensity_range_travels_from_checkpoint(tmp_path: Path) -> None:
+    from xmodelkd_ros.export import export_checkpoint
+    from xmodelkd_ros.sim.fixtures import random_student_checkpoint
+
+    ckpt = random_student_checkpoint("small", seed=3)
+    ckpt.provenance["intensity_range"] = [0.0, 255.0]
+    meta = export_checkpoint(ckpt, tmp_path / "m", profile={"points": [1, 10, 5000],
+                                                            "voxels": [1, 10, 5000]})  # fmt: skip
+    data = json.loads((tmp_path / "m" / "model.json").read_text())
+    assert data["intensity_range"] == [0.0, 255.0] and data["max_points"] == 5000
+    read = ModelMetadata.read(tmp_path / "m")
+    assert read.intensity_range == (0.0, 255.0) == meta.intensity_range
+    assert read.max_points == 5000
 
 
 def test_cli_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

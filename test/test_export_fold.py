@@ -8,7 +8,7 @@ from torch import nn
 
 from xmodelkd_ros.nets.fold import fold_batchnorm, fold_bn_into
 from xmodelkd_ros.nets.inputs import build_inputs, default_grid
-from xmodelkd_ros.runtime.synthetic import random_student, synthetic_scan
+from xmodelkd_ros.sim.fixtures import random_student, synthetic_scan
 from xmodelkd_ros.sparse import SparseConv3d, build_kernel_maps
 
 

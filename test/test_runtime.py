@@ -13,10 +13,20 @@ import pytest
 import torch
 
 from xmodelkd_ros.labels import NUM_CLASSES, UNLABELED
+from xmodelkd_ros.nets.checkpoint import load_student
 from xmodelkd_ros.nets.inputs import build_inputs
-from xmodelkd_ros.runtime import ModelLoadError, Segmenter
-from xmodelkd_ros.runtime.graph import flatten_inputs
-from xmodelkd_ros.runtime.synthetic import exported_random_model, synthetic_scan
+from xmodelkd_ros.runtime import (
+    BACKEND_REGISTRY,
+    BACKENDS,
+    ModelLoadError,
+    OnnxRuntimeBackend,
+    Segmenter,
+    choose_backend,
+    register_backend,
+)
+from xmodelkd_ros.runtime import registry as registry_mod
+from xmodelkd_ros.sim.fixtures import exported_random_model, synthetic_scan
+from xmodelkd_ros.sparse import use_impl
 
 STAGES = {"voxelize", "maps", "inference", "postprocess", "total"}
 
@@ -45,15 +55,25 @@ def seg_ort(model_dir: Path) -> Segmenter:
     return Segmenter.from_model_dir(model_dir, backend="onnxruntime")
 
 
-def test_torch_and_onnxruntime_agree(seg_torch: Segmenter, seg_ort: Segmenter) -> None:
+def test_torch_and_onnxruntime_agree(
+    seg_torch: Segmenter, seg_ort: Segmenter, model_dir: Path
+) -> None:
     scan = synthetic_scan(12_000, seed=11)
     inputs = build_inputs([scan], seg_torch.grid, 4, 4)
-    feeds = flatten_inputs(inputs)
-    a = seg_torch.backend.infer(feeds).numpy()
-    b = seg_ort.backend.infer(feeds).numpy()
+    a = seg_torch.backend.infer(inputs).numpy()
+    assert seg_ort.backend.form == "pairs"  # CPU runs model_cpu.onnx
+    b = seg_ort.backend.infer(inputs).numpy()
+    tables = OnnxRuntimeBackend(model_dir / "model.onnx", "cpu", form="tables")
+    c = tables.infer(inputs).numpy()
     scale = np.abs(a).max()
     assert scale > 1.0 and len(np.unique(a.argmax(1))) >= 5  # non-trivial model
     assert np.abs(a - b).max() <= 1e-4 * scale
+    assert np.abs(a - c).max() <= 1e-4 * scale  # the TensorRT graph computes the same
+    # and the unfolded student in the original Gather form (what the labels were before)
+    net = load_student(model_dir / "student.pt").build()
+    with torch.inference_mode(), use_impl("gather"):
+        ref = net(inputs.voxel_feats, inputs.point_feats, inputs.point2voxel, inputs.maps)
+    assert np.abs(a - ref.logits.numpy()).max() <= 1e-4 * scale
     ra, rb = seg_torch.segment(scan), seg_ort.segment(scan)
     assert (ra.labels == rb.labels).mean() >= 0.999
     np.testing.assert_allclose(ra.confidence, rb.confidence, atol=1e-4)
@@ -123,14 +143,55 @@ def test_bad_shape(seg_ort: Segmenter) -> None:
         seg_ort.segment(np.zeros((10, 3), np.float32))
 
 
-def test_auto_picks_onnxruntime_on_cpu(model_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_auto_picks_the_fastest_available_backend(
+    model_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The rule: lowest registered speed rank for the device type among available ones."""
+    ranked = sorted(
+        (e for e in BACKEND_REGISTRY.values() if "cpu" in e.rank), key=lambda e: e.rank["cpu"]
+    )
+    fastest = next(e.name for e in ranked if e.cls.available("cpu", model_dir)[0])
     with caplog.at_level(logging.INFO, logger="xmodelkd_ros.runtime"):
         seg = Segmenter.from_model_dir(model_dir, backend="auto", device="cpu")
-    assert seg.backend_name == "onnxruntime"
-    assert "backend auto -> onnxruntime" in caplog.text
-    assert Segmenter.from_model_dir(model_dir, backend="torch").backend_name == "torch"
+    assert seg.backend_name == fastest == choose_backend("cpu", model_dir)
+    assert f"backend auto -> {fastest}" in caplog.text
+    assert "tensorrt" not in [e.name for e in ranked]  # never offered on CPU
+    assert set(BACKENDS) == {"auto", *BACKEND_REGISTRY}
+    for name in ("torch", "onnxruntime"):
+        assert Segmenter.from_model_dir(model_dir, backend=name).backend_name == name
     with pytest.raises(ValueError):
         Segmenter.from_checkpoint(model_dir / "student.pt", backend="onnxruntime")
+    # an unavailable backend is skipped: whichever of the two is missing, auto takes the other
+    for missing, left in (("student.pt", "onnxruntime"), ("model*.onnx", "torch")):
+        partial = model_dir.parent / f"without_{missing.replace('*', '_')}"
+        if not partial.exists():
+            shutil.copytree(model_dir, partial, ignore=shutil.ignore_patterns(missing))
+        assert choose_backend("cpu", partial) == left
+
+
+def test_registry_rule_with_fake_backends(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(registry_mod, "BACKEND_REGISTRY", {})
+    state = {"fast": False}
+
+    def fake(name: str, rank: dict[str, int], ok: object) -> None:
+        @register_backend(name, rank=rank)
+        class Fake:
+            available = staticmethod(lambda device, model_dir: (ok(), f"{name} off"))
+            load = infer = staticmethod(lambda *a: None)
+
+    fake("fast", {"cpu": 0}, lambda: state["fast"])
+    fake("slow", {"cpu": 5, "cuda": 0}, lambda: True)
+    fake("gpu_only", {"cuda": 1}, lambda: True)
+    assert choose_backend("cpu", tmp_path) == "slow"  # fast unavailable
+    state["fast"] = True
+    assert choose_backend("cpu", tmp_path) == "fast"
+    assert choose_backend("cuda:0", tmp_path) == "slow"
+    monkeypatch.setattr(registry_mod, "BACKEND_REGISTRY", {})
+    fake("never", {"cpu": 0}, lambda: False)
+    with pytest.raises(ModelLoadError, match="never: never off"):
+        choose_backend("cpu", tmp_path)
+    with pytest.raises(TypeError, match="lacks"):
+        register_backend("broken", {"cpu": 0})(type("Broken", (), {}))
 
 
 def test_model_load_errors(model_dir: Path, tmp_path: Path) -> None:
@@ -145,17 +206,18 @@ def test_model_load_errors(model_dir: Path, tmp_path: Path) -> None:
     with pytest.raises(ModelLoadError, match="cannot parse"):
         Segmenter.from_model_dir(broken, backend="onnxruntime")
 
-    tampered = tmp_path / "tampered"
-    shutil.copytree(model_dir, tampered)
-    data = bytearray((tampered / "model.onnx").read_bytes())
-    data[-10] ^= 0xFF
-    (tampered / "model.onnx").write_bytes(bytes(data))
-    with pytest.raises(ModelLoadError, match="sha256"):
-        Segmenter.from_model_dir(tampered, backend="onnxruntime")
-
-    (tampered / "model.onnx").unlink()
-    with pytest.raises(ModelLoadError, match=r"model\.onnx missing"):
-        Segmenter.from_model_dir(tampered, backend="onnxruntime")
+    # CPU reads model_cpu.onnx, CUDA devices model.onnx: each is checked where it is used
+    for name, device in (("model_cpu.onnx", "cpu"), ("model.onnx", "cuda")):
+        tampered = tmp_path / f"tampered_{device}"
+        shutil.copytree(model_dir, tampered)
+        data = bytearray((tampered / name).read_bytes())
+        data[-10] ^= 0xFF
+        (tampered / name).write_bytes(bytes(data))
+        with pytest.raises(ModelLoadError, match="sha256"):
+            Segmenter.from_model_dir(tampered, backend="onnxruntime", device=device)
+        (tampered / name).unlink()
+        with pytest.raises(ModelLoadError, match=rf"{name.replace('.', '[.]')} missing"):
+            Segmenter.from_model_dir(tampered, backend="onnxruntime", device=device)
 
     wrong = tmp_path / "wrong"
     shutil.copytree(model_dir, wrong)
@@ -166,3 +228,22 @@ def test_model_load_errors(model_dir: Path, tmp_path: Path) -> None:
         Segmenter.from_model_dir(wrong)
     with pytest.raises(ModelLoadError):
         Segmenter.from_checkpoint(tmp_path / "nope.pt")
+
+
+def test_old_model_json_still_loads(model_dir: Path, tmp_path: Path, seg_torch: Segmenter) -> None:
+    """Exports from before the CPU graph / max_points / intensity_range keys keep working:
+    ONNX Runtime then runs the tables graph on CPU, max_points comes from the profile."""
+    old = tmp_path / "old"
+    shutil.copytree(model_dir, old, ignore=shutil.ignore_patterns("model_cpu.onnx"))
+    meta = json.loads((old / "model.json").read_text())
+    for key in ("onnx_cpu", "max_points", "intensity_range"):
+        meta.pop(key)
+    for key in ("form", "for"):
+        meta["onnx"].pop(key)
+    (old / "model.json").write_text(json.dumps(meta))
+    seg = Segmenter.from_model_dir(old, backend="onnxruntime")
+    assert seg.backend.form == "tables"
+    assert seg.metadata.max_points == meta["tensorrt_profile"]["points"][2]
+    assert seg.metadata.intensity_range is None and seg.metadata.cpu_onnx is None
+    scan = synthetic_scan(3000, seed=21)
+    assert (seg.segment(scan).labels == seg_torch.segment(scan).labels).mean() >= 0.999

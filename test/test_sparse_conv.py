@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 
 from xmodelkd_ros.sparse import (
+    ConvPairs,
+    PairTensors,
     SparseConv3d,
     downsample,
     get_default_impl,
@@ -23,7 +25,14 @@ from xmodelkd_ros.sparse import (
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-IMPLS = ["gather", "pairs"]
+#: "graph" is the pair-list form in exportable ops (the CPU ONNX graph), fed ConvPairs tensors.
+IMPLS = ["gather", "pairs", "graph"]
+
+
+def run_conv(layer: SparseConv3d, x: torch.Tensor, table: torch.Tensor, impl: str) -> torch.Tensor:
+    if impl == "graph":
+        return layer(x, ConvPairs.from_table(table, x.shape[0]).tensors())
+    return layer(x, table, impl=impl)
 
 
 def full_grid(batch: int, shape: tuple[int, int, int]) -> torch.Tensor:
@@ -62,7 +71,7 @@ def test_subm_full_grid_equals_conv3d(impl: str):
     coords = full_grid(2, shape)
     layer = SparseConv3d(3, 4, 3, "subm", bias=True).double()
     x = torch.randn(coords.shape[0], 3, dtype=torch.float64)
-    out = layer(x, submanifold_table(coords, shape), impl=impl)
+    out = run_conv(layer, x, submanifold_table(coords, shape), impl)
     ref = F.conv3d(to_dense(x, coords, 2, shape), dense_weight(layer), layer.bias, padding=1)
     torch.testing.assert_close(out, at(ref, coords))
 
@@ -75,7 +84,7 @@ def test_subm_random_sparse_equals_masked_conv3d(impl: str):
     coords = random_coords(1, 2, shape, 150)
     layer = SparseConv3d(2, 5, 3, "subm").double()
     x = torch.randn(coords.shape[0], 2, dtype=torch.float64)
-    out = layer(x, submanifold_table(coords, shape), impl=impl)
+    out = run_conv(layer, x, submanifold_table(coords, shape), impl)
     ref = F.conv3d(to_dense(x, coords, 2, shape), dense_weight(layer), padding=1)
     torch.testing.assert_close(out, at(ref, coords))
 
@@ -90,7 +99,7 @@ def test_down_equals_strided_conv3d(impl: str):
     torch.testing.assert_close(out_coords, full_grid(2, out_shape), rtol=0, atol=0)
     layer = SparseConv3d(3, 4, 2, "down", bias=True).double()
     x = torch.randn(coords.shape[0], 3, dtype=torch.float64)
-    out = layer(x, table, impl=impl)
+    out = run_conv(layer, x, table, impl)
     ref = F.conv3d(to_dense(x, coords, 2, shape), dense_weight(layer), layer.bias, stride=2)
     torch.testing.assert_close(out, at(ref, out_coords))
 
@@ -104,7 +113,7 @@ def test_down_sparse_equals_strided_conv3d(impl: str):
     layer = SparseConv3d(3, 4, 2, "down").double()
     x = torch.randn(coords.shape[0], 3, dtype=torch.float64)
     ref = F.conv3d(to_dense(x, coords, 2, shape), dense_weight(layer), stride=2)
-    torch.testing.assert_close(layer(x, table, impl=impl), at(ref, out_coords))
+    torch.testing.assert_close(run_conv(layer, x, table, impl), at(ref, out_coords))
 
 
 @pytest.mark.parametrize("impl", IMPLS)
@@ -115,7 +124,7 @@ def test_inverse_equals_conv_transpose3d(impl: str):
     coarse, _, coarse_shape = downsample(fine, fine_shape)
     layer = SparseConv3d(4, 3, 2, "inverse", bias=True).double()
     x = torch.randn(coarse.shape[0], 4, dtype=torch.float64)
-    out = layer(x, upsample_table(fine, coarse), impl=impl)
+    out = run_conv(layer, x, upsample_table(fine, coarse), impl)
     # conv_transpose3d weight is (Cin, Cout, a, b, c)
     w_t = layer.weight.permute(4, 0, 1, 2, 3)
     ref = F.conv_transpose3d(to_dense(x, coarse, 2, coarse_shape), w_t, layer.bias, stride=2)
@@ -155,13 +164,14 @@ def test_gather_and_pairs_agree_in_output_and_grads(kind: str):
     for impl in IMPLS:
         x.grad = None
         layer.zero_grad()
-        out = layer(x, table, impl=impl)
+        out = run_conv(layer, x, table, impl)
         (out * g).sum().backward()
         outs[impl] = out.detach()
         grads[impl] = (x.grad.clone(), layer.weight.grad.clone())
-    torch.testing.assert_close(outs["gather"], outs["pairs"])
-    torch.testing.assert_close(grads["gather"][0], grads["pairs"][0])
-    torch.testing.assert_close(grads["gather"][1], grads["pairs"][1])
+    for impl in IMPLS[1:]:
+        torch.testing.assert_close(outs["gather"], outs[impl])
+        torch.testing.assert_close(grads["gather"][0], grads[impl][0])
+        torch.testing.assert_close(grads["gather"][1], grads[impl][1])
 
 
 @pytest.mark.parametrize("kind", ["subm", "down", "inverse"])
@@ -172,6 +182,9 @@ def test_gradcheck(kind: str, impl: str):
     b = torch.randn(2, dtype=torch.float64, requires_grad=True)
 
     def fn(inp, weight, bias):
+        if impl == "graph":
+            pairs = ConvPairs.from_table(table, inp.shape[0]).tensors()
+            return torch.func.functional_call(layer, {"weight": weight}, (inp, pairs)) + bias
         out = torch.func.functional_call(layer, {"weight": weight}, (inp, table), {"impl": impl})
         return out + bias
 
@@ -211,7 +224,7 @@ def test_empty_input():
     layer = SparseConv3d(3, 4, 3, "subm", bias=True)
     table = submanifold_table(torch.zeros(0, 4, dtype=torch.int64), (4, 4, 4))
     for impl in IMPLS:
-        assert layer(torch.zeros(0, 3), table, impl=impl).shape == (0, 4)
+        assert run_conv(layer, torch.zeros(0, 3), table, impl).shape == (0, 4)
 
 
 ALLOWED_ONNX_OPS = {
@@ -260,6 +273,59 @@ def test_onnx_export_uses_only_standard_ops():
     with torch.no_grad():
         ref = net(x2, subm2, down2)
     np.testing.assert_allclose(y, ref.numpy(), rtol=1e-4, atol=1e-5)
+
+
+class _ThreeKinds(torch.nn.Module):
+    """subm -> down -> inverse, as the student chains them, on pair-list inputs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = SparseConv3d(4, 8, 3, "subm", bias=True)
+        self.b = SparseConv3d(8, 6, 2, "down")
+        self.c = SparseConv3d(6, 5, 2, "inverse")
+
+    def forward(self, x, *flat):
+        subm, down, up = (PairTensors(*flat[3 * i : 3 * i + 3], i == 0) for i in range(3))
+        return self.c(torch.relu(self.b(torch.relu(self.a(x, subm)), down)), up)
+
+
+def _pair_feeds(seed: int, shape: tuple[int, int, int], n: int) -> list[torch.Tensor]:
+    coords = random_coords(seed, 1, shape, n)
+    coarse, down, _ = downsample(coords, shape)
+    m, mc = coords.shape[0], coarse.shape[0]
+    up = upsample_table(coords, coarse)
+    tables = [(submanifold_table(coords, shape), m), (down, m), (up, mc)]
+    feeds = [torch.randn(m, 4)]
+    for table, m_in in tables:
+        feeds += ConvPairs.from_table(table, m_in).tensors()[:3]
+    return feeds
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_onnx_pairs_graph_matches_torch_in_onnxruntime():
+    """The CPU graph: real pairs only (Gather / MatMul / Slice / ScatterND-add), shape-generic."""
+    onnx = pytest.importorskip("onnx", reason="onnx not installed: export check needs it")
+    ort = pytest.importorskip("onnxruntime", reason="onnxruntime not installed")
+    net = _ThreeKinds().eval()
+    shape = (10, 8, 6)
+    feeds = _pair_feeds(8, shape, 80)
+    names = ["x"] + [f"{t}_{p}" for t in ("subm", "down", "up") for p in ("in", "out", "bounds")]
+    axes = {n: {0: f"p_{n[:-3]}"} for n in names if n.endswith(("_in", "out"))}
+    buf = io.BytesIO()
+    with torch.no_grad():
+        torch.onnx.export(
+            net, tuple(feeds), buf, opset_version=17, dynamo=False, input_names=names,
+            output_names=["y"], dynamic_axes={"x": {0: "m"}, "y": {0: "m"}, **axes},
+        )  # fmt: skip
+    ops = {n.op_type for n in onnx.load_from_string(buf.getvalue()).graph.node}
+    assert "ScatterND" in ops and ops <= ALLOWED_ONNX_OPS | {"ScatterND", "ReduceMax"}, ops
+    sess = ort.InferenceSession(buf.getvalue(), providers=["CPUExecutionProvider"])
+    for seed, n in ((9, 140), (10, 30)):  # other voxel and pair counts than at export
+        other = _pair_feeds(seed, shape, n)
+        (y,) = sess.run(None, {k: v.numpy() for k, v in zip(names, other, strict=True)})
+        with torch.no_grad():
+            ref = net(*other)
+        np.testing.assert_allclose(y, ref.numpy(), rtol=1e-4, atol=1e-5)
 
 
 # --- spconv equivalence (weights move between backends unchanged) ---------------------------

@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from xmodelkd_ros.sparse import (
+    ConvPairs,
     build_kernel_maps,
     downsample,
     submanifold_table,
@@ -122,6 +123,44 @@ def test_upsample_is_transpose_of_downsample(data):
 
 @settings(max_examples=30, deadline=None)
 @given(sparse_coords())
+def test_conv_pairs_rebuild_the_table(data):
+    """Pair list, offset bounds, centre shortcut and CSR sum matrix all describe the table."""
+    coords, shape = data
+    for table, m_in in _tables_of(coords, shape):
+        pairs = ConvPairs.from_table(table, m_in)
+        m_out, K = table.shape
+        assert len(pairs.bounds) == K + 1 and pairs.bounds[0] == 0
+        assert pairs.bounds[-1] == pairs.in_rows.numel() == pairs.out_rows.numel()
+        assert pairs.in_rows.dtype == torch.int64 and (pairs.in_rows < m_in).all()
+        rebuilt = torch.full_like(table, m_in)
+        for k in range(K):
+            lo, hi = pairs.bounds[k], pairs.bounds[k + 1]
+            rebuilt[pairs.out_rows[lo:hi], k] = pairs.in_rows[lo:hi]
+        if pairs.identity_offset is not None:
+            assert m_in == m_out and pairs.bounds[K // 2] == pairs.bounds[K // 2 + 1]
+            rebuilt[:, pairs.identity_offset] = torch.arange(m_out)
+        torch.testing.assert_close(rebuilt, table, rtol=0, atol=0)
+        assert pairs.num_pairs == int((table < m_in).sum())
+        # the CSR matrix sums exactly the products of each output row's pairs
+        dense = pairs.scatter.to_dense()
+        expect = torch.zeros(m_out, pairs.in_rows.numel())
+        expect[pairs.out_rows, torch.arange(pairs.in_rows.numel())] = 1.0
+        torch.testing.assert_close(dense, expect, rtol=0, atol=0)
+
+
+def _tables_of(coords: torch.Tensor, shape) -> list[tuple[torch.Tensor, int]]:
+    """(table, num_inputs) of the subm, down and up convs of one voxel set."""
+    m = coords.shape[0]
+    coarse, down, _ = downsample(coords, shape, 2, 2)
+    return [
+        (submanifold_table(coords, shape), m),
+        (down, m),
+        (upsample_table(coords, coarse, 2, 2), coarse.shape[0]),
+    ]
+
+
+@settings(max_examples=30, deadline=None)
+@given(sparse_coords())
 def test_table_to_pairs_roundtrip(data):
     coords, shape = data
     table = submanifold_table(coords, shape)
@@ -134,6 +173,18 @@ def test_table_to_pairs_roundtrip(data):
         assert (inp < m).all()
         rebuilt[out, k] = inp
     torch.testing.assert_close(rebuilt, table, rtol=0, atol=0)
+
+
+def test_kernel_maps_cache_pairs_per_table():
+    coords = torch.tensor([[0, 1, 1, 1], [0, 1, 2, 1], [0, 4, 4, 4], [0, 5, 4, 4]])
+    maps = build_kernel_maps(coords, (8, 8, 8), 3)
+    subm, down, up = maps.all_pairs()
+    assert maps.pairs("subm", 0) is subm[0]  # built once, shared by the layers
+    assert [len(x) for x in (subm, down, up)] == [3, 2, 2]
+    assert up[1].num_in == maps.sizes()[2] and up[1].num_out == maps.sizes()[1]
+    assert down[0].num_in == maps.sizes()[0] and down[0].num_out == maps.sizes()[1]
+    assert "pairs" not in repr(maps)
+    assert maps.to("cpu")._pairs == {}  # a moved copy rebuilds on its device
 
 
 def test_build_kernel_maps_levels_consistent():

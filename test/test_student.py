@@ -15,7 +15,7 @@ from xmodelkd_ros.nets import (
     default_grid,
     student_config,
 )
-from xmodelkd_ros.runtime.synthetic import synthetic_scan
+from xmodelkd_ros.sim.fixtures import synthetic_scan
 from xmodelkd_ros.sparse import use_impl
 
 

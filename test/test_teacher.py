@@ -16,7 +16,7 @@ from xmodelkd_ros.nets.teacher import (
     TeacherConfig,
     average_views,
 )
-from xmodelkd_ros.runtime.synthetic import synthetic_scan
+from xmodelkd_ros.sim.fixtures import synthetic_scan
 from xmodelkd_ros.training.losses import TeacherLoss, TeacherWeights
 
 H, W = 64, 96

@@ -16,14 +16,15 @@ import torch
 
 from xmodelkd_ros.nets.inputs import build_inputs
 from xmodelkd_ros.runtime import Segmenter
-from xmodelkd_ros.runtime.graph import flatten_inputs, input_names
-from xmodelkd_ros.runtime.synthetic import exported_random_model, synthetic_scan
+from xmodelkd_ros.runtime.graph import input_names
 from xmodelkd_ros.runtime.tensorrt import (
     DEFAULT_PROFILE,
     engine_cache_key,
     profile_shapes,
+    profile_with_max_points,
     tensorrt_available,
 )
+from xmodelkd_ros.sim.fixtures import exported_random_model, synthetic_scan
 
 # ------------------------------------------------------------------ CPU-side checks
 
@@ -61,6 +62,19 @@ def test_profile_shapes_cover_one_point_and_levels() -> None:
         assert all(a <= b <= c for a, b, c in zip(lo, opt, hi, strict=True))
 
 
+def test_max_points_override_sets_the_profile_max() -> None:
+    prof = {"points": [1, 120_000, 200_000], "voxels": [1, 80_000, 150_000]}
+    assert profile_with_max_points(prof, None) == prof
+    assert profile_with_max_points(prof, 200_000) == prof  # model.json's own max: unchanged
+    big = profile_with_max_points(prof, 400_000)
+    assert big == {"points": [1, 120_000, 400_000], "voxels": [1, 80_000, 400_000]}
+    small = profile_with_max_points(prof, 50_000)  # opt never above max
+    assert small == {"points": [1, 50_000, 50_000], "voxels": [1, 50_000, 50_000]}
+    assert profile_with_max_points(None, 10)["points"] == [1, 10, 10]
+    with pytest.raises(ValueError):
+        profile_with_max_points(prof, 0)
+
+
 # ------------------------------------------------------------------ GPU checks
 
 
@@ -76,8 +90,7 @@ def trt_env(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 def _reference(model_dir: Path, scan: np.ndarray) -> tuple[torch.Tensor, Segmenter]:
     seg = Segmenter.from_checkpoint(model_dir / "student.pt", backend="torch", device="cuda")
-    feeds = flatten_inputs(build_inputs([scan], seg.grid, 4, 4))
-    return seg.backend.infer({k: v.cuda() for k, v in feeds.items()}).cpu(), seg
+    return seg.backend.infer(build_inputs([scan], seg.grid, 4, 4).to("cuda")).cpu(), seg
 
 
 def test_tensorrt_matches_torch(trt_env: dict) -> None:
@@ -86,8 +99,7 @@ def test_tensorrt_matches_torch(trt_env: dict) -> None:
     assert seg.backend_name == "tensorrt"
     scan = synthetic_scan(20_000, seed=21)
     ref, seg_torch = _reference(model_dir, scan)
-    feeds = flatten_inputs(build_inputs([scan], seg.grid, 4, 4))
-    out = seg.backend.infer(feeds).cpu()
+    out = seg.backend.infer(build_inputs([scan], seg.grid, 4, 4)).cpu()
     scale = ref.abs().max().item()
     assert (out - ref).abs().max().item() <= 1e-3 * scale
     ra, rb = seg.segment(scan), seg_torch.segment(scan)
@@ -113,7 +125,7 @@ def test_engine_cache_hit_and_rebuild(trt_env: dict, tmp_path: Path) -> None:
     assert len(list(cache.glob("*.engine"))) == 2
     scan = synthetic_scan(5_000, seed=2)
     ref, _ = _reference(other, scan)
-    out = seg.backend.infer(flatten_inputs(build_inputs([scan], seg.grid, 4, 4))).cpu()
+    out = seg.backend.infer(build_inputs([scan], seg.grid, 4, 4)).cpu()
     assert (out.argmax(1) == ref.argmax(1)).float().mean().item() >= 0.999
     shutil.rmtree(tmp_path, ignore_errors=True)
 
@@ -125,6 +137,19 @@ def test_fp16_engine_labels(trt_env: dict) -> None:
     _, seg_torch = _reference(model_dir, scan)
     agree = (seg.segment(scan).labels == seg_torch.segment(scan).labels).mean()
     assert agree >= 0.97, agree
+
+
+def test_max_points_parameter_admits_a_128_beam_scan(trt_env: dict) -> None:
+    """Over model.json's profile max (160k here) only with ``max_points`` raised."""
+    model_dir, cache = trt_env["model_dir"], trt_env["cache"]
+    scan = synthetic_scan(230_000, seed=6)
+    seg = Segmenter.from_model_dir(model_dir, "tensorrt", "cuda", engine_cache=cache)
+    with pytest.raises(ValueError, match="outside the engine profile"):
+        seg.segment(scan)
+    seg = Segmenter.from_model_dir(
+        model_dir, "tensorrt", "cuda", engine_cache=cache, max_points=300_000
+    )
+    assert seg.segment(scan).labels.shape == (230_000,)
 
 
 def test_auto_picks_tensorrt_on_gpu(trt_env: dict) -> None:

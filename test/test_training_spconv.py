@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from xmodelkd_ros.nets import StudentNet, build_inputs, default_grid, student_config
-from xmodelkd_ros.runtime.synthetic import synthetic_scan
+from xmodelkd_ros.sim.fixtures import synthetic_scan
 from xmodelkd_ros.sparse import SparseConv3d, use_impl
 from xmodelkd_ros.sparse.spconv_train import (
     SpconvSparseConv3d,

@@ -1,11 +1,17 @@
-"""Export a student checkpoint to ``model.onnx`` + ``model.json`` (+ a TensorRT engine).
+"""Export a student checkpoint to ONNX graphs + ``model.json`` (+ a TensorRT engine).
 
 ``python -m xmodelkd_ros.export --checkpoint CKPT --out DIR [--tensorrt] [--fp16]``
 
-The exported graph is the BN-folded student with the kernel maps and the
-point->voxel indices as inputs, so it holds only Gather / MatMul / Add / Relu /
-Concat-style operators: ONNX Runtime runs it on CPU and TensorRT builds it with
-no plugin. Every voxel level and the point count are separate dynamic dims.
+Both graphs are the BN-folded student with the kernel maps and the point->voxel
+indices as inputs (see :mod:`xmodelkd_ros.runtime.graph` for the two forms):
+
+* ``model.onnx`` (tables form): only Gather / MatMul / Add / Relu / Concat-style
+  operators, so TensorRT builds it with no plugin; also ONNX Runtime's CUDA graph.
+* ``model_cpu.onnx`` (pairs form): touches only the real neighbour pairs
+  (ScatterND-add), ~4x less work on CPU; what ONNX Runtime runs on CPU.
+
+``model.json`` names which file is for which target. Every voxel level, pair list
+and the point count are separate dynamic dims.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ from xmodelkd_ros.runtime.graph import (
 )
 from xmodelkd_ros.runtime.metadata import (
     CHECKPOINT_FILE,
+    CPU_ONNX_FILE,
     ONNX_FILE,
     ModelMetadata,
     sha256_file,
@@ -90,8 +97,10 @@ def export_onnx(
     onnx_path: str | os.PathLike,
     opset: int = DEFAULT_OPSET,
     with_probs: bool = False,
+    form: str = "tables",
 ) -> list[str]:
-    """Fold BN, trace with the Gather form of the sparse convs and write the ONNX file.
+    """Fold BN, trace the graph ``form`` (``tables``: Gather form of every conv, for
+    TensorRT; ``pairs``: pair lists, for CPU) and write the ONNX file.
 
     Returns the graph input names. ``onnx.checker`` runs on the result.
     """
@@ -101,12 +110,12 @@ def export_onnx(
         raise ValueError("opset >= 17 required")
     cfg = ckpt.config
     net = fold_batchnorm(ckpt.build())
-    wrapper = ExportWrapper(net, cfg.num_levels, with_probs).eval()
+    wrapper = ExportWrapper(net, cfg.num_levels, with_probs, form).eval()
     sample = build_inputs(
         [example_scan(ckpt.grid, cfg.in_channels)], ckpt.grid, cfg.num_levels, cfg.in_channels
     )
-    feeds = flatten_inputs(sample)
-    names = input_names(cfg.num_levels)
+    feeds = flatten_inputs(sample, form)
+    names = input_names(cfg.num_levels, form)
     outputs = [OUTPUT_LOGITS, OUTPUT_PROBS] if with_probs else [OUTPUT_LOGITS]
     onnx_path = Path(onnx_path)
     with use_impl("gather"), torch.no_grad(), warnings.catch_warnings():
@@ -119,7 +128,7 @@ def export_onnx(
             str(onnx_path),
             input_names=names,
             output_names=outputs,
-            dynamic_axes=dynamic_axes(cfg.num_levels, with_probs),
+            dynamic_axes=dynamic_axes(cfg.num_levels, with_probs, form),
             opset_version=opset,
             do_constant_folding=True,
             dynamo=False,
@@ -144,10 +153,14 @@ def export_checkpoint(
     else:
         ckpt_path = Path(checkpoint)
         ckpt = load_student(ckpt_path)
+    names: dict[str, list[str]] = {}
+    for form, file in (("tables", ONNX_FILE), ("pairs", CPU_ONNX_FILE)):
+        tmp_onnx = out / f".{file}.tmp"
+        names[form] = export_onnx(ckpt, tmp_onnx, opset, with_probs, form)
+        os.replace(tmp_onnx, out / file)
     onnx_path = out / ONNX_FILE
-    tmp_onnx = out / f".{ONNX_FILE}.tmp"
-    names = export_onnx(ckpt, tmp_onnx, opset, with_probs)
-    os.replace(tmp_onnx, onnx_path)
+    profile = dict(profile or DEFAULT_PROFILE)
+    intensity = ckpt.provenance.get("intensity_range")
 
     ckpt_sha = None
     if copy_checkpoint:
@@ -172,7 +185,7 @@ def export_checkpoint(
         preset=str(ckpt.provenance.get("preset") or detect_preset(ckpt.config)),
         onnx_sha256=sha256_file(onnx_path),
         opset=opset,
-        input_names=names,
+        input_names=names["tables"],
         output_names=[OUTPUT_LOGITS, OUTPUT_PROBS] if with_probs else [OUTPUT_LOGITS],
         provenance={
             "recipe": ckpt.provenance.get("recipe"),
@@ -185,8 +198,16 @@ def export_checkpoint(
             },
             "source_checkpoint": str(ckpt_path) if ckpt_path else None,
         },
-        tensorrt_profile=dict(profile or DEFAULT_PROFILE),
+        tensorrt_profile=profile,
         checkpoint_sha256=ckpt_sha,
+        cpu_onnx={
+            "file": CPU_ONNX_FILE,
+            "sha256": sha256_file(out / CPU_ONNX_FILE),
+            "form": "pairs",
+            "inputs": names["pairs"],
+        },
+        intensity_range=(float(intensity[0]), float(intensity[1])) if intensity else None,
+        max_points=int(profile["points"][2]),
         extra={
             "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "torch_version": torch.__version__,
@@ -222,6 +243,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     profile = {k: list(v) for k, v in DEFAULT_PROFILE.items()}
+    if args.max_voxels is None and args.max_points is not None:
+        # a scan never has more voxels than points: a larger point max needs the voxel max too
+        profile["voxels"][2] = args.max_points
+        profile["voxels"][1] = min(profile["voxels"][1], args.max_points)
     for what in ("points", "voxels"):
         for i, stage in enumerate(("min", "opt", "max")):
             value = getattr(args, f"{stage}_{what}")

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor, nn
 
-from xmodelkd_ros.sparse import KernelMaps, SparseConv3d
+from xmodelkd_ros.sparse import ConvPairs, KernelMaps, SparseConv3d, get_default_impl
 
 
 @dataclass(frozen=True)
@@ -85,9 +85,12 @@ class _ConvBnRelu(nn.Module):
         self.bn = nn.BatchNorm1d(cout)
         self.relu = relu
 
-    def forward(self, x: Tensor, table: Tensor) -> Tensor:
+    def forward(self, x: Tensor, table: Tensor | ConvPairs) -> Tensor:
         x = self.bn(self.conv(x, table))
-        return torch.relu(x) if self.relu else x
+        if not self.relu:
+            return x
+        # in inference the conv output is a fresh tensor: rectify it in place (one pass less)
+        return torch.relu(x) if torch.is_grad_enabled() else x.relu_()
 
 
 class ResBlock(nn.Module):
@@ -103,9 +106,10 @@ class ResBlock(nn.Module):
             else nn.Sequential(nn.Linear(cin, cout, bias=False), nn.BatchNorm1d(cout))
         )
 
-    def forward(self, x: Tensor, table: Tensor) -> Tensor:
+    def forward(self, x: Tensor, table: Tensor | ConvPairs) -> Tensor:
         skip = x if self.proj is None else self.proj(x)
-        return torch.relu(self.conv2(self.conv1(x, table), table) + skip)
+        y = self.conv2(self.conv1(x, table), table)
+        return torch.relu(y + skip) if torch.is_grad_enabled() else y.add_(skip).relu_()
 
 
 class _Stage(nn.Module):
@@ -115,7 +119,7 @@ class _Stage(nn.Module):
             ResBlock(cin if i == 0 else cout, cout) for i in range(max(blocks, 1))
         )
 
-    def forward(self, x: Tensor, table: Tensor) -> Tensor:
+    def forward(self, x: Tensor, table: Tensor | ConvPairs) -> Tensor:
         for block in self.blocks:
             x = block(x, table)
         return x
@@ -192,20 +196,29 @@ class StudentNet(nn.Module):
             raise ValueError(
                 f"kernel maps have {maps.num_levels} levels, network needs {self.config.num_levels}"
             )
+        if get_default_impl() == "pairs" and not torch.jit.is_tracing() and self._plain_convs():
+            # the maps cache each table's pair list: built once, shared by its layers
+            return self.forward_tables(voxel_feats, point_feats, point2voxel, *maps.all_pairs())
         return self.forward_tables(
             voxel_feats, point_feats, point2voxel, maps.subm, maps.down, maps.up
         )
+
+    def _plain_convs(self) -> bool:
+        """Pair lists are an input of the pure-PyTorch conv only: a subclass with its own
+        kernels (spconv training, ``sparse/spconv_train.py``) gets the tables it expects."""
+        return all(type(m) is SparseConv3d for m in self.modules() if isinstance(m, SparseConv3d))
 
     def forward_tables(
         self,
         voxel_feats: Tensor,
         point_feats: Tensor,
         point2voxel: Tensor,
-        subm: Sequence[Tensor],
-        down: Sequence[Tensor],
-        up: Sequence[Tensor],
+        subm: Sequence[Tensor | ConvPairs],
+        down: Sequence[Tensor | ConvPairs],
+        up: Sequence[Tensor | ConvPairs],
     ) -> StudentOutput:
-        """The same as :meth:`forward`, with the kernel maps as plain tensors (ONNX export)."""
+        """The same as :meth:`forward`, with the kernel maps as plain tensors (ONNX export)
+        or as their :class:`ConvPairs` (the pair-list form, no per-layer rebuild)."""
         x = self.normalize(voxel_feats)
         for layer in self.stem:
             x = layer(x, subm[0])

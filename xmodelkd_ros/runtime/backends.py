@@ -1,48 +1,63 @@
-"""Inference backends: one ``infer(feeds) -> logits`` call each.
+"""CPU-capable inference backends: eager PyTorch and ONNX Runtime.
 
 The Segmenter owns everything around the network (voxelization, maps,
-devoxelization), so a backend is only "run this graph on these named tensors";
-that keeps the three backends interchangeable and comparable.
+devoxelization), so a backend is only "run the network on these inputs"; that keeps
+the backends interchangeable and comparable. Each registers itself with its speed
+rank per device (:mod:`xmodelkd_ros.runtime.registry`); the ranks come from
+``bench/bench_runtime.py`` on the demo model (see README, Performance): on CPU, ONNX
+Runtime on the pairs graph beat eager torch at 120 k points and, by 3x, whenever other
+jobs loaded the 2 cores (one session and thread pool instead of ~1500 small OpenMP
+ops); torch was ahead only at 35 k on a quiet machine (87 vs 111 ms). So it ranks first.
 """
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from xmodelkd_ros.runtime.graph import OUTPUT_LOGITS
-from xmodelkd_ros.runtime.metadata import ModelLoadError
-from xmodelkd_ros.sparse import use_impl
+from xmodelkd_ros.nets.checkpoint import CheckpointError, StudentCheckpoint, load_student
+from xmodelkd_ros.nets.fold import fold_batchnorm
+from xmodelkd_ros.nets.inputs import NetInputs
+from xmodelkd_ros.runtime.graph import OUTPUT_LOGITS, flatten_inputs
+from xmodelkd_ros.runtime.metadata import (
+    CHECKPOINT_FILE,
+    CPU_ONNX_FILE,
+    ONNX_FILE,
+    ModelLoadError,
+    ModelMetadata,
+    sha256_file,
+    verified_onnx,
+)
+from xmodelkd_ros.runtime.registry import LoadOptions, device_type, register_backend
 
-__all__ = ["Backend", "OnnxRuntimeBackend", "TorchBackend", "onnxruntime_available"]
+__all__ = ["OnnxRuntimeBackend", "TorchBackend", "load_checkpoint", "onnxruntime_available"]
 
 log = logging.getLogger(__name__)
 
 
-class Backend(Protocol):
-    """What the Segmenter needs from an inference engine."""
+def load_checkpoint(path: str | Path) -> tuple[StudentCheckpoint, nn.Module]:
+    """A student checkpoint and its built network; every failure a ModelLoadError."""
+    try:
+        ckpt = load_student(path)
+        return ckpt, ckpt.build()
+    except CheckpointError as exc:
+        raise ModelLoadError(str(exc)) from exc
+    except RuntimeError as exc:  # state_dict / config mismatch
+        raise ModelLoadError(f"{path}: {exc}") from exc
 
-    name: str
-    #: Device the feeds should live on before ``infer`` (avoids a second copy).
-    device: torch.device
 
-    def infer(self, feeds: dict[str, Tensor]) -> Tensor:
-        """Named graph inputs -> per-point logits (P, num_classes), float32."""
-        ...
-
-
+@register_backend("torch", rank={"cpu": 1, "cuda": 2})
 class TorchBackend:
-    """Eager PyTorch (CPU or CUDA) on the unfolded eval-mode student.
+    """Eager PyTorch (CPU or CUDA) on the BN-folded eval-mode student.
 
-    Running the original (unfolded) module makes it the reference the exported
-    backends are checked against. It uses the pair-list conv form, which gives the same
-    numbers as the exported Gather+MatMul form but skips the empty kernel offsets
-    (3-4x less work on a LiDAR scan, see bench/bench_sparse.py).
+    It runs the pair-list conv form (:mod:`xmodelkd_ros.sparse.pairs`), which gives the
+    same numbers as the exported Gather+MatMul form but touches only the real neighbour
+    pairs (~1/4 of a LiDAR table). BatchNorm is folded into the weights as in the
+    export, which removes one pass over every activation.
     """
 
     name = "torch"
@@ -51,20 +66,40 @@ class TorchBackend:
         self.device = torch.device(device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise ModelLoadError("torch backend asked for CUDA but no CUDA device is available")
-        self.net = net.eval().to(self.device)
+        self.net = fold_batchnorm(net).to(self.device)
         self.num_levels = num_levels
 
-    def infer(self, feeds: dict[str, Tensor]) -> Tensor:
-        L = self.num_levels
-        with torch.inference_mode(), use_impl("pairs"):
+    @staticmethod
+    def available(device: str, model_dir: Path) -> tuple[bool, str]:
+        if not (model_dir / CHECKPOINT_FILE).is_file():
+            return False, f"no {CHECKPOINT_FILE}"
+        if device_type(device) == "cuda" and not torch.cuda.is_available():
+            return False, "no CUDA device visible to torch"
+        return True, "ok"
+
+    @classmethod
+    def load(
+        cls, model_dir: Path, meta: ModelMetadata, device: str, options: LoadOptions
+    ) -> TorchBackend:
+        path = model_dir / CHECKPOINT_FILE
+        if not path.is_file():
+            raise ModelLoadError(f"torch backend needs {CHECKPOINT_FILE} in {model_dir}")
+        if meta.checkpoint_sha256 and sha256_file(path) != meta.checkpoint_sha256:
+            raise ModelLoadError(f"{path} sha256 differs from model.json")
+        return cls.from_checkpoint(path, device)
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str = "cpu") -> TorchBackend:
+        ckpt, net = load_checkpoint(path)
+        return cls(net, ckpt.config.num_levels, device)
+
+    def infer(self, inputs: NetInputs) -> Tensor:
+        with torch.inference_mode():
+            # the maps cache each table's pair list: compacted once, shared by its layers
             out = self.net.forward_tables(
-                feeds["voxel_feats"],
-                feeds["point_feats"],
-                feeds["point2voxel"],
-                [feeds[f"subm_{i}"] for i in range(L)],
-                [feeds[f"down_{i}"] for i in range(L - 1)],
-                [feeds[f"up_{i}"] for i in range(L - 1)],
-            )
+                inputs.voxel_feats, inputs.point_feats, inputs.point2voxel,
+                *inputs.maps.all_pairs(),
+            )  # fmt: skip
         return out.logits.float()
 
 
@@ -76,18 +111,26 @@ def onnxruntime_available() -> bool:
     return True
 
 
+@register_backend("onnxruntime", rank={"cpu": 0, "cuda": 1})
 class OnnxRuntimeBackend:
-    """ONNX Runtime session on ``model.onnx``: CPU, or the CUDA provider where present."""
+    """ONNX Runtime session: the pairs graph on CPU, the tables graph on CUDA.
+
+    ``form`` is the graph form of ``onnx_path`` (see :mod:`xmodelkd_ros.runtime.graph`).
+    """
 
     name = "onnxruntime"
 
     def __init__(
-        self, onnx_path: str | Path, device: str = "cpu", intra_op_threads: int = 0
+        self,
+        onnx_path: str | Path,
+        device: str = "cpu",
+        intra_op_threads: int = 0,
+        form: str = "tables",
     ) -> None:
         import onnxruntime as ort
 
         providers = ["CPUExecutionProvider"]
-        if str(device).startswith("cuda"):
+        if device_type(device) == "cuda":
             if "CUDAExecutionProvider" in ort.get_available_providers():
                 providers.insert(0, "CUDAExecutionProvider")
             else:
@@ -101,9 +144,31 @@ class OnnxRuntimeBackend:
             raise ModelLoadError(f"onnxruntime cannot load {onnx_path}: {exc}") from exc
         self.providers = self.session.get_providers()
         self.device = torch.device("cpu")
+        self.form = form
         self.input_names = [i.name for i in self.session.get_inputs()]
 
-    def infer(self, feeds: dict[str, Tensor]) -> Tensor:
+    @staticmethod
+    def available(device: str, model_dir: Path) -> tuple[bool, str]:
+        if not onnxruntime_available():
+            return False, "onnxruntime not importable"
+        if not (model_dir / ONNX_FILE).is_file():
+            return False, f"no {ONNX_FILE}"
+        return True, "ok"
+
+    @classmethod
+    def load(
+        cls, model_dir: Path, meta: ModelMetadata, device: str, options: LoadOptions
+    ) -> OnnxRuntimeBackend:
+        # CPU runs the pairs graph where the export wrote one (older exports: tables)
+        cpu = device_type(device) == "cpu" and meta.cpu_onnx is not None
+        path = verified_onnx(model_dir, meta, cpu=cpu)
+        form = "pairs" if cpu else "tables"
+        if cpu and path.name != CPU_ONNX_FILE:
+            raise ModelLoadError(f"model.json names {path.name} for CPU, expected {CPU_ONNX_FILE}")
+        return cls(path, device, options.intra_op_threads, form)
+
+    def infer(self, inputs: NetInputs) -> Tensor:
+        feeds = flatten_inputs(inputs, self.form)
         arrays = {n: np.ascontiguousarray(feeds[n].cpu().numpy()) for n in self.input_names}
         (logits,) = self.session.run([OUTPUT_LOGITS], arrays)
         return torch.from_numpy(logits)

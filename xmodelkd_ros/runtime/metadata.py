@@ -22,6 +22,8 @@ from xmodelkd_ros.sparse import VoxelGridSpec
 
 __all__ = [
     "CHECKPOINT_FILE",
+    "CPU_ONNX_FILE",
+    "DEFAULT_MAX_POINTS",
     "FORMAT",
     "METADATA_FILE",
     "ONNX_FILE",
@@ -29,11 +31,15 @@ __all__ = [
     "ModelMetadata",
     "atomic_write_text",
     "sha256_file",
+    "verified_onnx",
 ]
 
 FORMAT = "xmodelkd_ros.model/1"
 METADATA_FILE = "model.json"
 ONNX_FILE = "model.onnx"
+CPU_ONNX_FILE = "model_cpu.onnx"
+#: TensorRT profile max points of exports that predate the ``max_points`` key.
+DEFAULT_MAX_POINTS = 200_000
 CHECKPOINT_FILE = "student.pt"
 
 
@@ -79,6 +85,13 @@ class ModelMetadata:
     provenance: dict[str, Any] = field(default_factory=dict)
     tensorrt_profile: dict[str, list[int]] = field(default_factory=dict)
     checkpoint_sha256: str | None = None
+    #: The pairs-form graph for ONNX Runtime on CPU (file, sha256, form, inputs); None in
+    #: exports that predate it, which then run ``model.onnx`` everywhere.
+    cpu_onnx: dict[str, Any] | None = None
+    #: Intensity range the model was trained on ([lo, hi]); None if the checkpoint lacks it.
+    intensity_range: tuple[float, float] | None = None
+    #: Largest scan the TensorRT optimization profile accepts.
+    max_points: int = DEFAULT_MAX_POINTS
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -112,11 +125,16 @@ class ModelMetadata:
                 "inputs": list(self.input_names),
                 "outputs": list(self.output_names),
                 "batchnorm_folded": True,
+                "form": "tables",
+                "for": "tensorrt, onnxruntime on CUDA (and on CPU when onnx_cpu is absent)",
             },
+            "onnx_cpu": {**self.cpu_onnx, "for": "onnxruntime on CPU"} if self.cpu_onnx else None,
             "checkpoint": {"file": CHECKPOINT_FILE, "sha256": self.checkpoint_sha256}
             if self.checkpoint_sha256
             else None,
             "tensorrt_profile": self.tensorrt_profile,
+            "max_points": int(self.max_points),
+            "intensity_range": list(self.intensity_range) if self.intensity_range else None,
             "provenance": self.provenance,
             **self.extra,
         }
@@ -136,7 +154,12 @@ class ModelMetadata:
             known = {
                 "format", "classes", "label_ids", "unlabeled", "palette", "grid", "input",
                 "network", "onnx", "checkpoint", "tensorrt_profile", "provenance",
+                "onnx_cpu", "max_points", "intensity_range",
             }  # fmt: skip
+            profile = dict(data.get("tensorrt_profile") or {})
+            max_points = data.get("max_points") or profile.get("points", [0, 0, 0])[2]
+            rng = data.get("intensity_range")
+            cpu = data.get("onnx_cpu")
             return cls(
                 class_names=list(data["classes"]),
                 palette=[list(c) for c in data["palette"]],
@@ -149,8 +172,11 @@ class ModelMetadata:
                 input_names=list(onnx_info["inputs"]),
                 output_names=list(onnx_info["outputs"]),
                 provenance=dict(data.get("provenance") or {}),
-                tensorrt_profile=dict(data.get("tensorrt_profile") or {}),
+                tensorrt_profile=profile,
                 checkpoint_sha256=ckpt.get("sha256"),
+                cpu_onnx={k: v for k, v in cpu.items() if k != "for"} if cpu else None,
+                intensity_range=(float(rng[0]), float(rng[1])) if rng else None,
+                max_points=int(max_points or DEFAULT_MAX_POINTS),
                 extra={k: v for k, v in data.items() if k not in known},
             )
         except (KeyError, TypeError, ValueError, CheckpointError) as exc:
@@ -172,3 +198,21 @@ class ModelMetadata:
         if not isinstance(data, dict):
             raise ModelLoadError(f"{path} does not hold a JSON object")
         return cls.from_dict(data)
+
+
+def verified_onnx(model_dir: str | os.PathLike, meta: ModelMetadata, cpu: bool = False) -> Path:
+    """Path of the tables graph (or, with ``cpu``, the pairs graph) after checking that
+    it exists and its sha256 matches ``model.json``; :class:`ModelLoadError` otherwise."""
+    info = (meta.cpu_onnx or {}) if cpu else {"file": ONNX_FILE, "sha256": meta.onnx_sha256}
+    if not info.get("file"):
+        raise ModelLoadError(f"model.json in {model_dir} has no CPU graph")
+    path = Path(model_dir) / str(info["file"])
+    if not path.is_file():
+        raise ModelLoadError(f"{path.name} missing in {model_dir}")
+    actual = sha256_file(path)
+    if actual != info.get("sha256"):
+        raise ModelLoadError(
+            f"{path} sha256 {actual[:12]}.. does not match model.json "
+            f"({str(info.get('sha256'))[:12]}..): re-export or restore the file"
+        )
+    return path

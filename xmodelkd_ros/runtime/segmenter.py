@@ -19,22 +19,16 @@ import torch
 from torch import Tensor
 
 from xmodelkd_ros.labels import PALETTE, UNLABELED
-from xmodelkd_ros.nets.checkpoint import CheckpointError, load_student
 from xmodelkd_ros.nets.inputs import build_inputs
 from xmodelkd_ros.nets.student import StudentConfig
-from xmodelkd_ros.runtime.backends import (
+from xmodelkd_ros.runtime import tensorrt as _tensorrt  # noqa: F401  (registers "tensorrt")
+from xmodelkd_ros.runtime.backends import TorchBackend, load_checkpoint
+from xmodelkd_ros.runtime.metadata import ModelMetadata
+from xmodelkd_ros.runtime.registry import (
+    BACKEND_REGISTRY,
     Backend,
-    OnnxRuntimeBackend,
-    TorchBackend,
-    onnxruntime_available,
-)
-from xmodelkd_ros.runtime.graph import flatten_inputs
-from xmodelkd_ros.runtime.metadata import (
-    CHECKPOINT_FILE,
-    ONNX_FILE,
-    ModelLoadError,
-    ModelMetadata,
-    sha256_file,
+    LoadOptions,
+    choose_backend,
 )
 from xmodelkd_ros.sparse import VoxelGridSpec
 
@@ -42,8 +36,13 @@ __all__ = ["BACKENDS", "SegmentResult", "Segmenter", "choose_backend"]
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("auto", "tensorrt", "onnxruntime", "torch")
+#: Every name ``Segmenter.from_model_dir(backend=...)`` accepts: "auto" and the registry
+#: (the one list of backend names; the node's parameter choices come from here).
+BACKENDS: tuple[str, ...] = (
+    "auto", *sorted(BACKEND_REGISTRY, key=lambda n: BACKEND_REGISTRY[n].rank.get("cuda", 99))
+)
 STAGES = ("voxelize", "maps", "inference", "postprocess", "total")
+
 
 @dataclass
 class SegmentResult:
@@ -52,23 +51,6 @@ class SegmentResult:
     labels: np.ndarray  # (N,) uint16 label ids, UNLABELED for invalid / out-of-range points
     confidence: np.ndarray  # (N,) float32 softmax max, 0 where unlabeled
     timings: dict[str, float] = field(default_factory=dict)  # stage -> seconds
-
-
-def choose_backend(device: str = "cpu", has_onnx: bool = True, has_checkpoint: bool = False) -> str:
-    """``auto``: TensorRT where a GPU and TensorRT are present, else ONNX Runtime, else torch."""
-    from xmodelkd_ros.runtime.tensorrt import tensorrt_available
-
-    trt_ok, trt_reason = tensorrt_available()
-    if has_onnx and trt_ok and not str(device).startswith("cpu"):
-        choice, why = "tensorrt", "GPU and TensorRT present"
-    elif has_onnx and onnxruntime_available():
-        choice, why = "onnxruntime", f"TensorRT unusable ({trt_reason}) or CPU requested"
-    elif has_checkpoint:
-        choice, why = "torch", "no ONNX Runtime / ONNX model"
-    else:
-        raise ModelLoadError("no usable backend: no onnxruntime and no checkpoint for torch")
-    log.info("backend auto -> %s (%s)", choice, why)
-    return choice
 
 
 class Segmenter:
@@ -101,51 +83,27 @@ class Segmenter:
         engine_cache: str | os.PathLike | None = None,
         fp16: bool = False,
         intra_op_threads: int = 0,
+        max_points: int | None = None,
     ) -> Segmenter:
-        """Load ``model.json`` + ``model.onnx`` (or ``student.pt`` for torch) from an export.
+        """Load an export (``model.json`` + the graph or checkpoint the backend runs).
 
-        Raises :class:`ModelLoadError` for a missing/corrupt directory, a missing or
-        malformed ``model.json`` or an ONNX file whose sha256 differs from the recorded one.
+        ``auto`` picks the fastest backend available for ``device`` (see
+        :func:`~xmodelkd_ros.runtime.registry.choose_backend`). Raises
+        :class:`ModelLoadError` for a missing/corrupt directory, a missing or malformed
+        ``model.json`` or a model file whose sha256 differs from the recorded one.
         ``intra_op_threads`` bounds ONNX Runtime's CPU threads (0 = its default), so the
-        node can leave cores to the driver and the rest of the stack.
+        node can leave cores to the driver and the rest of the stack. ``max_points``
+        overrides the TensorRT optimization profile's max (model.json's ``max_points``).
         """
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         model_dir = Path(model_dir)
         meta = ModelMetadata.read(model_dir)
-        onnx_path = model_dir / ONNX_FILE
-        ckpt_path = model_dir / CHECKPOINT_FILE
         if backend == "auto":
-            backend = choose_backend(device, onnx_path.is_file(), ckpt_path.is_file())
+            backend = choose_backend(device, model_dir)
+        options = LoadOptions(engine_cache, fp16, intra_op_threads, max_points)
+        impl = BACKEND_REGISTRY[backend].cls.load(model_dir, meta, device, options)
         palette = np.asarray(meta.palette, dtype=np.uint8)
-        if backend == "torch":
-            if not ckpt_path.is_file():
-                raise ModelLoadError(f"torch backend needs {CHECKPOINT_FILE} in {model_dir}")
-            if meta.checkpoint_sha256 and sha256_file(ckpt_path) != meta.checkpoint_sha256:
-                raise ModelLoadError(f"{ckpt_path} sha256 differs from model.json")
-            seg = cls.from_checkpoint(ckpt_path, backend="torch", device=device)
-            seg.metadata, seg.palette = meta, palette
-            return seg
-        if not onnx_path.is_file():
-            raise ModelLoadError(f"{ONNX_FILE} missing in {model_dir}")
-        actual = sha256_file(onnx_path)
-        if actual != meta.onnx_sha256:
-            raise ModelLoadError(
-                f"{onnx_path} sha256 {actual[:12]}.. does not match model.json "
-                f"({meta.onnx_sha256[:12]}..): re-export or restore the file"
-            )
-        if backend == "onnxruntime":
-            impl: Backend = OnnxRuntimeBackend(onnx_path, device, intra_op_threads)
-        else:
-            from xmodelkd_ros.runtime.tensorrt import TensorRTBackend, get_engine
-
-            dev = torch.device(device if str(device).startswith("cuda") else "cuda")
-            engine, built = get_engine(
-                onnx_path, meta.onnx_sha256, engine_cache, fp16,
-                meta.tensorrt_profile or None, dev.index or 0,
-            )  # fmt: skip
-            log.info("TensorRT engine %s (%s)", engine, "built" if built else "cache hit")
-            impl = TensorRTBackend(engine, dev)
         return cls(impl, meta.grid, meta.config, meta.class_names, palette, meta)
 
     @classmethod
@@ -155,13 +113,7 @@ class Segmenter:
         """Eager PyTorch straight from a training checkpoint (no export needed)."""
         if backend != "torch":
             raise ValueError("from_checkpoint supports backend='torch' only; export for others")
-        try:
-            ckpt = load_student(path)
-            net = ckpt.build()
-        except CheckpointError as exc:
-            raise ModelLoadError(str(exc)) from exc
-        except RuntimeError as exc:  # state_dict / config mismatch
-            raise ModelLoadError(f"{path}: {exc}") from exc
+        ckpt, net = load_checkpoint(path)
         impl = TorchBackend(net, ckpt.config.num_levels, device)
         return cls(impl, ckpt.grid, ckpt.config, ckpt.class_names)
 
@@ -192,8 +144,8 @@ class Segmenter:
         valid = inputs.valid[0]
         if inputs.point2voxel.numel() > 0:
             t0 = time.perf_counter()
-            feeds = {k: v.to(self.backend.device) for k, v in flatten_inputs(inputs).items()}
-            logits = self.backend.infer(feeds)
+            dev = self.backend.device
+            logits = self.backend.infer(inputs if dev.type == "cpu" else inputs.to(dev))
             if logits.is_cuda:
                 torch.cuda.synchronize(logits.device)
             timings["inference"] = time.perf_counter() - t0

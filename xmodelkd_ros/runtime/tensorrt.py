@@ -21,13 +21,16 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from xmodelkd_ros.runtime.graph import OUTPUT_LOGITS, level_of_input
+from xmodelkd_ros.nets.inputs import NetInputs
+from xmodelkd_ros.runtime.graph import OUTPUT_LOGITS, flatten_inputs, level_of_input
 from xmodelkd_ros.runtime.metadata import (
     ONNX_FILE,
     ModelLoadError,
     ModelMetadata,
     sha256_file,
+    verified_onnx,
 )
+from xmodelkd_ros.runtime.registry import LoadOptions, device_type, register_backend
 
 __all__ = [
     "DEFAULT_PROFILE",
@@ -38,6 +41,7 @@ __all__ = [
     "engine_cache_key",
     "get_engine",
     "profile_shapes",
+    "profile_with_max_points",
     "tensorrt_available",
 ]
 
@@ -59,6 +63,24 @@ def tensorrt_available() -> tuple[bool, str]:
     if not torch.cuda.is_available():
         return False, "no CUDA device visible to torch"
     return True, "ok"
+
+
+def profile_with_max_points(
+    profile: dict[str, list[int]] | None, max_points: int | None
+) -> dict[str, list[int]]:
+    """``profile`` (default :data:`DEFAULT_PROFILE`) with its max points, and the voxel max
+    with it (a scan never has more voxels than points), set to ``max_points``."""
+    out = {k: list(v) for k, v in (profile or DEFAULT_PROFILE).items()}
+    out.setdefault("points", list(DEFAULT_PROFILE["points"]))
+    out.setdefault("voxels", list(DEFAULT_PROFILE["voxels"]))
+    if max_points is None or max_points == out["points"][2]:
+        return out
+    if max_points < 1:
+        raise ValueError(f"max_points must be >= 1, got {max_points}")
+    for what in ("points", "voxels"):
+        lo, opt, _ = out[what]
+        out[what] = [min(lo, max_points), min(opt, max_points), int(max_points)]
+    return out
 
 
 def _trt() -> Any:
@@ -219,23 +241,54 @@ def build_only(
     cache_dir: str | os.PathLike | None = None,
     fp16: bool = False,
     profile: dict[str, list[int]] | None = None,
+    max_points: int | None = None,
 ) -> Path:
     """Build (or find) the engine for ``model_dir`` and return its path; for the node's
-    ``build_only`` parameter, so a vehicle can be prepared before it drives."""
+    ``build_only`` parameter, so a vehicle can be prepared before it drives.
+
+    Same profile as ``Segmenter.from_model_dir(..., max_points=...)`` so the engine built
+    here is the one the Segmenter finds in the cache."""
     meta = ModelMetadata.read(model_dir)
     onnx_path = Path(model_dir) / ONNX_FILE
+    profile = profile_with_max_points(
+        profile or meta.tensorrt_profile or None, max_points or meta.max_points
+    )
     path, built = get_engine(
-        onnx_path, meta.onnx_sha256, cache_dir or default_cache_dir(model_dir), fp16,
-        profile or meta.tensorrt_profile or DEFAULT_PROFILE,
-    )  # fmt: skip
+        onnx_path, meta.onnx_sha256, cache_dir or default_cache_dir(model_dir), fp16, profile
+    )
     log.info("TensorRT engine %s: %s", "built" if built else "cached", path)
     return path
 
 
+@register_backend("tensorrt", rank={"cuda": 0})
 class TensorRTBackend:
     """Runs a serialized engine with torch CUDA tensors as I/O buffers."""
 
     name = "tensorrt"
+
+    @staticmethod
+    def available(device: str, model_dir: Path) -> tuple[bool, str]:
+        if device_type(device) != "cuda":
+            return False, "CPU requested"
+        if not (model_dir / ONNX_FILE).is_file():
+            return False, f"no {ONNX_FILE}"
+        return tensorrt_available()
+
+    @classmethod
+    def load(
+        cls, model_dir: Path, meta: ModelMetadata, device: str, options: LoadOptions
+    ) -> TensorRTBackend:
+        onnx_path = verified_onnx(model_dir, meta)
+        dev = torch.device(device if device_type(device) == "cuda" else "cuda")
+        profile = profile_with_max_points(
+            meta.tensorrt_profile or None, options.max_points or meta.max_points
+        )
+        engine, built = get_engine(
+            onnx_path, meta.onnx_sha256, options.engine_cache, options.fp16, profile,
+            dev.index or 0,
+        )  # fmt: skip
+        log.info("TensorRT engine %s (%s)", engine, "built" if built else "cache hit")
+        return cls(engine, dev)
 
     def __init__(self, engine_path: str | os.PathLike, device: str | torch.device = "cuda") -> None:
         trt = _trt()
@@ -268,7 +321,8 @@ class TensorRTBackend:
                 self.outputs.append(name)
         self.stream = torch.cuda.Stream(device=self.device)
 
-    def infer(self, feeds: dict[str, Tensor]) -> Tensor:
+    def infer(self, inputs: NetInputs) -> Tensor:
+        feeds = flatten_inputs(inputs)
         keep = []  # buffers must outlive the asynchronous execution
         current = torch.cuda.current_stream(self.device)
         for name in self.inputs:

@@ -12,15 +12,20 @@ from .maps import (
     transpose_table,
     upsample_table,
 )
+from .pairs import ConvPairs, PairTensors, conv_pairs, conv_pairs_graph
 from .spconv_backend import run_spconv_reference, spconv_available, to_spconv
 from .voxelize import VoxelGridSpec, Voxels, voxelize
 
 __all__ = [
+    "ConvPairs",
     "KernelMaps",
+    "PairTensors",
     "SparseConv3d",
     "VoxelGridSpec",
     "Voxels",
     "build_kernel_maps",
+    "conv_pairs",
+    "conv_pairs_graph",
     "downsample",
     "downsampled_shape",
     "get_default_impl",

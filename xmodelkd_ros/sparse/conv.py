@@ -6,14 +6,16 @@ Two numerically identical forms:
   appended to ``x`` for the sentinel. Only Gather/MatMul/Add/Concat in the graph,
   shape-generic in the voxel count, so it exports to ONNX and builds in TensorRT
   without plugins.
-* ``"pairs"``: ``out.index_add_(out_rows, x[in_rows] @ W_k)`` over the real pairs
-  only. Touches ~1/3 of the rows of a LiDAR table, so it needs less memory for
-  backward when training on CPU.
+* ``"pairs"``: the real pairs only (see :mod:`.pairs`): one gather, one GEMM per
+  offset, one sparse-matrix sum. A LiDAR table is ~80 % sentinels, so this is the
+  fast form on CPU, for training and for the torch inference backend.
+
+``forward`` also takes a prebuilt :class:`~.pairs.ConvPairs` in place of the table
+(``KernelMaps.pairs`` caches them per scan, so the layers sharing a table share them).
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,7 +23,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from .maps import table_to_pairs
+from .pairs import ConvPairs, PairTensors, conv_pairs, conv_pairs_graph
 
 __all__ = ["IMPLS", "SparseConv3d", "get_default_impl", "set_default_impl", "use_impl"]
 
@@ -86,67 +88,6 @@ def sparse_conv_gather(
     return out
 
 
-def _table_key(table: torch.Tensor) -> tuple:
-    """Identity of a table's contents for memoisation. Inference tensors have no version
-    counter: those tables are treated as immutable."""
-    version = None if table.is_inference() else table._version
-    return (version, table.data_ptr(), tuple(table.shape))
-
-
-def cached_pairs(table: torch.Tensor, num_inputs: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """``table_to_pairs`` memoised on the table tensor itself.
-
-    A network applies each level's table in several layers per forward; splitting it
-    into pairs costs ~25 nonzero() passes, so do it once. Stored as an attribute of
-    the tensor so it is freed with it and invalidated if the table is modified.
-    """
-    key = (num_inputs, *_table_key(table))
-    cached = getattr(table, "_xmkd_pairs", None)
-    if cached is not None and cached[0] == key:
-        return cached[1]
-    pairs = table_to_pairs(table, num_inputs)
-    # some tensor subclasses forbid attributes: then just do not cache
-    with contextlib.suppress(AttributeError, RuntimeError):
-        table._xmkd_pairs = (key, pairs)  # type: ignore[attr-defined]
-    return pairs
-
-
-def sparse_conv_pairs(x: torch.Tensor, table: torch.Tensor, weight_k: torch.Tensor) -> torch.Tensor:
-    """Pair-list form. ``weight_k`` is (K, Cin, Cout)."""
-    pairs = cached_pairs(table, x.shape[0])
-    m_out = table.shape[0]
-    out: torch.Tensor | None = None
-    centre = table.shape[1] // 2
-    skip = -1
-    if x.shape[0] == m_out and pairs[centre][0].numel() == m_out and _is_identity(table, centre):
-        # submanifold centre tap maps every row to itself: a plain matmul starts the sum
-        out = x @ weight_k[centre]
-        skip = centre
-    for k, (in_rows, out_rows) in enumerate(pairs):
-        if in_rows.numel() == 0 or k == skip:
-            continue
-        if out is None:
-            out = x.new_zeros(m_out, weight_k.shape[2])
-        # in place: an out-of-place index_add would copy the (M_out, Cout) output per offset
-        out.index_add_(0, out_rows, x[in_rows] @ weight_k[k])
-    if out is None:
-        out = x.new_zeros(m_out, weight_k.shape[2])
-    return out
-
-
-def _is_identity(table: torch.Tensor, k: int) -> bool:
-    """Whether column k is 0..M-1 (the subm centre tap); memoised next to the pairs."""
-    cached = getattr(table, "_xmkd_identity", None)
-    key = (k, *_table_key(table))
-    if cached is not None and cached[0] == key:
-        return cached[1]
-    col = table[:, k]
-    ident = bool((col == torch.arange(col.numel(), device=col.device)).all())
-    with contextlib.suppress(AttributeError, RuntimeError):
-        table._xmkd_identity = (key, ident)  # type: ignore[attr-defined]
-    return ident
-
-
 class SparseConv3d(nn.Module):
     """Sparse conv whose ``weight`` is laid out exactly like spconv 2.x's.
 
@@ -196,19 +137,33 @@ class SparseConv3d(nn.Module):
         )
 
     def forward(
-        self, x: torch.Tensor, table: torch.Tensor, impl: str | None = None
+        self,
+        x: torch.Tensor,
+        table: torch.Tensor | ConvPairs | PairTensors,
+        impl: str | None = None,
     ) -> torch.Tensor:
-        """x (M_in, Cin), table (M_out, K) -> (M_out, Cout)."""
+        """x (M_in, Cin), table (M_out, K) or its pair list -> (M_out, Cout)."""
+        w = self.weight_k()
+        if not torch.is_grad_enabled():
+            w = w.contiguous()  # one small copy; every per-offset GEMM then reads dense rows
+        if isinstance(table, PairTensors):
+            out = conv_pairs_graph(x, *table[:3], w, table.identity)
+            return out if self.bias is None else out + self.bias
+        if isinstance(table, ConvPairs):
+            if len(table.bounds) - 1 != self.num_offsets:
+                raise ValueError(
+                    f"pairs have {len(table.bounds) - 1} offsets, layer needs {self.num_offsets}"
+                )
+            return conv_pairs(x, table, w, self.bias)
         if not _is_tracing() and table.shape[1] != self.num_offsets:
             raise ValueError(f"table has {table.shape[1]} offsets, layer needs {self.num_offsets}")
         impl = _check_impl(impl or _default_impl)
         if impl == "pairs" and _is_tracing():
             impl = "gather"  # pair lists have data-dependent shapes (NonZero)
-        w = self.weight_k()
         if impl == "gather":
             out = sparse_conv_gather(x, table, w)
         else:
-            out = sparse_conv_pairs(x, table, w)
+            out = conv_pairs(x, ConvPairs.from_table(table, x.shape[0]), w)
         if self.bias is not None:
             out = out + self.bias
         return out

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .pairs import ConvPairs
 from .voxelize import pack_keys, unpack_keys
 
 __all__ = [
@@ -267,19 +268,15 @@ def transpose_table(table: torch.Tensor, num_inputs: int) -> torch.Tensor:
     """(M_in, K) table of the transposed conv, from a (M_out, K) table (scatter, no search)."""
     m_out, K = table.shape
     out = torch.full((num_inputs, K), m_out, dtype=torch.int64, device=table.device)
-    hit = table < num_inputs
-    rows = torch.arange(m_out, device=table.device)[:, None].expand(m_out, K)
-    cols = torch.arange(K, device=table.device)[None, :].expand(m_out, K)
-    out[table[hit], cols[hit]] = rows[hit]
+    rows, cols = torch.nonzero(table < num_inputs, as_tuple=True)  # one pass, not three masks
+    out[table[rows, cols], cols] = rows
     return out
 
 
 def table_to_pairs(table: torch.Tensor, num_inputs: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Per offset k: (in_rows, out_rows) with the sentinel entries removed.
-
-    The pair form skips absent neighbours entirely, so training touches only real
-    pairs (about 1/3 of a 27-offset table on LiDAR) and stores less for backward.
-    """
+    """Per offset k: (in_rows, out_rows) with the sentinel entries removed, every offset
+    included (spconv's indice pairs are built from this; the pure-PyTorch conv uses the
+    compacted :class:`~.pairs.ConvPairs` instead)."""
     pairs = []
     for k in range(table.shape[1]):
         col = table[:, k]
@@ -290,13 +287,21 @@ def table_to_pairs(table: torch.Tensor, num_inputs: int) -> list[tuple[torch.Ten
 
 @dataclass
 class KernelMaps:
-    """All neighbour tables of a U-Net-style encoder/decoder with 2x down/up per level."""
+    """All neighbour tables of a U-Net-style encoder/decoder with 2x down/up per level.
+
+    ``pairs(kind, level)`` gives the compacted pair list of a table (see :mod:`.pairs`),
+    built on first use and kept here: several layers share each table, and the cache
+    dies with the maps of its scan. Tables are not modified after construction.
+    """
 
     coords: list[torch.Tensor] = field(default_factory=list)
     spatial_shapes: list[Shape3] = field(default_factory=list)
     subm: list[torch.Tensor] = field(default_factory=list)
     down: list[torch.Tensor] = field(default_factory=list)
     up: list[torch.Tensor] = field(default_factory=list)
+    _pairs: dict[tuple[str, int], ConvPairs] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     @property
     def num_levels(self) -> int:
@@ -305,6 +310,24 @@ class KernelMaps:
     def sizes(self) -> list[int]:
         """Voxel count per level."""
         return [int(c.shape[0]) for c in self.coords]
+
+    def pairs(self, kind: str, level: int) -> ConvPairs:
+        """Pair list of ``self.<kind>[level]`` (kind: subm, down or up), cached."""
+        key = (kind, level)
+        if key not in self._pairs:
+            table = getattr(self, kind)[level]
+            # down_l reads level l, up_l reads level l + 1, subm_l reads level l
+            num_in = self.coords[level + 1 if kind == "up" else level].shape[0]
+            self._pairs[key] = ConvPairs.from_table(table, int(num_in))
+        return self._pairs[key]
+
+    def all_pairs(self) -> tuple[list[ConvPairs], list[ConvPairs], list[ConvPairs]]:
+        """(subm, down, up) pair lists of every level, in the order of the tables."""
+        return (
+            [self.pairs("subm", i) for i in range(len(self.subm))],
+            [self.pairs("down", i) for i in range(len(self.down))],
+            [self.pairs("up", i) for i in range(len(self.up))],
+        )
 
     def to(self, device: torch.device | str) -> KernelMaps:
         """Move every table (maps are built on CPU next to the voxelizer)."""

@@ -1,8 +1,9 @@
-"""Synthetic scans and non-trivial untrained students for runtime tests and benchmarks.
+"""Synthetic scans and non-trivial untrained students for tests and benchmarks.
 
 Export and backend agreement must be checked without a trained model or a dataset;
 a freshly initialised student has identity BatchNorm statistics, which would hide
-folding bugs, so :func:`random_student` randomises them.
+folding bugs, so :func:`random_student` randomises them. Test and bench support, not
+deployment code: it lives with the other synthetic data, outside the runtime.
 """
 
 from __future__ import annotations
@@ -67,7 +68,9 @@ def synthetic_scan(n: int, seed: int = 0, max_range: float = 45.0) -> np.ndarray
 
 
 @torch.no_grad()
-def random_student(preset: str = "small", seed: int = 0, **overrides) -> StudentNet:
+def random_student(
+    preset: str = "small", seed: int = 0, grid: VoxelGridSpec | None = None, **overrides
+) -> StudentNet:
     """Eval-mode student with random weights and random BN running stats / affine params."""
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
@@ -83,7 +86,7 @@ def random_student(preset: str = "small", seed: int = 0, **overrides) -> Student
     # An untrained net gives (nearly) one class everywhere, which would make label
     # agreement trivial: re-centre the classifier on a calibration scan so every
     # class occurs and the logits spread over several units.
-    grid = default_grid()
+    grid = grid or default_grid()
     scan = synthetic_scan(3000, seed=seed + 1)
     inputs = build_inputs([scan], grid, net.config.num_levels, net.config.in_channels)
     feats = net(inputs.voxel_feats, inputs.point_feats, inputs.point2voxel, inputs.maps).features
@@ -96,10 +99,10 @@ def random_student(preset: str = "small", seed: int = 0, **overrides) -> Student
 
 
 def random_student_checkpoint(
-    preset: str = "small", seed: int = 0, grid: VoxelGridSpec | None = None
+    preset: str = "small", seed: int = 0, grid: VoxelGridSpec | None = None, **overrides
 ) -> StudentCheckpoint:
     """A :class:`StudentCheckpoint` around :func:`random_student`, with dummy provenance."""
-    net = random_student(preset, seed)
+    net = random_student(preset, seed, grid, **overrides)
     return StudentCheckpoint(
         config=net.config,
         grid=grid or default_grid(),
@@ -113,17 +116,24 @@ def random_student_checkpoint(
     )
 
 
-_EXPORTS: dict[tuple[str, int], Path] = {}
+_EXPORTS: dict[tuple, Path] = {}
+
+#: The student of the demo (training/synthetic.yaml: widths and voxel size), for benchmarks.
+DEMO_STUDENT = {"enc_widths": (16, 32, 48, 64), "dec_widths": (48, 32, 32)}
+DEMO_VOXEL_SIZE = 0.25
 
 
-def exported_random_model(preset: str = "small", seed: int = 0) -> Path:
+def exported_random_model(
+    preset: str = "small", seed: int = 0, voxel_size: float | None = None, **overrides
+) -> Path:
     """Export a :func:`random_student_checkpoint` once per process through the real CLI
     (``python -m xmodelkd_ros.export``) and return the model directory.
 
     Export costs ~10 s on a small CPU; tests and benchmarks share one per process.
-    The directory is removed at interpreter exit.
+    The directory is removed at interpreter exit. ``voxel_size`` and config
+    ``overrides`` give other students (e.g. :data:`DEMO_STUDENT`).
     """
-    key = (preset, seed)
+    key = (preset, seed, voxel_size, tuple(sorted(overrides.items())))
     if key in _EXPORTS and (_EXPORTS[key] / "model.json").is_file():
         return _EXPORTS[key]
     from xmodelkd_ros.nets.checkpoint import save_student
@@ -131,7 +141,8 @@ def exported_random_model(preset: str = "small", seed: int = 0) -> Path:
     root = Path(tempfile.mkdtemp(prefix="xmodelkd_export_"))
     atexit.register(shutil.rmtree, root, True)
     ckpt_path = root / "student.ckpt"
-    save_student(random_student_checkpoint(preset, seed), ckpt_path)
+    grid = default_grid(voxel_size) if voxel_size else None
+    save_student(random_student_checkpoint(preset, seed, grid, **overrides), ckpt_path)
     out = root / "model"
     repo = Path(__file__).resolve().parents[2]
     env = dict(os.environ)

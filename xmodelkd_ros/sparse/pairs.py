@@ -1,0 +1,216 @@
+"""Compacted pair lists: the sparse conv over real neighbour pairs only.
+
+A LiDAR voxel has 5-9 occupied neighbours out of 27, so the neighbour table is
+mostly sentinels. :class:`ConvPairs` keeps only the real ``(input row, output row,
+offset)`` triples, grouped by offset, and a conv becomes three passes:
+
+1. one ``index_select`` of every pair's input row (parallel, contiguous per offset),
+2. one GEMM per offset into consecutive slices of one product buffer,
+3. one sparse CSR x dense product that sums each output row's products.
+
+Step 3 replaces a per-offset ``index_add_`` (a serial scatter, 26 passes over the
+output) by one multithreaded pass accumulated in place. The submanifold centre tap
+(every row to itself) skips the gather and starts the sum as ``bias + x @ W``.
+Autograd works through all three passes, so training uses the same form. The same
+lists, as tensors (:class:`PairTensors`), are the inputs of the exported CPU graph.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from functools import cached_property
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+__all__ = ["ConvPairs", "PairTensors", "conv_pairs", "conv_pairs_graph"]
+
+
+class PairTensors(NamedTuple):
+    """A pair list as graph inputs (the exported CPU graph's per-table inputs)."""
+
+    in_rows: Tensor  # (P,) int64, grouped by offset
+    out_rows: Tensor  # (P,) int64
+    bounds: Tensor  # (K + 1,) int64 offset boundaries into the two above
+    identity: bool  # the centre offset is the identity and is not in the list (subm)
+
+
+@dataclass(frozen=True)
+class ConvPairs:
+    """Real pairs of one neighbour table, grouped by kernel offset."""
+
+    #: (P,) input row of each pair; offset ``k`` owns ``[bounds[k], bounds[k + 1])``.
+    in_rows: Tensor
+    #: (P,) output row of each pair (same order as ``in_rows``).
+    out_rows: Tensor
+    bounds: tuple[int, ...]
+    num_in: int
+    num_out: int
+    #: Offset mapping every row to itself (subm centre), left out of the pair list.
+    identity_offset: int | None
+
+    @cached_property
+    def scatter(self) -> Tensor:
+        """(num_out, P) CSR matrix of ones: ``out = scatter @ products``. Built on first
+        use (the ONNX Runtime backend never needs it): a stable sort by output row puts
+        each row's products together, offsets ascending."""
+        cols = torch.argsort(self.out_rows, stable=True)
+        crow = torch.zeros(self.num_out + 1, dtype=torch.int64, device=cols.device)
+        crow[1:] = torch.cumsum(torch.bincount(self.out_rows, minlength=self.num_out), 0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "sparse CSR support is in beta"
+            return torch.sparse_csr_tensor(
+                crow, cols, torch.ones(cols.numel(), device=cols.device),
+                size=(self.num_out, int(cols.numel())),
+            )  # fmt: skip
+
+    @property
+    def num_pairs(self) -> int:
+        """Real pairs, the identity offset included (the useful multiply-adds / Cin / Cout)."""
+        return int(self.in_rows.numel()) + (self.num_out if self.identity_offset is not None else 0)
+
+    def tensors(self) -> PairTensors:
+        """The graph-input form (bounds as a tensor)."""
+        bounds = torch.tensor(self.bounds, dtype=torch.int64, device=self.in_rows.device)
+        return PairTensors(self.in_rows, self.out_rows, bounds, self.identity_offset is not None)
+
+    @classmethod
+    def from_table(cls, table: Tensor, num_in: int) -> ConvPairs:
+        """Pairs of a ``(M_out, K)`` table whose sentinel is ``num_in`` (see :mod:`.maps`)."""
+        m_out, K = table.shape
+        dev = table.device
+        hit = table < num_in
+        ident = None
+        centre = K // 2
+        if K % 2 == 1 and m_out == num_in and m_out > 0:
+            col = table[:, centre]
+            if bool((col == torch.arange(m_out, device=dev)).all()):
+                ident = centre
+                hit[:, centre] = False
+        # offset-major order for the gather and the GEMMs: nonzero over the transposed mask
+        kk, rows = torch.nonzero(hit.T, as_tuple=True)
+        flat = rows * K + kk  # row-major position in the table
+        in_rows = table.reshape(-1).index_select(0, flat)
+        counts = torch.bincount(kk, minlength=K)
+        starts = torch.zeros(K + 1, dtype=torch.int64, device=dev)
+        starts[1:] = torch.cumsum(counts, 0)
+        bounds = tuple(int(v) for v in starts.tolist())
+        return cls(in_rows, rows, bounds, int(num_in), int(m_out), ident)
+
+
+def conv_pairs(
+    x: Tensor, pairs: ConvPairs, weight_k: Tensor, bias: Tensor | None = None
+) -> Tensor:
+    """``out[i] = bias + sum over pairs (j, i, k) of x[j] @ weight_k[k]``; ``weight_k`` is
+    (K, Cin, Cout).
+
+    Under autograd the per-offset products are concatenated (``out=`` slices cannot be
+    differentiated); in inference they are written straight into one buffer and the sum
+    is accumulated in place, so each conv makes one pass over its output.
+    """
+    if x.shape[0] != pairs.num_in:
+        raise ValueError(f"pairs expect {pairs.num_in} input rows, got {x.shape[0]}")
+    cout = weight_k.shape[2]
+    grad = torch.is_grad_enabled() and (
+        x.requires_grad or weight_k.requires_grad or (bias is not None and bias.requires_grad)
+    )
+    xg = x.index_select(0, pairs.in_rows)
+    b = pairs.bounds
+    live = [k for k in range(len(b) - 1) if b[k + 1] > b[k]]
+    if grad:
+        parts = [xg[b[k] : b[k + 1]] @ weight_k[k] for k in live]
+        y = torch.cat(parts) if parts else x.new_zeros(0, cout)
+    else:
+        y = x.new_empty(xg.shape[0], cout)
+        for k in live:
+            torch.mm(xg[b[k] : b[k + 1]], weight_k[k], out=y[b[k] : b[k + 1]])
+    scatter = pairs.scatter if pairs.scatter.dtype == y.dtype else pairs.scatter.to(y.dtype)
+    if pairs.identity_offset is not None:
+        w_c = weight_k[pairs.identity_offset]
+        out = x @ w_c if bias is None else torch.addmm(bias, x, w_c)
+        if not y.shape[0]:
+            return out
+        return torch.addmm(out, scatter, y) if grad else out.addmm_(scatter, y)
+    if y.shape[0] == 0:
+        # keep the weight in the graph so an all-empty conv still gets a (zero) gradient
+        out = x.new_zeros(pairs.num_out, cout) + 0.0 * weight_k.sum()
+    else:
+        out = scatter @ y
+    if bias is None:
+        return out
+    return out + bias if grad else out.add_(bias)
+
+
+class _RowScatterAdd(torch.autograd.Function):
+    """``base.index_add(0, rows, y)``, exported as one ONNX ``ScatterND(reduction="add")``.
+
+    The TorchScript exporter turns ``index_put(accumulate=True)`` into a gather/add/
+    scatter that loses repeated rows, so the graph node is spelled out here.
+    """
+
+    @staticmethod
+    def forward(ctx, base: Tensor, rows: Tensor, y: Tensor) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(rows)
+        return base.index_add(0, rows, y)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, Tensor]:  # type: ignore[override]
+        (rows,) = ctx.saved_tensors
+        return grad, None, grad.index_select(0, rows)
+
+    @staticmethod
+    def symbolic(g, base, rows, y):  # type: ignore[no-untyped-def]
+        one = g.op("Constant", value_t=torch.tensor([1], dtype=torch.int64))
+        return g.op("ScatterND", base, g.op("Unsqueeze", rows, one), y, reduction_s="add")
+
+
+class _ZerosForRows(torch.autograd.Function):
+    """Zeros of shape ``(max(rows) + 1, weight.shape[1])``, exported as ReduceMax +
+    ConstantOfShape: the pairs of a down conv reach every coarse voxel and those of an
+    inverse conv every fine voxel, so the graph needs no extra size input."""
+
+    @staticmethod
+    def forward(ctx, rows: Tensor, weight: Tensor) -> Tensor:  # type: ignore[override]
+        n = int(rows.max()) + 1 if rows.numel() else 0
+        return weight.new_zeros(n, weight.shape[1])
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[None, None]:  # type: ignore[override]
+        return None, None
+
+    @staticmethod
+    def symbolic(g, rows, weight):  # type: ignore[no-untyped-def]
+        one = g.op("Constant", value_t=torch.tensor([1], dtype=torch.int64))
+        n = g.op("Add", g.op("ReduceMax", rows, keepdims_i=1), one)
+        width = g.op("Gather", g.op("Shape", weight), one)
+        return g.op(
+            "ConstantOfShape", g.op("Concat", n, width, axis_i=0),
+            value_t=torch.tensor([0.0], dtype=torch.float32),
+        )  # fmt: skip
+
+
+def conv_pairs_graph(
+    x: Tensor, in_rows: Tensor, out_rows: Tensor, bounds: Tensor, weight_k: Tensor, identity: bool
+) -> Tensor:
+    """The pair-list conv in exportable ops, for the CPU ONNX graph.
+
+    Per offset: a Gather of the input rows in the slice given by the ``bounds`` input, a
+    MatMul and a ``ScatterND(add)``. One scatter per offset because within an offset every
+    output row occurs at most once: ONNX Runtime's multithreaded ScatterND races on
+    repeated rows (measured: wrong sums with 2 threads), so a single scatter over all
+    pairs would be wrong. ``identity`` (submanifold convs) starts the sum with the
+    centre tap ``x @ W_c``, whose pairs :meth:`ConvPairs.from_table` leaves out.
+    """
+    K = weight_k.shape[0]
+    centre = K // 2 if identity else -1
+    out = x @ weight_k[centre] if identity else _ZerosForRows.apply(out_rows, weight_k[0])
+    for k in range(K):
+        if k == centre:
+            continue
+        lo, hi = bounds[k], bounds[k + 1]
+        # slice the small index vectors, not gathered features: ONNX Runtime's Slice copies
+        y = x.index_select(0, in_rows[lo:hi]) @ weight_k[k]
+        out = _RowScatterAdd.apply(out, out_rows[lo:hi], y)
+    return out
