@@ -5,25 +5,11 @@ with temporal views and confidence-masked KD switched on."""
 from __future__ import annotations
 
 import torch
+from training_hooks import TINY
 
 from xmodelkd_ros.nets.checkpoint import load_student
 from xmodelkd_ros.training.stages import STAGE_KINDS
 from xmodelkd_ros.training.train import main
-
-TINY = [
-    "--no-progress",
-    "--set",
-    "data.train_scans=4",
-    "data.val_scans=2",
-    "data.max_points=2000",
-    "data.eval_max_points=2000",
-    "data.render_size=[60,100]",
-    "data.image_size=[32,48]",
-    "schedule.teacher_epochs=1",
-    "schedule.student_epochs=1",
-    "log.tensorboard=false",
-    "threads=1",
-]
 
 
 def test_stage_kinds_are_registered():

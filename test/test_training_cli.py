@@ -6,25 +6,10 @@ import json
 
 import pytest
 import torch
-from training_hooks import NanAtStep, SignalAtStep
+from training_hooks import TINY, NanAtStep, SignalAtStep
 
 from xmodelkd_ros.nets.checkpoint import load_student
 from xmodelkd_ros.training.train import main
-
-TINY = [
-    "--no-progress",
-    "--set",
-    "data.train_scans=4",
-    "data.val_scans=2",
-    "data.max_points=2000",
-    "data.eval_max_points=2000",
-    "data.render_size=[60,100]",
-    "data.image_size=[32,48]",
-    "schedule.teacher_epochs=1",
-    "schedule.student_epochs=1",
-    "log.tensorboard=false",
-    "threads=1",
-]
 
 
 def test_all_stages_end_to_end(tmp_path, capsys):

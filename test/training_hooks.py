@@ -1,5 +1,6 @@
 """Test-only trainer hooks (were ``debug:`` recipe keys): registered with
-``main(argv, hooks=[...])`` so shipped recipes carry no test knobs.
+``main(argv, hooks=[...])`` so shipped recipes carry no test knobs; and ``TINY``, the
+CI-sized training overrides the training tests share.
 
 Also run as a script under torchrun (``test_training_ddp.py``): ``python
 test/training_hooks.py <train args>`` trains with :class:`DumpRankWeights`.
@@ -15,6 +16,21 @@ import torch
 
 from xmodelkd_ros.training.hooks import HookBase
 
+#: A training run small enough for CI (seconds): the overrides the training tests share.
+TINY = [
+    "--no-progress",
+    "--set",
+    "data.train_scans=4",
+    "data.val_scans=2",
+    "data.max_points=2000",
+    "data.eval_max_points=2000",
+    "data.render_size=[60,100]",
+    "data.image_size=[32,48]",
+    "schedule.teacher_epochs=1",
+    "schedule.student_epochs=1",
+    "log.tensorboard=false",
+    "threads=1",
+]
 
 class NanAtStep(HookBase):
     """Make the loss NaN at global step ``step`` of every stage (before the guard sees it)."""

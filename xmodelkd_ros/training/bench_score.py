@@ -24,8 +24,6 @@ from xmodelkd_ros.sim.splits import check_seeds
 from xmodelkd_ros.training.bench_stats import confusion
 from xmodelkd_ros.training.data.sample import Sample, label_ids_to_classes
 
-TEACHER_FORMAT = "xmodelkd_ros.teacher/1"
-
 
 class BenchmarkError(RuntimeError):
     """The benchmark cannot run as asked (bad arguments, missing checkpoints, bad splits)."""
@@ -87,17 +85,15 @@ def score_student(checkpoint: Path, scans: Sequence[HeldOutScan]) -> np.ndarray:
 
 
 def load_teacher(path: Path) -> Any:
-    """The fusion teacher of a training run (``teacher.pt``), on the CPU, in eval mode."""
-    from xmodelkd_ros.nets.teacher import FusionTeacher, TeacherConfig
+    """The run's fusion teacher (``teacher.pt``) on the CPU, in eval mode: the training
+    side's loader, its errors turned into :class:`BenchmarkError` (one line in the CLI)."""
+    from xmodelkd_ros.nets.checkpoint import CheckpointError
+    from xmodelkd_ros.training.stages import load_teacher as load_run_teacher
 
-    if not path.is_file():
-        raise BenchmarkError(f"teacher checkpoint {path} not found")
-    payload = torch.load(path, map_location="cpu", weights_only=True)
-    if payload.get("format") != TEACHER_FORMAT:
-        raise BenchmarkError(f"{path} is not a {TEACHER_FORMAT} checkpoint")
-    model = FusionTeacher(TeacherConfig.from_dict(payload["teacher_config"]))
-    model.load_state_dict(payload["state_dict"])
-    return model.eval()
+    try:
+        return load_run_teacher(path).eval()
+    except CheckpointError as exc:
+        raise BenchmarkError(str(exc)) from None
 
 
 @torch.no_grad()
