@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -349,6 +349,18 @@ class _StudentLike(Protocol):
     features: Tensor
 
 
+_Settings = TypeVar("_Settings")
+
+
+def settings_from_dict(cls: type[_Settings], data: Mapping[str, Any], what: str) -> _Settings:
+    """A loss-settings dataclass from its recipe section, strictly: a misspelled key is an
+    error naming it (``unknown <what>: [...]``), never a silently ignored setting."""
+    unknown = sorted(set(data) - set(cls.__dataclass_fields__))  # type: ignore[attr-defined]
+    if unknown:
+        raise ValueError(f"unknown {what}: {unknown}")
+    return cls(**data)
+
+
 class _TeacherLike(Protocol):
     logits: Tensor
     features: Tensor
@@ -382,10 +394,7 @@ class DistillWeights:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, object]) -> DistillWeights:
-        unknown = sorted(set(data) - set(cls.__dataclass_fields__))
-        if unknown:
-            raise ValueError(f"unknown distillation weights: {unknown}")
-        return cls(**data)  # type: ignore[arg-type]
+        return settings_from_dict(cls, data, "distillation weights")
 
 
 class DistillLoss(nn.Module):

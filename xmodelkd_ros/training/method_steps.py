@@ -35,6 +35,7 @@ from xmodelkd_ros.training.losses import (
     multiview_infonce,
     multiview_share,
     segmentation_loss,
+    settings_from_dict,
 )
 
 
@@ -70,10 +71,7 @@ class JointWeights:
 
     @classmethod
     def from_dict(cls, data: dict) -> JointWeights:
-        unknown = sorted(set(data) - set(cls.__dataclass_fields__))
-        if unknown:
-            raise ValueError(f"unknown loss.joint settings: {unknown}")
-        w = cls(**data)
+        w = settings_from_dict(cls, data, "loss.joint settings")
         if w.kd_mask not in ("fov", "fov_correct"):
             raise ValueError(f"unknown loss.joint.kd_mask {w.kd_mask!r} (fov | fov_correct)")
         return w
