@@ -69,11 +69,13 @@ setup(
     name=PACKAGE,
     version="0.1.0",
     packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*"]),
+    # the fused CPU kernels' C++ source, compiled on first use (xmodelkd_ros/sparse/fused.py)
+    package_data={PACKAGE: ["sparse/*.cpp"]},
     data_files=_data_files(),
     install_requires=CORE,
     extras_require=EXTRAS,
     python_requires=">=3.10",
-    zip_safe=True,
+    zip_safe=False,  # fused.py reads its C++ source from the package folder
     maintainer="xmodelkd_ros developers",
     maintainer_email="xmodelkd-ros@example.com",
     description="LiDAR semantic segmentation node with a camera-distilled LiDAR-only student",

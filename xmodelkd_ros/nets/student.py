@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor, nn
 
-from xmodelkd_ros.sparse import ConvPairs, KernelMaps, SparseConv3d, get_default_impl
+from xmodelkd_ros.sparse import ConvPairs, KernelMaps, SparseConv3d, fused, get_default_impl
 
 
 @dataclass(frozen=True)
@@ -219,6 +219,19 @@ class StudentNet(nn.Module):
     ) -> StudentOutput:
         """The same as :meth:`forward`, with the kernel maps as plain tensors (ONNX export)
         or as their :class:`ConvPairs` (the pair-list form, no per-layer rebuild)."""
+        x = self.voxel_features(voxel_feats, subm, down, up)
+        point_x = x[point2voxel] + self.point_mlp(self.normalize(point_feats))
+        features = self.point_fuse(point_x)
+        return StudentOutput(self.classifier(features), features, x)
+
+    def voxel_features(
+        self,
+        voxel_feats: Tensor,
+        subm: Sequence[Tensor | ConvPairs],
+        down: Sequence[Tensor | ConvPairs],
+        up: Sequence[Tensor | ConvPairs],
+    ) -> Tensor:
+        """The sparse U-Net: (M0, feature_dim) features of the finest voxels."""
         x = self.normalize(voxel_feats)
         for layer in self.stem:
             x = layer(x, subm[0])
@@ -231,9 +244,45 @@ class StudentNet(nn.Module):
             level = self.config.num_levels - 2 - j
             x = up_layer(x, up[level])
             x = stage(torch.cat([x, skips[level]], dim=1), subm[level])
+        return x
+
+    def infer_logits(
+        self,
+        voxel_feats: Tensor,
+        point_feats: Tensor,
+        point2voxel: Tensor,
+        subm: Sequence[ConvPairs],
+        down: Sequence[ConvPairs],
+        up: Sequence[ConvPairs],
+    ) -> Tensor:
+        """Per-point logits only, for the runtime (no autograd): the point branch runs in
+        the fused kernel when the BatchNorms are folded away and it could be built
+        (``sparse/fused.py``), as eager ops otherwise; the same numbers either way."""
+        x = self.voxel_features(voxel_feats, subm, down, up)
+        layers = self._folded_head()
+        on_cpu = point_feats.device.type == "cpu" and point_feats.dtype == torch.float32
+        if layers is not None and on_cpu and not torch.is_grad_enabled() and fused.enabled():
+            try:
+                return fused.point_head(
+                    point_feats, point2voxel, x, self.in_mean, self.in_std, layers
+                )
+            except fused.FusedUnavailableError:
+                pass
         point_x = x[point2voxel] + self.point_mlp(self.normalize(point_feats))
-        features = self.point_fuse(point_x)
-        return StudentOutput(self.classifier(features), features, x)
+        return self.classifier(self.point_fuse(point_x))
+
+    def _folded_head(self) -> list[tuple[Tensor, Tensor]] | None:
+        """(weight, bias) of the point branch's four linears when it is exactly
+        Linear-ReLU-Linear-ReLU / Linear-ReLU / Linear with BatchNorm folded (Identity),
+        the shape the fused kernel computes; None otherwise."""
+        chain = [m for m in (*self.point_mlp, *self.point_fuse) if not isinstance(m, nn.Identity)]
+        kinds = [type(m) for m in chain]
+        if kinds != [nn.Linear, nn.ReLU, nn.Linear, nn.ReLU, nn.Linear, nn.ReLU]:
+            return None
+        linears = [m for m in chain if isinstance(m, nn.Linear)] + [self.classifier]
+        if any(m.bias is None for m in linears):
+            return None
+        return [(m.weight, m.bias) for m in linears]
 
 
 def count_parameters(model: nn.Module) -> int:

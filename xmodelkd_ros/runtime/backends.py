@@ -96,11 +96,11 @@ class TorchBackend:
     def infer(self, inputs: NetInputs) -> Tensor:
         with torch.inference_mode():
             # the maps cache each table's pair list: compacted once, shared by its layers
-            out = self.net.forward_tables(
+            logits = self.net.infer_logits(
                 inputs.voxel_feats, inputs.point_feats, inputs.point2voxel,
                 *inputs.maps.all_pairs(),
             )  # fmt: skip
-        return out.logits.float()
+        return logits.float()
 
 
 def onnxruntime_available() -> bool:
