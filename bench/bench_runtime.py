@@ -1,6 +1,7 @@
 """End-to-end Segmenter latency per backend, spconv-CPU on the same weights, in one run.
 
-For each backend (``torch``, ``onnxruntime`` = the pairs graph ``model_cpu.onnx``,
+For each backend (``torch`` with its fused C++ kernels, ``torch-eager`` = the same with
+them off, ``onnxruntime`` = the pairs graph ``model_cpu.onnx``,
 ``onnxruntime-tables`` = the TensorRT-safe Gather graph run by ONNX Runtime) and for the
 same student with spconv's CPU convs, at each scan size: p50 / p95 of the end-to-end
 time (voxelize + maps + network + postprocess; decode excluded, the scan is already
@@ -36,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from xmodelkd_ros.nets.checkpoint import load_student
 from xmodelkd_ros.nets.inputs import build_inputs
-from xmodelkd_ros.runtime import Segmenter, choose_backend
+from xmodelkd_ros.runtime import Segmenter, SegmentResult, choose_backend
 from xmodelkd_ros.runtime.backends import OnnxRuntimeBackend
 from xmodelkd_ros.runtime.metadata import ONNX_FILE
 from xmodelkd_ros.sim.fixtures import (
@@ -45,10 +46,10 @@ from xmodelkd_ros.sim.fixtures import (
     exported_random_model,
     synthetic_scan,
 )
-from xmodelkd_ros.sparse import ConvPairs, SparseConv3d, spconv_available
+from xmodelkd_ros.sparse import ConvPairs, SparseConv3d, fused, spconv_available
 
 STAGES = ("voxelize", "maps", "inference", "postprocess", "total")
-RUNNERS = ("torch", "onnxruntime", "onnxruntime-tables", "spconv-cpu")
+RUNNERS = ("torch", "torch-eager", "onnxruntime", "onnxruntime-tables", "spconv-cpu")
 BEGIN, END = "<!-- bench_runtime:begin -->", "<!-- bench_runtime:end -->"
 
 
@@ -153,6 +154,25 @@ class SpconvSegmenter:
             )  # fmt: skip
 
 
+class EagerTorchSegmenter:
+    """The torch backend with the fused C++ kernels switched off (eager torch ops, the
+    fallback where no compiler is found), for the side-by-side ratio."""
+
+    backend_name = "torch-eager"
+
+    def __init__(self, model_dir: Path) -> None:
+        self.seg = Segmenter.from_model_dir(model_dir, "torch")
+        self.grid, self.config = self.seg.grid, self.seg.config
+
+    def segment(self, scan: np.ndarray) -> SegmentResult:
+        was = fused.enabled()
+        fused.set_enabled(False)
+        try:
+            return self.seg.segment(scan)
+        finally:
+            fused.set_enabled(was)
+
+
 def make_runners(model_dir: Path, threads: int, names: list[str]) -> dict[str, object]:
     runners: dict[str, object] = {}
     for name in names:
@@ -161,6 +181,8 @@ def make_runners(model_dir: Path, threads: int, names: list[str]) -> dict[str, o
                 runners[name] = SpconvSegmenter(model_dir)
             else:
                 print("spconv not available: its rows are skipped")
+        elif name == "torch-eager":
+            runners[name] = EagerTorchSegmenter(model_dir)
         elif name == "onnxruntime-tables":
             seg = Segmenter.from_model_dir(model_dir, "torch")  # grid/config/metadata
             seg.backend = OnnxRuntimeBackend(model_dir / ONNX_FILE, "cpu", threads, "tables")
@@ -218,6 +240,8 @@ def main(argv: list[str] | None = None) -> int:
     probe = GemmProbe()
     net = runners["torch"].backend.net if "torch" in runners else None  # type: ignore[attr-defined]
     auto = choose_backend("cpu", model_dir)
+    ok, why = fused.available()
+    kernels = "fused C++ kernels built" if ok else f"fused kernels unavailable ({why})"
     print(f"torch {torch.__version__}, {args.threads} threads, load {os.getloadavg()[0]:.1f} "
           f"on {os.cpu_count()} CPUs; auto on CPU -> {auto}")  # fmt: skip
     results = []
@@ -274,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
               + ", ".join(f"{g:.0f} GFLOP/s at {n // 1000} k" for n, g in gemms.items())
               + "; "
               f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs at the end; "
-              f"auto on CPU -> {auto}.")  # fmt: skip
+              f"auto on CPU -> {auto}; {kernels}.")  # fmt: skip
     print(footer)
     if args.json:
         args.json.write_text(json.dumps({"gemm_gflops": gemms, "threads": args.threads,

@@ -148,7 +148,7 @@ def test_auto_picks_the_fastest_available_backend(
 ) -> None:
     """The rule: lowest registered speed rank for the device type among available ones."""
     ranked = sorted(
-        (e for e in BACKEND_REGISTRY.values() if "cpu" in e.rank), key=lambda e: e.rank["cpu"]
+        (e for e in BACKEND_REGISTRY.values() if "cpu" in e.rank), key=lambda e: e.rank_for("cpu")
     )
     fastest = next(e.name for e in ranked if e.cls.available("cpu", model_dir)[0])
     with caplog.at_level(logging.INFO, logger="xmodelkd_ros.runtime"):
@@ -192,6 +192,13 @@ def test_registry_rule_with_fake_backends(monkeypatch: pytest.MonkeyPatch, tmp_p
         choose_backend("cpu", tmp_path)
     with pytest.raises(TypeError, match="lacks"):
         register_backend("broken", {"cpu": 0})(type("Broken", (), {}))
+    # a rank may depend on the machine (the torch backend's on its fused kernels)
+    monkeypatch.setattr(registry_mod, "BACKEND_REGISTRY", {})
+    fake("steady", {"cpu": 1}, lambda: True)
+    fake("kernels", {"cpu": lambda: 0 if state["fast"] else 2}, lambda: True)
+    assert choose_backend("cpu", tmp_path) == "kernels"
+    state["fast"] = False
+    assert choose_backend("cpu", tmp_path) == "steady"
 
 
 def test_model_load_errors(model_dir: Path, tmp_path: Path) -> None:

@@ -4,10 +4,12 @@ The Segmenter owns everything around the network (voxelization, maps,
 devoxelization), so a backend is only "run the network on these inputs"; that keeps
 the backends interchangeable and comparable. Each registers itself with its speed
 rank per device (:mod:`xmodelkd_ros.runtime.registry`); the ranks come from
-``bench/bench_runtime.py`` on the demo model (see README, Performance): on CPU, ONNX
-Runtime on the pairs graph beat eager torch at 120 k points and, by 3x, whenever other
-jobs loaded the 2 cores (one session and thread pool instead of ~1500 small OpenMP
-ops); torch was ahead only at 35 k on a quiet machine (87 vs 111 ms). So it ranks first.
+``bench/bench_runtime.py`` on the demo model (see README, Performance). On CPU the torch
+backend with its fused C++ kernels (``sparse/fused.py``: each conv and the point branch
+in one pass) is the fastest, so it ranks first where the kernels could be built. Without
+them (no C++ compiler) eager torch is slower than ONNX Runtime on the pairs graph (at
+120 k points, and by 3x on a loaded machine: ~1500 small OpenMP ops against one session),
+so ONNX Runtime ranks first there.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from xmodelkd_ros.runtime.metadata import (
     verified_onnx,
 )
 from xmodelkd_ros.runtime.registry import LoadOptions, device_type, register_backend
+from xmodelkd_ros.sparse import fused
 
 __all__ = ["OnnxRuntimeBackend", "TorchBackend", "load_checkpoint", "onnxruntime_available"]
 
@@ -50,14 +53,22 @@ def load_checkpoint(path: str | Path) -> tuple[StudentCheckpoint, nn.Module]:
         raise ModelLoadError(f"{path}: {exc}") from exc
 
 
-@register_backend("torch", rank={"cpu": 1, "cuda": 2})
+def _torch_cpu_rank() -> int:
+    """First on CPU with the fused kernels (building them on first call, ~2 s), else after
+    ONNX Runtime (see the module docstring)."""
+    return 0 if fused.available()[0] else 2
+
+
+@register_backend("torch", rank={"cpu": _torch_cpu_rank, "cuda": 2})
 class TorchBackend:
     """Eager PyTorch (CPU or CUDA) on the BN-folded eval-mode student.
 
     It runs the pair-list conv form (:mod:`xmodelkd_ros.sparse.pairs`), which gives the
     same numbers as the exported Gather+MatMul form but touches only the real neighbour
     pairs (~1/4 of a LiDAR table). BatchNorm is folded into the weights as in the
-    export, which removes one pass over every activation.
+    export, which removes one pass over every activation. On CPU each conv and the point
+    branch run in the fused C++ kernels of :mod:`xmodelkd_ros.sparse.fused` when they
+    could be built (eager torch ops otherwise, same numbers to float rounding).
     """
 
     name = "torch"
@@ -111,7 +122,7 @@ def onnxruntime_available() -> bool:
     return True
 
 
-@register_backend("onnxruntime", rank={"cpu": 0, "cuda": 1})
+@register_backend("onnxruntime", rank={"cpu": 1, "cuda": 1})
 class OnnxRuntimeBackend:
     """ONNX Runtime session: the pairs graph on CPU, the tables graph on CUDA.
 

@@ -77,14 +77,21 @@ class BackendClass(Protocol):
 class BackendEntry:
     name: str
     cls: Any  # a BackendClass
-    #: device type ("cpu", "cuda") -> rank; absent = never chosen by auto on that device.
-    rank: dict[str, int]
+    #: device type ("cpu", "cuda") -> rank, or a function giving it (a backend whose speed
+    #: depends on what this machine offers); absent = never chosen by auto on that device.
+    rank: dict[str, int | Callable[[], int]]
+
+    def rank_for(self, dtype: str) -> int:
+        r = self.rank[dtype]
+        return int(r() if callable(r) else r)
 
 
 BACKEND_REGISTRY: dict[str, BackendEntry] = {}
 
 
-def register_backend(name: str, rank: dict[str, int]) -> Callable[[type], type]:
+def register_backend(
+    name: str, rank: dict[str, int | Callable[[], int]]
+) -> Callable[[type], type]:
     """Class decorator: ``@register_backend("onnxruntime", rank={"cpu": 1, "cuda": 1})``."""
 
     def deco(cls: type) -> type:
@@ -111,7 +118,7 @@ def choose_backend(device: str, model_dir: str | os.PathLike) -> str:
     """
     dtype = device_type(device)
     candidates = sorted(
-        (e for e in BACKEND_REGISTRY.values() if dtype in e.rank), key=lambda e: e.rank[dtype]
+        (e for e in BACKEND_REGISTRY.values() if dtype in e.rank), key=lambda e: e.rank_for(dtype)
     )
     reasons = []
     for entry in candidates:

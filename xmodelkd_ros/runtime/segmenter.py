@@ -39,7 +39,12 @@ log = logging.getLogger(__name__)
 #: Every name ``Segmenter.from_model_dir(backend=...)`` accepts: "auto" and the registry
 #: (the one list of backend names; the node's parameter choices come from here).
 BACKENDS: tuple[str, ...] = (
-    "auto", *sorted(BACKEND_REGISTRY, key=lambda n: BACKEND_REGISTRY[n].rank.get("cuda", 99))
+    "auto",
+    *sorted(
+        BACKEND_REGISTRY,
+        key=lambda n: BACKEND_REGISTRY[n].rank_for("cuda") if "cuda" in BACKEND_REGISTRY[n].rank
+        else 99,
+    ),
 )
 STAGES = ("voxelize", "maps", "inference", "postprocess", "total")
 
