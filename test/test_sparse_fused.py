@@ -217,3 +217,21 @@ def test_switch_off() -> None:
     finally:
         fused.set_enabled(True)
     assert fused.available()[0]
+
+
+def test_inference_weight_cache_follows_weight_updates() -> None:
+    """The contiguous weight is cached across scans; an in-place update (optimizer step,
+    BatchNorm folding, load_state_dict) must invalidate it."""
+    coords = random_coords(6, 1, 100)
+    pairs = ConvPairs.from_table(submanifold_table(coords, SHAPE), len(coords))
+    layer = SparseConv3d(4, 16, 3, "subm")
+    x = torch.randn(len(coords), 4)
+    with torch.inference_mode():
+        first = layer(x, pairs)
+    with torch.no_grad():
+        layer.weight.mul_(2.0)
+    with torch.inference_mode():
+        torch.testing.assert_close(layer(x, pairs), 2.0 * first)
+    layer.load_state_dict({"weight": torch.zeros_like(layer.weight)})
+    with torch.inference_mode():
+        assert float(layer(x, pairs).abs().max()) == 0.0

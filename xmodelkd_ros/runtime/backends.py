@@ -79,6 +79,9 @@ class TorchBackend:
             raise ModelLoadError("torch backend asked for CUDA but no CUDA device is available")
         self.net = fold_batchnorm(net).to(self.device)
         self.num_levels = num_levels
+        if self.device.type == "cpu":  # build the kernels now, not on the first scan
+            ok, why = fused.available()
+            log.info("torch backend: %s", "fused C++ kernels" if ok else f"eager ops ({why})")
 
     @staticmethod
     def available(device: str, model_dir: Path) -> tuple[bool, str]:

@@ -126,6 +126,17 @@ class SparseConv3d(nn.Module):
         if self.bias is not None:
             nn.init.uniform_(self.bias, -bound, bound)
 
+    def _inference_weight(self) -> torch.Tensor:
+        """``weight_k()`` made contiguous (every per-offset GEMM then reads dense rows),
+        kept until the weight changes: the runtime would otherwise copy every layer's
+        weight on every scan."""
+        key = (self.weight.data_ptr(), self.weight._version, self.weight.dtype)
+        cached = self.__dict__.get("_wk_cache")
+        if cached is None or cached[0] != key:
+            cached = (key, self.weight_k().detach().contiguous())
+            self.__dict__["_wk_cache"] = cached
+        return cached[1]
+
     @property
     def num_offsets(self) -> int:
         return self.kernel_size**3
@@ -143,9 +154,7 @@ class SparseConv3d(nn.Module):
         impl: str | None = None,
     ) -> torch.Tensor:
         """x (M_in, Cin), table (M_out, K) or its pair list -> (M_out, Cout)."""
-        w = self.weight_k()
-        if not torch.is_grad_enabled():
-            w = w.contiguous()  # one small copy; every per-offset GEMM then reads dense rows
+        w = self.weight_k() if torch.is_grad_enabled() else self._inference_weight()
         if isinstance(table, PairTensors):
             out = conv_pairs_graph(x, *table[:3], w, table.identity)
             return out if self.bias is None else out + self.bias
