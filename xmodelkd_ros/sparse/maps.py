@@ -9,8 +9,9 @@ per-pillar z table (see ``_Index``), or ``searchsorted`` when even that is too b
 
 On CPU, :func:`build_kernel_maps` and the pair lists of :class:`KernelMaps` come from
 the C++ builder of :mod:`.fused_maps` when the fused library is available (same
-tensors, same order, ~10x faster); the torch code here is its fallback and its test
-oracle. ``set_fused_maps(False)`` forces the torch path.
+tensors, same order; 2.5-3x faster single-threaded, see bench/bench_sparse.py); the
+torch code here is its fallback and its test oracle. ``set_fused_maps(False)`` forces
+the torch path.
 
 Table convention: ``table[i, k]`` is the input row feeding output row ``i``
 through kernel offset ``k = (a * ks + b) * ks + c`` (a, b, c along ix, iy, iz),
