@@ -29,10 +29,12 @@ from xmodelkd_ros.sparse import (
     SparseConv3d,
     VoxelGridSpec,
     build_kernel_maps,
+    fused,
     spconv_available,
     to_spconv,
     voxelize,
 )
+from xmodelkd_ros.sparse import maps as maps_mod
 from xmodelkd_ros.sparse.spconv_backend import make_sparse_tensor
 
 RANGE_MIN, RANGE_MAX = (-50.0, -50.0, -4.0), (50.0, 50.0, 4.0)
@@ -145,6 +147,34 @@ def bench_conv(c: int, vox: object, table: torch.Tensor, repeats: int) -> list[R
     ]
 
 
+def bench_maps(vox: object, repeats: int) -> list[Row]:
+    """Kernel maps (4 levels) and all their pair lists: the torch builder and the C++ one
+    of the fused library, timed alternately in one run (ratio: this row / torch)."""
+    ok, why = fused.available()
+    if not ok:
+        print(f"  fused maps unavailable ({why}): torch builder only")
+
+    def build(use_fused: bool) -> Callable[[], object]:
+        def run() -> object:
+            maps_mod.set_fused_maps(use_fused)
+            try:
+                return build_kernel_maps(vox.coords, vox.spatial_shape, 4).all_pairs()
+            finally:
+                maps_mod.set_fused_maps(True)
+
+        return run
+
+    variants = [("torch", False)] + ([("fused C++", True)] if ok else [])
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name, _ in variants}
+    for _ in range(3):  # interleaved: load changes on a shared box hit both alike
+        for name, flag in variants:
+            times[name].append(timeit(build(flag), max(1, repeats // 3 + 1)))
+    med = {n: (statistics.median(w for w, _ in t), statistics.median(c for _, c in t))
+           for n, t in times.items()}  # fmt: skip
+    return [(f"maps + pair lists, {n}", med[n], _ratio(med[n], med["torch"]) + " vs torch")
+            for n, _ in variants]  # fmt: skip
+
+
 def bench_one(num_points: int, channels: list[int], repeats: int, voxel: float) -> list[Row]:
     scan = torch.from_numpy(synth_scan(num_points))
     grid = VoxelGridSpec((voxel,) * 3, RANGE_MIN, RANGE_MAX)
@@ -161,6 +191,7 @@ def bench_one(num_points: int, channels: list[int], repeats: int, voxel: float) 
             f"mean active neighbours (level 0) {fill:.1f}/27"
         )
         rows.append(("build_kernel_maps (4 levels)", t_maps, ""))
+        rows += bench_maps(vox, repeats)
         for c in channels:
             rows += bench_conv(c, vox, maps.subm[0], repeats)
     return rows
