@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 
 import pytest
 
@@ -39,6 +40,11 @@ def test_arms_are_trained_scored_and_paired(tmp_path) -> None:
         assert r["gain_vs_baseline"]["mean"] == pytest.approx(r["miou"] - base)
         assert r["distilled_minus_arm"]["mean"] == pytest.approx(dist - r["miou"])
         assert r["gain_vs_baseline"]["ci95"][0] <= r["gain_vs_baseline"]["ci95"][1]
+        # the arm's own validation mIoU (what its settings are chosen by), from train.log
+        (val,) = r["validation_miou"]
+        logged = re.findall(rf"^{arm}: val mIoU ([0-9.]+)", (run / "train.log").read_text(),
+                            flags=re.M)  # fmt: skip
+        assert logged and val == pytest.approx(float(logged[-1]) / 100)
     md = (out / "benchmark.md").read_text()
     assert "## Method arms (issue 13)" in md and "| selftrain |" in md and "| joint |" in md
 

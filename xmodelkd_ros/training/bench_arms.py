@@ -47,6 +47,16 @@ def multiview_share_of(run_dir: Path) -> float | None:
     return float(found[-1]) if found else None
 
 
+def validation_miou_of(run_dir: Path, stage: str) -> float | None:
+    """The stage's validation mIoU (fraction) from ``train.log`` (its last report), the
+    number an arm's settings are chosen by; None when not logged."""
+    log = run_dir / "train.log"
+    if not log.is_file():
+        return None
+    found = re.findall(rf"^{re.escape(stage)}: val mIoU ([0-9.]+)", log.read_text(), flags=re.M)
+    return float(found[-1]) / 100.0 if found else None
+
+
 def _gain(a: np.ndarray, b: np.ndarray, reps: int) -> dict[str, Any]:
     g = paired_gain(a, b, reps=reps)
     return {"mean": g.mean, "ci95": list(g.ci), "per_seed": [float(x) for x in g.per_seed]}
@@ -71,6 +81,7 @@ def method_summary(
         for arm in arms:
             regime["arms"][arm] = {
                 "miou": float(miou_from_confusion(cms[arm].sum(1)).mean()),
+                "validation_miou": [validation_miou_of(d, arm) for d in run_dirs[fraction]],
                 "gain_vs_baseline": _gain(cms[arm], cms["baseline"], reps),
                 "distilled_minus_arm": _gain(cms["distilled"], cms[arm], reps),
             }
@@ -88,14 +99,17 @@ def method_markdown(summary: dict[str, Any]) -> str:
         lines += [f"### {float(key) * 100:g} % labels", "",
                   f"Contrastive points with >= 2 views, per seed: {shares}", ""]  # fmt: skip
         if regime["arms"]:
-            lines += ["| arm | mIoU | arm - baseline (95 % CI) | distilled - arm (95 % CI) |",
-                      "| --- | --- | --- | --- |"]  # fmt: skip
+            lines += ["| arm | mIoU | arm - baseline (95 % CI) | distilled - arm (95 % CI) "
+                      "| validation mIoU per seed |",
+                      "| --- | --- | --- | --- | --- |"]  # fmt: skip
             for arm, r in regime["arms"].items():
                 g, d = r["gain_vs_baseline"], r["distilled_minus_arm"]
+                val = " / ".join("n/a" if v is None else f"{100 * v:.1f}"
+                                 for v in r.get("validation_miou", []))  # fmt: skip
                 lines.append(
                     f"| {arm} | {100 * r['miou']:.2f} | {pct(g['mean'])} "
                     f"[{pct(g['ci95'][0])}, {pct(g['ci95'][1])}] | {pct(d['mean'])} "
-                    f"[{pct(d['ci95'][0])}, {pct(d['ci95'][1])}] |"
+                    f"[{pct(d['ci95'][0])}, {pct(d['ci95'][1])}] | {val} |"
                 )
             lines.append("")
     return "\n".join(lines) + "\n"
