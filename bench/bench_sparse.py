@@ -30,6 +30,7 @@ from xmodelkd_ros.sparse import (
     VoxelGridSpec,
     build_kernel_maps,
     fused,
+    set_fused_voxelize,
     spconv_available,
     to_spconv,
     voxelize,
@@ -175,13 +176,41 @@ def bench_maps(vox: object, repeats: int) -> list[Row]:
             for n, _ in variants]  # fmt: skip
 
 
+def bench_voxelize(scan: torch.Tensor, grid: VoxelGridSpec, repeats: int) -> list[Row]:
+    """The torch voxelizer and the C++ one of the fused library (bit-identical outputs),
+    timed alternately in one run (ratio: this row / torch)."""
+    ok, why = fused.available()
+    if not ok:
+        print(f"  fused voxelize unavailable ({why}): torch only")
+
+    def run(use_fused: bool) -> Callable[[], object]:
+        def go() -> object:
+            set_fused_voxelize(use_fused)
+            try:
+                return voxelize(scan, grid)
+            finally:
+                set_fused_voxelize(True)
+
+        return go
+
+    variants = [("torch", False)] + ([("fused C++", True)] if ok else [])
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name, _ in variants}
+    for _ in range(3):  # interleaved: load changes on a shared box hit both alike
+        for name, flag in variants:
+            times[name].append(timeit(run(flag), max(1, repeats // 3 + 1)))
+    med = {n: (statistics.median(w for w, _ in t), statistics.median(c for _, c in t))
+           for n, t in times.items()}  # fmt: skip
+    return [(f"voxelize, {n}", med[n], _ratio(med[n], med["torch"]) + " vs torch")
+            for n, _ in variants]  # fmt: skip
+
+
 def bench_one(num_points: int, channels: list[int], repeats: int, voxel: float) -> list[Row]:
     scan = torch.from_numpy(synth_scan(num_points))
     grid = VoxelGridSpec((voxel,) * 3, RANGE_MIN, RANGE_MAX)
     rows: list[Row] = []
     with torch.inference_mode():
         vox = voxelize(scan, grid)
-        rows.append(("voxelize", timeit(lambda: voxelize(scan, grid), repeats), ""))
+        rows += bench_voxelize(scan, grid, repeats)
         maps = build_kernel_maps(vox.coords, vox.spatial_shape, 4)
         t_maps = timeit(lambda: build_kernel_maps(vox.coords, vox.spatial_shape, 4), repeats)
         sizes = maps.sizes()
@@ -200,7 +229,8 @@ def bench_one(num_points: int, channels: list[int], repeats: int, voxel: float) 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--points", type=int, nargs="+", default=[35000, 120000])
-    ap.add_argument("--channels", type=int, nargs="+", default=[32, 64])
+    ap.add_argument("--channels", type=int, nargs="*", default=[32, 64],
+                    help="conv widths to time; none: voxelize and maps only")
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--voxel", type=float, default=0.1, help="voxel edge in metres")
     ap.add_argument(

@@ -30,7 +30,7 @@ from xmodelkd_ros.runtime.registry import (
     LoadOptions,
     choose_backend,
 )
-from xmodelkd_ros.sparse import VoxelGridSpec
+from xmodelkd_ros.sparse import VoxelGridSpec, fused, fused_voxelize
 
 __all__ = ["BACKENDS", "SegmentResult", "Segmenter", "choose_backend"]
 
@@ -56,6 +56,23 @@ class SegmentResult:
     labels: np.ndarray  # (N,) uint16 label ids, UNLABELED for invalid / out-of-range points
     confidence: np.ndarray  # (N,) float32 softmax max, 0 where unlabeled
     timings: dict[str, float] = field(default_factory=dict)  # stage -> seconds
+
+
+def _point_labels(logits: Tensor, valid: np.ndarray, labels: np.ndarray, conf: np.ndarray) -> None:
+    """Label id (argmax + 1) and softmax maximum of each logits row into the valid entries:
+    the C++ kernel of :mod:`~xmodelkd_ros.sparse.fused_voxelize` for float32 CPU logits,
+    else torch (on the logits' device)."""
+    if fused.enabled():
+        try:
+            fused_voxelize.point_labels(logits, valid, labels, conf)
+            return
+        except (fused.FusedUnavailableError, fused_voxelize.UnsupportedInputError):
+            pass
+    top, idx = logits.max(dim=1)
+    # softmax max = 1 / sum(exp(l - max)): no (P, C) probability tensor needed
+    point_conf = torch.exp(logits - top[:, None]).sum(dim=1).reciprocal()
+    labels[valid] = (idx.cpu().numpy() + 1).astype(np.uint16)
+    conf[valid] = point_conf.cpu().numpy().astype(np.float32)
 
 
 class Segmenter:
@@ -156,12 +173,7 @@ class Segmenter:
             timings["inference"] = time.perf_counter() - t0
 
             t0 = time.perf_counter()
-            top, idx = logits.max(dim=1)
-            # softmax max = 1 / sum(exp(l - max)): no (P, C) probability tensor needed
-            point_conf = torch.exp(logits - top[:, None]).sum(dim=1).reciprocal()
-            valid_np = valid.numpy()
-            labels[valid_np] = (idx.cpu().numpy() + 1).astype(np.uint16)
-            conf[valid_np] = point_conf.cpu().numpy().astype(np.float32)
+            _point_labels(logits.detach(), valid.numpy(), labels, conf)
             timings["postprocess"] = time.perf_counter() - t0
         timings["total"] = time.perf_counter() - t_start
         return SegmentResult(labels, conf, timings)

@@ -14,7 +14,7 @@ from .maps import (
 )
 from .pairs import ConvPairs, PairTensors, conv_pairs, conv_pairs_graph
 from .spconv_backend import run_spconv_reference, spconv_available, to_spconv
-from .voxelize import VoxelGridSpec, Voxels, voxelize
+from .voxelize import VoxelGridSpec, Voxels, set_fused_voxelize, voxelize
 
 __all__ = [
     "ConvPairs",
@@ -32,6 +32,7 @@ __all__ = [
     "kernel_offsets",
     "run_spconv_reference",
     "set_default_impl",
+    "set_fused_voxelize",
     "spconv_available",
     "submanifold_table",
     "table_to_pairs",

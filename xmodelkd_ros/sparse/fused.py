@@ -37,12 +37,14 @@ __all__ = [
 
 #: compiled together into one library (one build, one OpenMP runtime); the first defines
 #: ``xk_abi_version``
-SOURCES = tuple(Path(__file__).with_name(n) for n in ("fused_conv.cpp", "fused_maps.cpp"))
+SOURCES = tuple(
+    Path(__file__).with_name(n) for n in ("fused_conv.cpp", "fused_maps.cpp", "fused_voxelize.cpp")
+)
 #: -march=native: the cache key holds the CPU model; 512-bit vectors where the CPU has them
 #: (GCC prefers 256 by default, measured 1.7x slower here on AVX-512)
 FLAGS = ("-O3", "-march=native", "-mprefer-vector-width=512", "-fopenmp", "-shared", "-fPIC",
          "-std=c++17")  # fmt: skip
-ABI_VERSION = 4
+ABI_VERSION = 5
 #: output rows per work item: 256 rows x 64 channels = 64 KB, stays in L2 over 27 offsets
 TILE_ROWS = 256
 

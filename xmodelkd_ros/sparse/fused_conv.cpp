@@ -116,7 +116,7 @@ constexpr int64_t kIotaBlock = 64;  // rows per centre-tap call (row ids on the 
 extern "C" {
 
 // Version of the calling convention below; fused.py refuses a library that differs.
-int xk_abi_version() { return 4; }
+int xk_abi_version() { return 5; }
 
 // out (num_out, cout) = bias + [x @ w[centre_k] if centre_k >= 0]
 //                       + sum over pairs (j -> i, offset k) of x[j] @ w[k].

@@ -3,6 +3,11 @@
 Everything is vectorised (one ``torch.unique`` plus ``index_add``) because the
 node voxelizes every scan on the hot path; a Python loop over 120k points would
 cost more than the network itself.
+
+On CPU, float32 points go through the C++ voxelizer of :mod:`.fused_voxelize` when the
+fused library is available: bit-identical results (same float64 keys, points summed in
+the same order), a radix sort instead of ``torch.unique``. The torch code here is its
+fallback and its test oracle; ``set_fused_voxelize(False)`` forces it.
 """
 
 from __future__ import annotations
@@ -12,7 +17,20 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["VoxelGridSpec", "Voxels", "pack_keys", "unpack_keys", "voxelize"]
+from . import fused, fused_voxelize
+
+__all__ = [
+    "VoxelGridSpec", "Voxels", "pack_keys", "set_fused_voxelize", "unpack_keys", "voxelize"
+]  # fmt: skip
+
+_use_fused = True  # the C++ voxelizer where it applies (set_fused_voxelize)
+
+
+def set_fused_voxelize(flag: bool) -> None:
+    """Process-wide switch between the C++ voxelizer and the torch code (tests, benchmarks).
+    The C++ voxelizer also needs the fused library itself on (:func:`.fused.set_enabled`)."""
+    global _use_fused
+    _use_fused = bool(flag)
 
 
 @dataclass(frozen=True)
@@ -92,6 +110,15 @@ def voxelize(
     if batch_size is None:
         batch_size = int(batch_index.max().item()) + 1 if n > 0 else 1
 
+    if _use_fused and fused.enabled() and device.type == "cpu" and points.dtype == torch.float32:
+        try:
+            coords, feats, point2voxel = fused_voxelize.voxelize(
+                points, batch_index, batch_size, grid.range_min, grid.range_max,
+                grid.voxel_size, shape,
+            )  # fmt: skip
+            return Voxels(coords, feats, point2voxel, shape, int(batch_size))
+        except (fused.FusedUnavailableError, fused_voxelize.UnsupportedInputError):
+            pass
     xyz = points[:, :3].to(torch.float64)
     lo = torch.tensor(grid.range_min, dtype=torch.float64, device=device)
     hi = torch.tensor(grid.range_max, dtype=torch.float64, device=device)
