@@ -235,3 +235,14 @@ def test_inference_weight_cache_follows_weight_updates() -> None:
     layer.load_state_dict({"weight": torch.zeros_like(layer.weight)})
     with torch.inference_mode():
         assert float(layer(x, pairs).abs().max()) == 0.0
+
+
+def test_layer_built_in_inference_mode_runs() -> None:
+    """Weights created under inference_mode have no version counter: no cache, no error."""
+    coords = random_coords(7, 1, 60)
+    pairs = ConvPairs.from_table(submanifold_table(coords, SHAPE), len(coords))
+    with torch.inference_mode():
+        layer = SparseConv3d(4, 16, 3, "subm")
+        x = torch.randn(len(coords), 4)
+        out = layer(x, pairs)
+        torch.testing.assert_close(layer(x, pairs), out)

@@ -130,6 +130,8 @@ class SparseConv3d(nn.Module):
         """``weight_k()`` made contiguous (every per-offset GEMM then reads dense rows),
         kept until the weight changes: the runtime would otherwise copy every layer's
         weight on every scan."""
+        if self.weight.is_inference():  # made in inference mode: no version counter to key on
+            return self.weight_k().contiguous()
         key = (self.weight.data_ptr(), self.weight._version, self.weight.dtype)
         cached = self.__dict__.get("_wk_cache")
         if cached is None or cached[0] != key:
