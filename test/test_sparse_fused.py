@@ -246,3 +246,32 @@ def test_layer_built_in_inference_mode_runs() -> None:
         x = torch.randn(len(coords), 4)
         out = layer(x, pairs)
         torch.testing.assert_close(layer(x, pairs), out)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_residual_relu_epilogue_equals_eager_tail(threads: int) -> None:
+    coords = random_coords(8, 2, 300)
+    pairs = ConvPairs.from_table(submanifold_table(coords, SHAPE), len(coords))
+    torch.manual_seed(8)
+    layer = SparseConv3d(32, 32, 3, "subm", bias=True)
+    x, skip = torch.randn(len(coords), 32), torch.randn(len(coords), 32)
+    skip[0, :4] = float("nan")  # relu keeps NaN, as torch.relu does
+    prev = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with torch.inference_mode():
+            got = layer(x, pairs, residual=skip, relu=True)
+            want = torch.relu(layer(x, pairs) + skip)
+            fused.set_enabled(False)
+            try:
+                eager = layer(x, pairs, residual=skip, relu=True)
+            finally:
+                fused.set_enabled(True)
+    finally:
+        torch.set_num_threads(prev)
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6, equal_nan=True)
+    torch.testing.assert_close(eager, want, rtol=1e-5, atol=1e-5, equal_nan=True)
+    assert bool((got[1:] >= 0).all()) and bool(got[0, :4].isnan().all())
+    with pytest.raises(ValueError, match="residual"):
+        fused.sparse_conv(x, layer.weight_k(), None, pairs.in_rows, pairs.out_rows,
+                          pairs.bounds_tensor, pairs.num_out, residual=skip[:5])  # fmt: skip

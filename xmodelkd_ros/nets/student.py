@@ -85,12 +85,17 @@ class _ConvBnRelu(nn.Module):
         self.bn = nn.BatchNorm1d(cout)
         self.relu = relu
 
-    def forward(self, x: Tensor, table: Tensor | ConvPairs) -> Tensor:
+    def forward(
+        self, x: Tensor, table: Tensor | ConvPairs, residual: Tensor | None = None
+    ) -> Tensor:
+        """conv -> BN -> (+ residual) -> (ReLU). Once BN is folded away (the runtime) the
+        tail goes into the conv call, so the fused CPU kernel applies it per output tile."""
+        if isinstance(self.bn, nn.Identity):
+            return self.conv(x, table, residual=residual, relu=self.relu)
         x = self.bn(self.conv(x, table))
-        if not self.relu:
-            return x
-        # in inference the conv output is a fresh tensor: rectify it in place (one pass less)
-        return torch.relu(x) if torch.is_grad_enabled() else x.relu_()
+        if residual is not None:
+            x = x + residual
+        return torch.relu(x) if self.relu else x
 
 
 class ResBlock(nn.Module):
@@ -99,7 +104,7 @@ class ResBlock(nn.Module):
     def __init__(self, cin: int, cout: int):
         super().__init__()
         self.conv1 = _ConvBnRelu(cin, cout, 3, "subm")
-        self.conv2 = _ConvBnRelu(cout, cout, 3, "subm", relu=False)
+        self.conv2 = _ConvBnRelu(cout, cout, 3, "subm")  # its ReLU follows the residual sum
         self.proj = (
             None
             if cin == cout
@@ -108,8 +113,7 @@ class ResBlock(nn.Module):
 
     def forward(self, x: Tensor, table: Tensor | ConvPairs) -> Tensor:
         skip = x if self.proj is None else self.proj(x)
-        y = self.conv2(self.conv1(x, table), table)
-        return torch.relu(y + skip) if torch.is_grad_enabled() else y.add_(skip).relu_()
+        return self.conv2(self.conv1(x, table), table, residual=skip)
 
 
 class _Stage(nn.Module):

@@ -23,7 +23,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from .pairs import ConvPairs, PairTensors, conv_pairs, conv_pairs_graph
+from .pairs import ConvPairs, PairTensors, conv_epilogue, conv_pairs, conv_pairs_graph
 
 __all__ = ["IMPLS", "SparseConv3d", "get_default_impl", "set_default_impl", "use_impl"]
 
@@ -154,30 +154,36 @@ class SparseConv3d(nn.Module):
         x: torch.Tensor,
         table: torch.Tensor | ConvPairs | PairTensors,
         impl: str | None = None,
+        residual: torch.Tensor | None = None,
+        relu: bool = False,
     ) -> torch.Tensor:
-        """x (M_in, Cin), table (M_out, K) or its pair list -> (M_out, Cout)."""
+        """x (M_in, Cin), table (M_out, K) or its pair list -> (M_out, Cout); then
+        ``+ residual`` and ``relu`` when given (a residual block's tail: the fused CPU
+        kernel applies it per output tile, every other form as the same eager ops)."""
         w = self.weight_k() if torch.is_grad_enabled() else self._inference_weight()
-        if isinstance(table, PairTensors):
-            out = conv_pairs_graph(x, *table[:3], w, table.identity)
-            return out if self.bias is None else out + self.bias
         if isinstance(table, ConvPairs):
             if len(table.bounds) - 1 != self.num_offsets:
                 raise ValueError(
                     f"pairs have {len(table.bounds) - 1} offsets, layer needs {self.num_offsets}"
                 )
-            return conv_pairs(x, table, w, self.bias)
-        if not _is_tracing() and table.shape[1] != self.num_offsets:
-            raise ValueError(f"table has {table.shape[1]} offsets, layer needs {self.num_offsets}")
-        impl = _check_impl(impl or _default_impl)
-        if impl == "pairs" and _is_tracing():
-            impl = "gather"  # pair lists have data-dependent shapes (NonZero)
-        if impl == "gather":
-            out = sparse_conv_gather(x, table, w)
+            return conv_pairs(x, table, w, self.bias, residual, relu)
+        if isinstance(table, PairTensors):
+            out = conv_pairs_graph(x, *table[:3], w, table.identity)
         else:
-            out = conv_pairs(x, ConvPairs.from_table(table, x.shape[0]), w)
+            if not _is_tracing() and table.shape[1] != self.num_offsets:
+                raise ValueError(
+                    f"table has {table.shape[1]} offsets, layer needs {self.num_offsets}"
+                )
+            impl = _check_impl(impl or _default_impl)
+            if impl == "pairs" and _is_tracing():
+                impl = "gather"  # pair lists have data-dependent shapes (NonZero)
+            if impl == "gather":
+                out = sparse_conv_gather(x, table, w)
+            else:
+                out = conv_pairs(x, ConvPairs.from_table(table, x.shape[0]), w)
         if self.bias is not None:
             out = out + self.bias
-        return out
+        return conv_epilogue(out, residual, relu, inplace=False)
 
     def extra_repr(self) -> str:
         return (

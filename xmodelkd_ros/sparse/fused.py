@@ -44,7 +44,7 @@ SOURCES = tuple(
 #: (GCC prefers 256 by default, measured 1.7x slower here on AVX-512)
 FLAGS = ("-O3", "-march=native", "-mprefer-vector-width=512", "-fopenmp", "-shared", "-fPIC",
          "-std=c++17")  # fmt: skip
-ABI_VERSION = 5
+ABI_VERSION = 6
 #: output rows per work item: 256 rows x 64 channels = 64 KB, stays in L2 over 27 offsets
 TILE_ROWS = 256
 
@@ -116,7 +116,8 @@ def _load() -> ctypes.CDLL:
         raise FusedUnavailableError(f"{path} has ABI {lib.xk_abi_version()}, need {ABI_VERSION}")
     i64, ptr = ctypes.c_int64, ctypes.c_void_p
     lib.xk_sparse_conv.argtypes = [
-        ptr, i64, ptr, i64, i64, ptr, ptr, ptr, i64, ptr, ptr, i64, i64, ctypes.c_int
+        ptr, i64, ptr, i64, i64, ptr, ptr, ptr, i64, ptr, ptr, ctypes.c_int, ptr, i64, i64,
+        ctypes.c_int,
     ]  # fmt: skip
     lib.xk_sparse_conv.restype = ctypes.c_int
     lib.xk_point_head.argtypes = [i64, ptr, i64, ptr, ptr, ptr, ptr, i64, ptr, ptr, i64, ptr,
@@ -178,18 +179,22 @@ def sparse_conv(
     num_out: int,
     centre_offset: int | None = None,
     threads: int | None = None,
+    residual: Tensor | None = None,
+    relu: bool = False,
 ) -> Tensor:
     """``bias + [x @ weight_k[centre]] + sum over pairs (j -> i, offset k) of x[j] @
     weight_k[k]``, a new ``(num_out, Cout)`` tensor. Pairs grouped by offset
     (``bounds``), each offset's pairs sorted by output row
     (:attr:`.pairs.ConvPairs.sorted_by_output`); ``centre_offset`` is a submanifold
     conv's identity tap, which the pair list leaves out (then ``num_out == len(x)``).
+    Then ``+ residual`` (``(num_out, Cout)``) and ``relu`` when given: a residual block's
+    tail, done on each output tile while it is in cache instead of two more passes.
 
     float32 CPU tensors only; raises :class:`FusedUnavailableError` when the kernel is not.
     """
     lib = _library()
     K, cin, cout = weight_k.shape
-    for name, t in (("x", x), ("weight", weight_k), ("bias", bias)):
+    for name, t in (("x", x), ("weight", weight_k), ("bias", bias), ("residual", residual)):
         if t is not None and (t.dtype != torch.float32 or t.device.type != "cpu"):
             raise TypeError(f"the fused conv takes float32 CPU tensors; {name} is {t.dtype} "
                             f"on {t.device}")  # fmt: skip
@@ -198,11 +203,14 @@ def sparse_conv(
             f"shapes do not match: x {tuple(x.shape)}, weight {tuple(weight_k.shape)}, "
             f"bias {None if bias is None else tuple(bias.shape)}, bounds {bounds.numel()}"
         )
+    if residual is not None and tuple(residual.shape) != (num_out, cout):
+        raise ValueError(f"residual {tuple(residual.shape)} is not ({num_out}, {cout})")
     if centre_offset is not None and (not 0 <= centre_offset < K or x.shape[0] != num_out):
         raise ValueError(f"centre tap {centre_offset} needs {K} offsets and as many output "
                          f"rows ({num_out}) as input rows ({x.shape[0]})")  # fmt: skip
     x, w = x.contiguous(), weight_k.contiguous()
     b = None if bias is None else bias.contiguous()
+    res = None if residual is None else residual.contiguous()
     in_rows, out_rows, bounds = (
         t.contiguous().to(torch.int64) for t in (in_rows, out_rows, bounds)
     )
@@ -210,7 +218,8 @@ def sparse_conv(
     rc = lib.xk_sparse_conv(
         x.data_ptr(), cin, w.data_ptr(), cout, K, in_rows.data_ptr(), out_rows.data_ptr(),
         bounds.data_ptr(), -1 if centre_offset is None else int(centre_offset),
-        None if b is None else b.data_ptr(), out.data_ptr(), num_out, TILE_ROWS,
+        None if b is None else b.data_ptr(), None if res is None else res.data_ptr(),
+        int(bool(relu)), out.data_ptr(), num_out, TILE_ROWS,
         int(threads or torch.get_num_threads()),
     )  # fmt: skip
     if rc != 0:

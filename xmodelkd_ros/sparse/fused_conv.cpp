@@ -116,7 +116,7 @@ constexpr int64_t kIotaBlock = 64;  // rows per centre-tap call (row ids on the 
 extern "C" {
 
 // Version of the calling convention below; fused.py refuses a library that differs.
-int xk_abi_version() { return 5; }
+int xk_abi_version() { return 6; }
 
 // out (num_out, cout) = bias + [x @ w[centre_k] if centre_k >= 0]
 //                       + sum over pairs (j -> i, offset k) of x[j] @ w[k].
@@ -124,11 +124,13 @@ int xk_abi_version() { return 5; }
 // contiguous; in_rows / out_rows (P,) int64 grouped by offset with bounds (K + 1,), each
 // offset's pairs sorted by output row (the caller checks that once per pair list: tiles
 // find their pairs by binary search). centre_k >= 0 needs num_in == num_out (a
-// submanifold conv; its identity pairs are not in the list). Returns 0.
+// submanifold conv; its identity pairs are not in the list). Then, per tile, the block's
+// epilogue: + residual (num_out, cout) when not null, and relu when ``relu`` (NaN kept, as
+// torch.relu does). Returns 0.
 int xk_sparse_conv(const float* x, int64_t cin, const float* w, int64_t cout, int64_t K,
                    const int64_t* in_rows, const int64_t* out_rows, const int64_t* bounds,
-                   int64_t centre_k, const float* bias, float* out, int64_t num_out,
-                   int64_t tile_rows, int num_threads) {
+                   int64_t centre_k, const float* bias, const float* residual, int relu,
+                   float* out, int64_t num_out, int64_t tile_rows, int num_threads) {
   if (tile_rows < 1) tile_rows = 1;
   const int64_t ntiles = (num_out + tile_rows - 1) / tile_rows;
   const RangeFn store = range_for<true>(cout), add = range_for<false>(cout);
@@ -155,6 +157,12 @@ int xk_sparse_conv(const float* x, int64_t cin, const float* w, int64_t cout, in
       if (hi > lo)
         add(x, cin, w + k * cin * cout, cout, nullptr, in_rows + lo, out_rows + lo, hi - lo,
             out);
+    }
+    if (residual || relu) {  // epilogue on the tile while it is in cache
+      for (int64_t i = r0 * cout; i < r1 * cout; ++i) {
+        const float v = residual ? out[i] + residual[i] : out[i];
+        out[i] = (relu && !(v > 0.f)) ? (v != v ? v : 0.f) : v;
+      }
     }
   }
   return 0;

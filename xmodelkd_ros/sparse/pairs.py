@@ -123,10 +123,15 @@ class ConvPairs:
 
 
 def conv_pairs(
-    x: Tensor, pairs: ConvPairs, weight_k: Tensor, bias: Tensor | None = None
+    x: Tensor,
+    pairs: ConvPairs,
+    weight_k: Tensor,
+    bias: Tensor | None = None,
+    residual: Tensor | None = None,
+    relu: bool = False,
 ) -> Tensor:
     """``out[i] = bias + sum over pairs (j, i, k) of x[j] @ weight_k[k]``; ``weight_k`` is
-    (K, Cin, Cout).
+    (K, Cin, Cout); then ``+ residual`` and ``relu`` when given (see :func:`conv_epilogue`).
 
     Under autograd the per-offset products are concatenated (``out=`` slices cannot be
     differentiated); in inference they are written straight into one buffer and the sum
@@ -134,14 +139,31 @@ def conv_pairs(
     """
     if x.shape[0] != pairs.num_in:
         raise ValueError(f"pairs expect {pairs.num_in} input rows, got {x.shape[0]}")
-    cout = weight_k.shape[2]
-    grad = torch.is_grad_enabled() and (
-        x.requires_grad or weight_k.requires_grad or (bias is not None and bias.requires_grad)
+    grad = torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (x, weight_k, bias, residual)
     )
     if not grad:
-        out = _conv_pairs_fused(x, pairs, weight_k, bias)
+        out = _conv_pairs_fused(x, pairs, weight_k, bias, residual, relu)
         if out is not None:
             return out
+    out = _conv_pairs_eager(x, pairs, weight_k, bias, grad)
+    return conv_epilogue(out, residual, relu, inplace=not grad)
+
+
+def conv_epilogue(out: Tensor, residual: Tensor | None, relu: bool, inplace: bool) -> Tensor:
+    """``relu(out + residual)`` as eager ops, the tail the fused kernel applies per output
+    tile; ``inplace`` only on a fresh conv output outside autograd (one pass less)."""
+    if residual is not None:
+        out = out.add_(residual) if inplace else out + residual
+    if relu:
+        out = out.relu_() if inplace else torch.relu(out)
+    return out
+
+
+def _conv_pairs_eager(
+    x: Tensor, pairs: ConvPairs, weight_k: Tensor, bias: Tensor | None, grad: bool
+) -> Tensor:
+    cout = weight_k.shape[2]
     xg = x.index_select(0, pairs.in_rows)
     b = pairs.bounds
     live = [k for k in range(len(b) - 1) if b[k + 1] > b[k]]
@@ -170,7 +192,12 @@ def conv_pairs(
 
 
 def _conv_pairs_fused(
-    x: Tensor, pairs: ConvPairs, weight_k: Tensor, bias: Tensor | None
+    x: Tensor,
+    pairs: ConvPairs,
+    weight_k: Tensor,
+    bias: Tensor | None,
+    residual: Tensor | None,
+    relu: bool,
 ) -> Tensor | None:
     """The inference conv through the fused C++ kernel; None where it does not apply
     (not CPU float32, kernel unavailable or turned off): the caller runs the eager form."""
@@ -178,12 +205,12 @@ def _conv_pairs_fused(
         return None
     if weight_k.dtype != torch.float32 or not pairs.sorted_by_output:
         return None
-    if bias is not None and bias.dtype != torch.float32:
+    if any(t is not None and t.dtype != torch.float32 for t in (bias, residual)):
         return None
     try:
         return fused.sparse_conv(
             x, weight_k, bias, pairs.in_rows, pairs.out_rows, pairs.bounds_tensor,
-            pairs.num_out, pairs.identity_offset,
+            pairs.num_out, pairs.identity_offset, residual=residual, relu=relu,
         )  # fmt: skip
     except fused.FusedUnavailableError:
         return None

@@ -25,6 +25,7 @@ from torch import nn
 
 from .conv import SparseConv3d, _is_tracing
 from .maps import table_to_pairs
+from .pairs import conv_epilogue
 from .spconv_backend import spconv_available
 
 __all__ = [
@@ -89,10 +90,15 @@ class SpconvSparseConv3d(SparseConv3d):
     """A :class:`SparseConv3d` whose forward runs spconv's kernels on its own table."""
 
     def forward(
-        self, x: torch.Tensor, table: torch.Tensor, impl: str | None = None
+        self,
+        x: torch.Tensor,
+        table: torch.Tensor,
+        impl: str | None = None,
+        residual: torch.Tensor | None = None,
+        relu: bool = False,
     ) -> torch.Tensor:
-        if _is_tracing():
-            return super().forward(x, table, "gather")  # exported graphs stay plugin-free
+        if _is_tracing():  # exported graphs stay plugin-free
+            return super().forward(x, table, "gather", residual, relu)
         if table.shape[1] != self.num_offsets:
             raise ValueError(f"table has {table.shape[1]} offsets, layer needs {self.num_offsets}")
         if x.device.type != "cuda" and torch.is_grad_enabled() and (
@@ -111,7 +117,7 @@ class SpconvSparseConv3d(SparseConv3d):
         )
         if self.bias is not None:
             out = out + self.bias
-        return out
+        return conv_epilogue(out, residual, relu, inplace=False)
 
 
 def convert_to_spconv(module: nn.Module) -> nn.Module:
