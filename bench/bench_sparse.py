@@ -117,7 +117,12 @@ def bench_conv(c: int, vox: object, table: torch.Tensor, repeats: int) -> list[R
     pairs = ConvPairs.from_table(table, x.shape[0])
     _ = pairs.scatter  # built on first use: keep it out of the cached timing
     t_g = timeit(lambda: layer(x, table, impl="gather"), repeats)
-    t_p = timeit(lambda: layer(x, pairs), repeats)
+    t_p = timeit(lambda: layer(x, pairs), repeats)  # the fused C++ kernel where built
+    fused.set_enabled(False)
+    try:
+        t_pe = timeit(lambda: layer(x, pairs), repeats)  # the eager torch ops
+    finally:
+        fused.set_enabled(True)
     t_pc = timeit(lambda: layer(x, table, impl="pairs"), repeats)  # pair lists built per call
     t_sp = t_sp_full = (float("nan"), float("nan"))
     if spconv_available():
@@ -141,7 +146,8 @@ def bench_conv(c: int, vox: object, table: torch.Tensor, repeats: int) -> list[R
         t_sp_full = timeit(fresh, repeats)
     return [
         (f"subm {c}->{c} ours gather", t_g, _ratio(t_g, t_sp)),
-        (f"subm {c}->{c} ours pairs (cached pair lists)", t_p, _ratio(t_p, t_sp)),
+        (f"subm {c}->{c} ours pairs fused (cached pair lists)", t_p, _ratio(t_p, t_sp)),
+        (f"subm {c}->{c} ours pairs eager (cached pair lists)", t_pe, _ratio(t_pe, t_sp)),
         (f"subm {c}->{c} ours pairs (incl. pair lists)", t_pc, _ratio(t_pc, t_sp)),
         (f"subm {c}->{c} spconv (cached indices)", t_sp, _ratio(t_sp, t_sp)),
         (f"subm {c}->{c} spconv (incl. index build)", t_sp_full, _ratio(t_sp_full, t_sp)),
