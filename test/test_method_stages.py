@@ -76,3 +76,14 @@ def test_joint_3d_branch_starts_where_the_baseline_starts():
     fusion = FusionTeacher(TeacherConfig(student=cfg))
     for k, v in student.state_dict().items():
         assert torch.equal(v, fusion.branch_3d.state_dict()[k]), k
+
+
+def test_unknown_student_init_is_a_one_line_recipe_error(tmp_path, capsys) -> None:
+    out = tmp_path / "run"
+    assert main(["--stage", "teacher", "--out", str(out), *TINY]) == 0
+    capsys.readouterr()
+    assert main(["--stage", "distill", "--out", str(out), *TINY,
+                 "model.student_init=teacher3D"]) == 2  # fmt: skip
+    err = capsys.readouterr().err
+    assert "model.student_init must be scratch or teacher3d, got 'teacher3D'" in err
+    assert "Traceback" not in err

@@ -51,6 +51,7 @@ from xmodelkd_ros.training.method_steps import (
     SelfTrainStep,
     kd_region,
 )
+from xmodelkd_ros.training.recipe import RecipeError
 from xmodelkd_ros.training.registry import Registry
 
 TEACHER_FORMAT = "xmodelkd_ros.teacher/1"
@@ -373,7 +374,10 @@ class DistillStage(_StudentKind):
         on_sparse_backend(ctx, teacher)
         for p in teacher.parameters():
             p.requires_grad_(False)
-        if ctx.recipe["model"].get("student_init", "scratch") == "teacher3d":
+        init = ctx.recipe["model"].get("student_init", "scratch")
+        if init not in ("scratch", "teacher3d"):
+            raise RecipeError(f"model.student_init must be scratch or teacher3d, got {init!r}")
+        if init == "teacher3d":
             # The teacher's 3D branch has the student's architecture and was trained with
             # the image branch and the 2D-3D contrastive term: start the student there.
             student.load_state_dict(teacher.branch_3d.state_dict())
