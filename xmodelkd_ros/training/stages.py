@@ -397,9 +397,9 @@ class SelfTrainStage(_StudentKind):
     """LiDAR-only self-training (the control of the label-scarce regime): same schedule,
     initialisation and data order as ``baseline`` (stream 3), labels + pseudo-labels.
 
-    ``loss.selftrain``: ``confidence`` (default 0.9), the pseudo-labels' minimum top
-    probability; ``labeller`` (default ``baseline.pt``), the frozen LiDAR-only network in
-    ``<out>`` (train ``baseline`` first)."""
+    ``loss.selftrain``: ``confidence`` (default 0.5, chosen on the validation streets),
+    the pseudo-labels' minimum top probability; ``labeller`` (default ``baseline.pt``),
+    the frozen LiDAR-only network in ``<out>`` (train ``baseline`` first)."""
 
     name = "selftrain"
     final = "selftrain.pt"
@@ -419,7 +419,7 @@ class SelfTrainStage(_StudentKind):
         for p in labeller.parameters():
             p.requires_grad_(False)
         loss = self.loss(ctx, student, None)
-        return SelfTrainStep(student, loss, labeller.eval(), float(st.get("confidence", 0.9)))
+        return SelfTrainStep(student, loss, labeller.eval(), float(st.get("confidence", 0.5)))
 
 
 @STAGE_KINDS.register("joint")
