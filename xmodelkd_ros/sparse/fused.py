@@ -1,4 +1,8 @@
-"""The fused gather-GEMM-scatter kernel (``fused_conv.cpp``): build, load, call.
+"""The CPU runtime's C++ kernels (``fused_*.cpp``): build, load, call.
+
+One library holds them all: the fused gather-GEMM-scatter sparse conv and the point
+branch (``fused_conv.cpp``, called from here), the kernel maps (``fused_maps.cpp``,
+:mod:`.fused_maps`) and voxelize + labels (``fused_voxelize.cpp``, :mod:`.fused_voxelize`).
 
 The pair-list conv in eager torch ops (:func:`.pairs.conv_pairs`) writes two buffers of
 ``pairs x channels`` per conv and reads them back, which keeps the CPU at ~25 % of its
@@ -141,7 +145,7 @@ def _library() -> ctypes.CDLL:
             except (FusedUnavailableError, OSError, subprocess.SubprocessError) as exc:
                 _reason = str(exc) or type(exc).__name__
                 warnings.warn(
-                    f"fused sparse conv unavailable, using eager torch ops: {_reason}",
+                    f"fused CPU kernels unavailable, using eager torch ops: {_reason}",
                     RuntimeWarning,
                     stacklevel=3,
                 )
