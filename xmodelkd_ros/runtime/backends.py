@@ -6,10 +6,11 @@ the backends interchangeable and comparable. Each registers itself with its spee
 rank per device (:mod:`xmodelkd_ros.runtime.registry`); the ranks come from
 ``bench/bench_runtime.py`` on the demo model (see README, Performance). On CPU the torch
 backend with its fused C++ kernels (``sparse/fused.py``: each conv and the point branch
-in one pass) is the fastest, so it ranks first where the kernels could be built. Without
-them (no C++ compiler) eager torch is slower than ONNX Runtime on the pairs graph (at
-120 k points, and by 3x on a loaded machine: ~1500 small OpenMP ops against one session),
-so ONNX Runtime ranks first there.
+in one pass) is the fastest (2.6-2.8x ONNX Runtime on the idle 2-core machine), so it
+ranks first where the kernels could be built. Without them (no C++ compiler) eager torch
+and ONNX Runtime on the pairs graph are close on an idle machine (71 vs 94 ms at 35 k
+points, 184 vs 190 ms at 120 k), but eager torch fell 3x behind whenever other jobs loaded
+the cores (~1500 small OpenMP ops against one session), so ONNX Runtime ranks first there.
 """
 
 from __future__ import annotations
