@@ -44,9 +44,16 @@ __all__ = [
 SOURCES = tuple(
     Path(__file__).with_name(n) for n in ("fused_conv.cpp", "fused_maps.cpp", "fused_voxelize.cpp")
 )
-#: -march=native: the cache key holds the CPU model; 512-bit vectors where the CPU has them
-#: (GCC prefers 256 by default, measured 1.7x slower here on AVX-512)
-FLAGS = ("-O3", "-march=native", "-mprefer-vector-width=512", "-fopenmp", "-shared", "-fPIC",
+#: Code for this CPU (the cache key holds the CPU model). x86-64: 512-bit vectors where the
+#: CPU has them (GCC prefers 256 by default, measured 1.7x slower here on AVX-512); ARM
+#: (e.g. Jetson): -mcpu=native, the GCC / clang spelling there; unmeasured.
+_ARCH_FLAGS = {
+    "x86_64": ("-march=native", "-mprefer-vector-width=512"),
+    "AMD64": ("-march=native", "-mprefer-vector-width=512"),
+    "aarch64": ("-mcpu=native",),
+    "arm64": ("-mcpu=native",),
+}
+FLAGS = ("-O3", *_ARCH_FLAGS.get(platform.machine(), ()), "-fopenmp", "-shared", "-fPIC",
          "-std=c++17")  # fmt: skip
 ABI_VERSION = 6
 #: output rows per work item: 256 rows x 64 channels = 64 KB, stays in L2 over 27 offsets
