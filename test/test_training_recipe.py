@@ -50,7 +50,7 @@ def test_deep_merge_does_not_alias_its_inputs():
 
 
 def test_shipped_recipes_share_a_base_and_carry_no_test_knobs():
-    assert known_recipes() == ["nuscenes", "semantickitti", "synthetic"]
+    assert known_recipes() == ["nuscenes", "semantickitti", "synthetic", "synthetic_scarce"]
     kitti, nus = load_recipe("semantickitti"), load_recipe("nuscenes")
     for key in ("optim", "loss", "log", "schedule"):
         assert {k: v for k, v in kitti[key].items() if not k.endswith("_epochs")} == {
