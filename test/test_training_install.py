@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from xmodelkd_ros.training.recipe import known_recipes
+
 ROOT = Path(__file__).resolve().parents[1]
 # What setup.py reads (the package, the data it installs, the metadata).
 SOURCES = ["setup.py", "setup.cfg", "pyproject.toml", "package.xml", "README.md",
@@ -52,12 +54,15 @@ def test_installed_tree_runs_recipes_from_outside_the_source(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(site), "OMP_NUM_THREADS": "1"}
     where = _run(
         [sys.executable, "-c", "import xmodelkd_ros.training.recipe as r; "
-         "print(r.__file__); print(r.recipe_path('synthetic')); print(r.known_recipes())"],
+         "import xmodelkd_ros.sparse.fused as f; "
+         "print(r.__file__); print(r.recipe_path('synthetic')); print(r.known_recipes()); "
+         "print(all(p.is_file() for p in f.SOURCES))"],
         cwd=elsewhere, env=env,
     ).stdout.splitlines()  # fmt: skip
     assert Path(where[0]).is_relative_to(site), where
     assert Path(where[1]) == prefix / "share" / "xmodelkd_ros" / "training" / "synthetic.yaml"
-    assert where[2] == "['nuscenes', 'semantickitti', 'synthetic']"
+    assert where[2] == str(known_recipes())  # every shipped recipe, found from the install
+    assert where[3] == "True"  # the fused kernels' C++ sources ship: they build from an install
     for recipe, expect in (("synthetic", "dataset: synthetic"),
                            ("semantickitti", "voxel_size: 0.05")):  # a _base_ recipe too
         out = _run([sys.executable, "-m", "xmodelkd_ros.training.train", "--show-recipe",
