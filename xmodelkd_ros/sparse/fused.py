@@ -59,6 +59,27 @@ ABI_VERSION = 6
 #: output rows per work item: 256 rows x 64 channels = 64 KB, stays in L2 over 27 offsets
 TILE_ROWS = 256
 
+_I64, _PTR, _INT = ctypes.c_int64, ctypes.c_void_p, ctypes.c_int
+#: The library's C calling convention, every source's functions in one place (checked
+#: together with ABI_VERSION): name -> (argument types, return type).
+SIGNATURES: dict[str, tuple[list[type], type | None]] = {
+    # fused_conv.cpp
+    "xk_sparse_conv": ([_PTR, _I64, _PTR, _I64, _I64, _PTR, _PTR, _PTR, _I64, _PTR, _PTR, _INT,
+                        _PTR, _I64, _I64, _INT], _INT),
+    "xk_point_head": ([_I64, _PTR, _I64, _PTR, _PTR, _PTR, _PTR, _I64, _PTR, _PTR, _I64, _PTR,
+                       _PTR, _PTR, _PTR, _PTR, _PTR, _I64, _PTR, _INT], _INT),
+    # fused_maps.cpp
+    "xk_subm_table": ([_PTR, _I64, _I64, _I64, _I64, _I64, _PTR, _INT], _INT),
+    "xk_downsample2": ([_PTR, _I64, _I64, _I64, _I64, _PTR, _PTR, _PTR, _INT], _I64),
+    "xk_pair_counts": ([_PTR, _I64, _I64, _I64, _I64, _PTR, _INT], _INT),
+    "xk_pair_fill": ([_PTR, _I64, _I64, _I64, _I64, _I64, _PTR, _PTR, _PTR, _INT], None),
+    # fused_voxelize.cpp
+    "xk_voxelize_sort": ([_PTR, _I64, _I64, _PTR, _I64, _PTR, _PTR, _PTR, _PTR, _INT, _INT,
+                          _PTR, _PTR, _PTR, _PTR], _I64),
+    "xk_voxelize_reduce": ([_PTR, _I64, _PTR, _I64, _INT, _PTR, _PTR, _PTR], None),
+    "xk_point_labels": ([_PTR, _I64, _I64, _PTR, _I64, _PTR, _PTR], _I64),
+}  # fmt: skip
+
 _lock = threading.Lock()
 _lib: ctypes.CDLL | None = None
 _reason: str | None = None  # why the kernel is unavailable (None: not tried yet / fine)
@@ -125,15 +146,9 @@ def _load() -> ctypes.CDLL:
     lib = ctypes.CDLL(str(path))
     if lib.xk_abi_version() != ABI_VERSION:
         raise FusedUnavailableError(f"{path} has ABI {lib.xk_abi_version()}, need {ABI_VERSION}")
-    i64, ptr = ctypes.c_int64, ctypes.c_void_p
-    lib.xk_sparse_conv.argtypes = [
-        ptr, i64, ptr, i64, i64, ptr, ptr, ptr, i64, ptr, ptr, ctypes.c_int, ptr, i64, i64,
-        ctypes.c_int,
-    ]  # fmt: skip
-    lib.xk_sparse_conv.restype = ctypes.c_int
-    lib.xk_point_head.argtypes = [i64, ptr, i64, ptr, ptr, ptr, ptr, i64, ptr, ptr, i64, ptr,
-                                  ptr, ptr, ptr, ptr, ptr, i64, ptr, ctypes.c_int]  # fmt: skip
-    lib.xk_point_head.restype = ctypes.c_int
+    for name, (argtypes, restype) in SIGNATURES.items():
+        fn = getattr(lib, name)
+        fn.argtypes, fn.restype = argtypes, restype
     return lib
 
 

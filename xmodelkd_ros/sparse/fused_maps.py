@@ -14,8 +14,6 @@ builder refuses (duplicates, voxels outside the grid): the torch path handles bo
 
 from __future__ import annotations
 
-import ctypes
-
 import torch
 from torch import Tensor
 
@@ -25,29 +23,10 @@ from .pairs import ConvPairs
 __all__ = ["UnsupportedCoordsError", "downsample2", "submanifold_table", "table_pairs"]
 
 _BAD_COORDS = -2  # kBadCoords in fused_maps.cpp
-_configured: ctypes.CDLL | None = None
 
 
 class UnsupportedCoordsError(ValueError):
     """Duplicate voxels or voxels outside the grid: left to the torch builder."""
-
-
-def _lib() -> ctypes.CDLL:
-    """The shared library with the argument types of this module's functions declared."""
-    global _configured
-    lib = fused._library()
-    if _configured is not lib:
-        i64, ptr, cint = ctypes.c_int64, ctypes.c_void_p, ctypes.c_int
-        lib.xk_subm_table.argtypes = [ptr, i64, i64, i64, i64, i64, ptr, cint]
-        lib.xk_subm_table.restype = cint
-        lib.xk_downsample2.argtypes = [ptr, i64, i64, i64, i64, ptr, ptr, ptr, cint]
-        lib.xk_downsample2.restype = i64
-        lib.xk_pair_counts.argtypes = [ptr, i64, i64, i64, i64, ptr, cint]
-        lib.xk_pair_counts.restype = cint
-        lib.xk_pair_fill.argtypes = [ptr, i64, i64, i64, i64, i64, ptr, ptr, ptr, cint]
-        lib.xk_pair_fill.restype = None
-        _configured = lib
-    return lib
 
 
 def _coords(coords: Tensor) -> Tensor:
@@ -77,7 +56,7 @@ def submanifold_table(
     """Same as :func:`.maps.submanifold_table` (odd ``kernel_size``), in C++."""
     if kernel_size % 2 != 1:
         raise ValueError("submanifold conv needs an odd kernel size")
-    lib = _lib()
+    lib = fused._library()
     c = _coords(coords)
     m = c.shape[0]
     table = torch.empty(m, kernel_size**3, dtype=torch.int64)
@@ -95,7 +74,7 @@ def downsample2(
     """Kernel 2, stride 2: (coarse coords, down table, inverse table), i.e.
     :func:`.maps.downsample`'s coords and table plus their :func:`.maps.transpose_table`,
     in C++ and in one pass."""
-    lib = _lib()
+    lib = fused._library()
     c = _coords(coords)
     m = c.shape[0]
     coarse = torch.empty(m, 4, dtype=torch.int64)  # at most one coarse voxel per fine one
@@ -115,7 +94,7 @@ def table_pairs(table: Tensor, num_in: int, threads: int | None = None) -> ConvP
     if table.device.type != "cpu" or table.dim() != 2:
         raise TypeError(f"table must be a 2-D CPU tensor, got {tuple(table.shape)} "
                         f"on {table.device}")  # fmt: skip
-    lib = _lib()
+    lib = fused._library()
     t = table.to(torch.int64).contiguous()
     m_out, K = t.shape
     nt = chunks = _threads(threads, t.numel())

@@ -15,8 +15,6 @@ torch (non-float32 points, a grid too large for a 64-bit key plus point index).
 
 from __future__ import annotations
 
-import ctypes
-
 import numpy as np
 import torch
 from torch import Tensor
@@ -25,28 +23,9 @@ from . import fused
 
 __all__ = ["UnsupportedInputError", "point_labels", "voxelize"]
 
-_configured: ctypes.CDLL | None = None
-
 
 class UnsupportedInputError(ValueError):
     """Left to the torch code (which defines the result)."""
-
-
-def _lib() -> ctypes.CDLL:
-    """The shared library with the argument types of this module's functions declared."""
-    global _configured
-    lib = fused._library()
-    if _configured is not lib:
-        i64, ptr, cint = ctypes.c_int64, ctypes.c_void_p, ctypes.c_int
-        lib.xk_voxelize_sort.argtypes = [ptr, i64, i64, ptr, i64, ptr, ptr, ptr, ptr, cint,
-                                         cint, ptr, ptr, ptr, ptr]  # fmt: skip
-        lib.xk_voxelize_sort.restype = i64
-        lib.xk_voxelize_reduce.argtypes = [ptr, i64, ptr, i64, cint, ptr, ptr, ptr]
-        lib.xk_voxelize_reduce.restype = None
-        lib.xk_point_labels.argtypes = [ptr, i64, i64, ptr, i64, ptr, ptr]
-        lib.xk_point_labels.restype = i64
-        _configured = lib
-    return lib
 
 
 def voxelize(
@@ -69,7 +48,7 @@ def voxelize(
     index_bits, key_bits = max(n - 1, 0).bit_length(), max(num_keys - 1, 0).bit_length()
     if index_bits + key_bits > 64:
         raise UnsupportedInputError(f"{num_keys} voxel keys x {n} points exceed 64 bits")
-    lib = _lib()
+    lib = fused._library()
     pts = points.contiguous()
     batch = None if batch_index is None else batch_index.to(torch.int64).contiguous()
     lo, hi, size = (torch.tensor(v, dtype=torch.float64) for v in (range_min, range_max,
@@ -110,7 +89,7 @@ def point_labels(
     if not ok:
         raise ValueError("point_labels needs (N,) bool valid, uint16 labels, float32 confidence"
                          " (contiguous, writeable) and at least one class")  # fmt: skip
-    lib = _lib()
+    lib = fused._library()
     lg = logits.contiguous()
     rows = lib.xk_point_labels(lg.data_ptr(), lg.shape[0], lg.shape[1], valid.ctypes.data, n,
                                labels.ctypes.data, confidence.ctypes.data)  # fmt: skip
