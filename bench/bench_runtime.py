@@ -165,12 +165,8 @@ class EagerTorchSegmenter:
         self.grid, self.config = self.seg.grid, self.seg.config
 
     def segment(self, scan: np.ndarray) -> SegmentResult:
-        was = fused.enabled()
-        fused.set_enabled(False)
-        try:
+        with fused.disabled():
             return self.seg.segment(scan)
-        finally:
-            fused.set_enabled(was)
 
 
 def make_runners(model_dir: Path, threads: int, names: list[str]) -> dict[str, object]:

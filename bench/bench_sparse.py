@@ -118,11 +118,8 @@ def bench_conv(c: int, vox: object, table: torch.Tensor, repeats: int) -> list[R
     _ = pairs.scatter  # built on first use: keep it out of the cached timing
     t_g = timeit(lambda: layer(x, table, impl="gather"), repeats)
     t_p = timeit(lambda: layer(x, pairs), repeats)  # the fused C++ kernel where built
-    fused.set_enabled(False)
-    try:
+    with fused.disabled():
         t_pe = timeit(lambda: layer(x, pairs), repeats)  # the eager torch ops
-    finally:
-        fused.set_enabled(True)
     t_pc = timeit(lambda: layer(x, table, impl="pairs"), repeats)  # pair lists built per call
     t_sp = t_sp_full = (float("nan"), float("nan"))
     if spconv_available():

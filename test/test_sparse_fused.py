@@ -111,11 +111,8 @@ def test_fused_equals_eager_pairs_on_random_sets(seed: int, n: int, cout: int, b
     b = torch.randn(cout, generator=gen) if bias else None
     with torch.inference_mode():
         got = conv_pairs(x, pairs, w, b)
-        fused.set_enabled(False)
-        try:
+        with fused.disabled():
             want = conv_pairs(x, pairs, w, b)
-        finally:
-            fused.set_enabled(True)
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
 
 
@@ -173,12 +170,9 @@ def test_point_head_equals_eager_branch() -> None:
             *inputs.maps.all_pairs())  # fmt: skip
     with torch.inference_mode():
         got = net.infer_logits(*args)
-        fused.set_enabled(False)
-        try:
+        with fused.disabled():
             want = net.infer_logits(*args)
             full = net.forward_tables(*args).logits
-        finally:
-            fused.set_enabled(True)
     torch.testing.assert_close(want, full, rtol=0, atol=0)
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4 * float(want.abs().max()))
     assert (got.argmax(1) == want.argmax(1)).float().mean() > 0.999
@@ -210,12 +204,9 @@ def test_failed_build_is_reported_and_eager_runs(tmp_path, monkeypatch) -> None:
 
 
 def test_switch_off() -> None:
-    fused.set_enabled(False)
-    try:
+    with fused.disabled():
         assert fused.available() == (False, "turned off (XMODELKD_FUSED_CONV=0 or "
                                      "set_enabled(False))")  # fmt: skip
-    finally:
-        fused.set_enabled(True)
     assert fused.available()[0]
 
 
@@ -262,11 +253,8 @@ def test_residual_relu_epilogue_equals_eager_tail(threads: int) -> None:
         with torch.inference_mode():
             got = layer(x, pairs, residual=skip, relu=True)
             want = torch.relu(layer(x, pairs) + skip)
-            fused.set_enabled(False)
-            try:
+            with fused.disabled():
                 eager = layer(x, pairs, residual=skip, relu=True)
-            finally:
-                fused.set_enabled(True)
     finally:
         torch.set_num_threads(prev)
     torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6, equal_nan=True)

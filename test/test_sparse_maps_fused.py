@@ -181,12 +181,9 @@ def test_library_off_uses_torch_path(monkeypatch):
     for name in ("submanifold_table", "downsample2", "table_pairs"):
         monkeypatch.setattr(fused_maps, name, refuse)
     coords = torch.tensor([[0, 1, 1, 1], [0, 1, 2, 1], [0, 4, 4, 4]])
-    fused.set_enabled(False)
-    try:
+    with fused.disabled():
         maps = build_kernel_maps(coords, (8, 8, 8), 2)
         subm, _, _ = maps.all_pairs()
-    finally:
-        fused.set_enabled(True)
     _equal(maps.subm[0], maps_mod.submanifold_table(coords, (8, 8, 8)))
     _assert_same_pairs(subm[0], ConvPairs.from_table(maps.subm[0], 3))
 

@@ -138,11 +138,8 @@ def test_fused_voxelize_is_used_and_switches_off(monkeypatch):
         voxelize(pts, GRIDS[0])
     finally:
         set_fused_voxelize(True)
-    fused.set_enabled(False)
-    try:
+    with fused.disabled():
         voxelize(pts, GRIDS[0])
-    finally:
-        fused.set_enabled(True)
     voxelize(pts.double(), GRIDS[0])  # float64 points: torch (keys from the float64 values)
     assert calls == [1]  # only the first call went to C++
 
@@ -157,11 +154,8 @@ def test_fused_voxelize_refuses_keys_past_64_bits():
 
 def test_voxelize_falls_back_when_the_library_is_off():
     pts = torch.tensor([[0.1, 0.1, 0.1, 1.0], [0.1, 0.1, 0.1, 3.0], [9.0, 0.0, 0.0, 1.0]])
-    fused.set_enabled(False)
-    try:
+    with fused.disabled():
         vox = voxelize(pts, GRIDS[0])
-    finally:
-        fused.set_enabled(True)
     assert vox.point2voxel.tolist() == [0, 0, -1] and vox.feats[0, 3].item() == 2.0
 
 
@@ -169,11 +163,8 @@ def test_voxelize_falls_back_when_the_library_is_off():
 def _torch_labels(logits: torch.Tensor, valid: np.ndarray):
     labels = np.full(len(valid), 7, np.uint16)
     conf = np.full(len(valid), -1.0, np.float32)
-    fused.set_enabled(False)
-    try:
+    with fused.disabled():
         segmenter._point_labels(logits, valid, labels, conf)
-    finally:
-        fused.set_enabled(True)
     return labels, conf
 
 

@@ -30,13 +30,15 @@ import subprocess
 import tempfile
 import threading
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
 __all__ = [
-    "FusedUnavailableError", "available", "enabled", "point_head", "set_enabled", "sparse_conv"
+    "FusedUnavailableError", "available", "disabled", "enabled", "point_head", "set_enabled",
+    "sparse_conv",
 ]  # fmt: skip
 
 #: compiled together into one library (one build, one OpenMP runtime); the first defines
@@ -193,6 +195,18 @@ def set_enabled(flag: bool) -> None:
     """Process-wide switch (benchmarks compare both forms in one run)."""
     global _enabled
     _enabled = bool(flag)
+
+
+@contextlib.contextmanager
+def disabled() -> Iterator[None]:
+    """The eager torch forms inside the block, the previous switch state after it (tests
+    and benchmarks compare both forms in one process)."""
+    was = _enabled
+    set_enabled(False)
+    try:
+        yield
+    finally:
+        set_enabled(was)
 
 
 def sparse_conv(
