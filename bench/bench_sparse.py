@@ -151,48 +151,22 @@ def bench_conv(c: int, vox: object, table: torch.Tensor, repeats: int) -> list[R
     ]
 
 
-def bench_maps(vox: object, repeats: int) -> list[Row]:
-    """Kernel maps (4 levels) and all their pair lists: the torch builder and the C++ one
-    of the fused library, timed alternately in one run (ratio: this row / torch)."""
+def torch_vs_fused(
+    label: str, switch: Callable[[bool], None], fn: Callable[[], object], repeats: int
+) -> list[Row]:
+    """``fn`` with the torch code (``switch(False)``) and with the C++ one of the fused
+    library, timed alternately in one run (ratio: this row / torch)."""
     ok, why = fused.available()
     if not ok:
-        print(f"  fused maps unavailable ({why}): torch builder only")
-
-    def build(use_fused: bool) -> Callable[[], object]:
-        def run() -> object:
-            maps_mod.set_fused_maps(use_fused)
-            try:
-                return build_kernel_maps(vox.coords, vox.spatial_shape, 4).all_pairs()
-            finally:
-                maps_mod.set_fused_maps(True)
-
-        return run
-
-    variants = [("torch", False)] + ([("fused C++", True)] if ok else [])
-    times: dict[str, list[tuple[float, float]]] = {name: [] for name, _ in variants}
-    for _ in range(3):  # interleaved: load changes on a shared box hit both alike
-        for name, flag in variants:
-            times[name].append(timeit(build(flag), max(1, repeats // 3 + 1)))
-    med = {n: (statistics.median(w for w, _ in t), statistics.median(c for _, c in t))
-           for n, t in times.items()}  # fmt: skip
-    return [(f"maps + pair lists, {n}", med[n], _ratio(med[n], med["torch"]) + " vs torch")
-            for n, _ in variants]  # fmt: skip
-
-
-def bench_voxelize(scan: torch.Tensor, grid: VoxelGridSpec, repeats: int) -> list[Row]:
-    """The torch voxelizer and the C++ one of the fused library (bit-identical outputs),
-    timed alternately in one run (ratio: this row / torch)."""
-    ok, why = fused.available()
-    if not ok:
-        print(f"  fused voxelize unavailable ({why}): torch only")
+        print(f"  fused {label} unavailable ({why}): torch only")
 
     def run(use_fused: bool) -> Callable[[], object]:
         def go() -> object:
-            set_fused_voxelize(use_fused)
+            switch(use_fused)
             try:
-                return voxelize(scan, grid)
+                return fn()
             finally:
-                set_fused_voxelize(True)
+                switch(True)
 
         return go
 
@@ -203,8 +177,21 @@ def bench_voxelize(scan: torch.Tensor, grid: VoxelGridSpec, repeats: int) -> lis
             times[name].append(timeit(run(flag), max(1, repeats // 3 + 1)))
     med = {n: (statistics.median(w for w, _ in t), statistics.median(c for _, c in t))
            for n, t in times.items()}  # fmt: skip
-    return [(f"voxelize, {n}", med[n], _ratio(med[n], med["torch"]) + " vs torch")
+    return [(f"{label}, {n}", med[n], _ratio(med[n], med["torch"]) + " vs torch")
             for n, _ in variants]  # fmt: skip
+
+
+def bench_maps(vox: object, repeats: int) -> list[Row]:
+    """Kernel maps (4 levels) and all their pair lists, torch vs C++ builder."""
+    return torch_vs_fused(
+        "maps + pair lists", maps_mod.set_fused_maps,
+        lambda: build_kernel_maps(vox.coords, vox.spatial_shape, 4).all_pairs(), repeats,
+    )  # fmt: skip
+
+
+def bench_voxelize(scan: torch.Tensor, grid: VoxelGridSpec, repeats: int) -> list[Row]:
+    """The torch voxelizer and the C++ one (bit-identical outputs)."""
+    return torch_vs_fused("voxelize", set_fused_voxelize, lambda: voxelize(scan, grid), repeats)
 
 
 def bench_one(num_points: int, channels: list[int], repeats: int, voxel: float) -> list[Row]:
