@@ -6,17 +6,12 @@ from __future__ import annotations
 import json
 
 import pytest
+from training_hooks import BENCH_TINY
 
 from xmodelkd_ros.labels import CLASS_NAMES
 from xmodelkd_ros.training.benchmark import main, parse_seeds
 
-TINY = [
-    "--seeds", "1", "--regimes", "1.0,0.5", "--test-seeds", "9000", "--test-scans", "2",
-    "--bootstrap", "50", "--no-progress", "--threads", "1", "--set",
-    "data.train_scans=2", "data.val_scans=1", "data.max_points=2000",
-    "data.eval_max_points=2000", "data.render_size=[60,100]", "data.image_size=[32,48]",
-    "schedule.teacher_epochs=1", "schedule.student_epochs=1", "log.tensorboard=false",
-]  # fmt: skip
+TINY = ["--regimes", "1.0,0.5", *BENCH_TINY]
 
 
 def test_tiny_benchmark_writes_every_field_and_resumes(tmp_path, capsys) -> None:

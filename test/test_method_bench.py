@@ -9,18 +9,13 @@ import json
 import re
 
 import pytest
+from training_hooks import BENCH_TINY
 
 from xmodelkd_ros.training.bench_arms import parse_arms
 from xmodelkd_ros.training.benchmark import main
 
-TINY = [
-    "--seeds", "1", "--label-fraction", "0.5", "--test-seeds", "9000", "--test-scans", "2",
-    "--bootstrap", "50", "--no-progress", "--threads", "1", "--set",
-    "data.train_scans=2", "data.val_scans=1", "data.max_points=2000",
-    "data.eval_max_points=2000", "data.render_size=[60,100]", "data.image_size=[32,48]",
-    "schedule.teacher_epochs=1", "schedule.student_epochs=1", "log.tensorboard=false",
-    "data.temporal_views=1", "loss.selftrain.confidence=0.0",
-]  # fmt: skip
+TINY = ["--label-fraction", "0.5", *BENCH_TINY,
+        "data.temporal_views=1", "loss.selftrain.confidence=0.0"]  # fmt: skip
 
 
 def test_arms_are_trained_scored_and_paired(tmp_path) -> None:

@@ -32,6 +32,16 @@ TINY = [
     "threads=1",
 ]
 
+#: A benchmark run small enough for CI: one seed, one test street x 2 scans, 50 bootstrap
+#: replicates; the training overrides close the list (``--set``), so more may follow.
+BENCH_TINY = [
+    "--seeds", "1", "--test-seeds", "9000", "--test-scans", "2", "--bootstrap", "50",
+    "--no-progress", "--threads", "1", "--set",
+    "data.train_scans=2", "data.val_scans=1", "data.max_points=2000",
+    "data.eval_max_points=2000", "data.render_size=[60,100]", "data.image_size=[32,48]",
+    "schedule.teacher_epochs=1", "schedule.student_epochs=1", "log.tensorboard=false",
+]  # fmt: skip
+
 class NanAtStep(HookBase):
     """Make the loss NaN at global step ``step`` of every stage (before the guard sees it)."""
 
