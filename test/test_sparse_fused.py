@@ -125,7 +125,8 @@ def test_unsorted_pairs_take_the_eager_path() -> None:
     perm[lo:hi] = perm[lo:hi].flip(0)
     shuffled = ConvPairs(pairs.in_rows[perm], pairs.out_rows[perm], pairs.bounds,
                          pairs.num_in, pairs.num_out, pairs.identity_offset)  # fmt: skip
-    assert not shuffled.sorted_by_output
+    assert shuffled.output_sorted is None and not shuffled.sorted_by_output  # checked
+    assert pairs.output_sorted and pairs.check_sorted_by_output()
     x, w = torch.randn(len(coords), 4), torch.randn(27, 4, 16)
     with torch.inference_mode():
         torch.testing.assert_close(conv_pairs(x, shuffled, w), conv_pairs(x, pairs, w),

@@ -59,6 +59,9 @@ def _assert_same_pairs(a: ConvPairs, b: ConvPairs) -> None:
     assert (a.bounds, a.num_in, a.num_out, a.identity_offset) == (
         b.bounds, b.num_in, b.num_out, b.identity_offset
     )  # fmt: skip
+    # both builders promise output-sorted offsets (the fused conv relies on it unchecked)
+    assert a.output_sorted and b.output_sorted
+    assert a.check_sorted_by_output() and b.check_sorted_by_output()
 
 
 def _build(coords: torch.Tensor, shape, levels: int, fused_on: bool):

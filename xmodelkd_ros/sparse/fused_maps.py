@@ -110,4 +110,4 @@ def table_pairs(table: Tensor, num_in: int, threads: int | None = None) -> ConvP
     lib.xk_pair_fill(t.data_ptr(), m_out, K, int(num_in), skip, chunks, counts.data_ptr(),
                      in_rows.data_ptr(), out_rows.data_ptr(), nt)  # fmt: skip
     return ConvPairs(in_rows, out_rows, tuple(starts), int(num_in), int(m_out),
-                     skip if identity else None)  # fmt: skip
+                     skip if identity else None, output_sorted=True)  # fmt: skip

@@ -55,6 +55,9 @@ class ConvPairs:
     num_out: int
     #: Offset mapping every row to itself (subm centre), left out of the pair list.
     identity_offset: int | None
+    #: True when the builder guarantees each offset's pairs in ascending output row
+    #: (:meth:`from_table`, the C++ ``table_pairs``); None: unknown, checked on first use.
+    output_sorted: bool | None = None
 
     @cached_property
     def scatter(self) -> Tensor:
@@ -78,7 +81,14 @@ class ConvPairs:
     @cached_property
     def sorted_by_output(self) -> bool:
         """Each offset's pairs in ascending output row (what the fused kernel's binary
-        search needs; :meth:`from_table` builds them so, this checks it once)."""
+        search needs). The builders guarantee it (``output_sorted``): the check runs only
+        for pair lists made otherwise, not on every scan's tables."""
+        if self.output_sorted is not None:
+            return self.output_sorted
+        return self.check_sorted_by_output()
+
+    def check_sorted_by_output(self) -> bool:
+        """The check itself (tests hold the builders' guarantee against it)."""
         if self.out_rows.numel() < 2:
             return True
         step = self.out_rows[1:] > self.out_rows[:-1]
@@ -119,7 +129,8 @@ class ConvPairs:
         starts = torch.zeros(K + 1, dtype=torch.int64, device=dev)
         starts[1:] = torch.cumsum(counts, 0)
         bounds = tuple(int(v) for v in starts.tolist())
-        return cls(in_rows, rows, bounds, int(num_in), int(m_out), ident)
+        # nonzero over the transposed mask: offset-major, rows ascending within an offset
+        return cls(in_rows, rows, bounds, int(num_in), int(m_out), ident, output_sorted=True)
 
 
 def conv_pairs(
