@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from xmodelkd_ros.sparse import ConvPairs, KernelMaps, SparseConv3d, fused, get_default_impl
+from xmodelkd_ros.sparse.pairs import conv_epilogue
 
 
 @dataclass(frozen=True)
@@ -92,10 +93,7 @@ class _ConvBnRelu(nn.Module):
         tail goes into the conv call, so the fused CPU kernel applies it per output tile."""
         if isinstance(self.bn, nn.Identity):
             return self.conv(x, table, residual=residual, relu=self.relu)
-        x = self.bn(self.conv(x, table))
-        if residual is not None:
-            x = x + residual
-        return torch.relu(x) if self.relu else x
+        return conv_epilogue(self.bn(self.conv(x, table)), residual, self.relu, inplace=False)
 
 
 class ResBlock(nn.Module):
