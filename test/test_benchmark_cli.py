@@ -42,6 +42,9 @@ def test_tiny_benchmark_writes_every_field_and_resumes(tmp_path, capsys) -> None
     md = (out / "benchmark.md").read_text()
     assert "50 % of the training scans labeled" in md and "95 % CI" in md
     assert "motorcyclist" in md
+    # the controls trained as long as the distilled student's lineage (teacher 1 + student 1)
+    assert m["epochs"] == {"teacher": 1, "distilled": 1, "distilled_lineage": 2, "controls": 2}
+    assert "LiDAR-only baseline and self-training 2" in md
     # the half-labeled run really trained with half of its scans unlabeled
     recipe = json.loads((out / "labels0.5" / "seed0" / "recipe.json").read_text())
     assert recipe["data"]["label_fraction"] == 0.5

@@ -26,6 +26,9 @@ def test_all_stages_end_to_end(tmp_path, capsys):
     assert ck.provenance["dataset"] == "synthetic"
     assert ck.provenance["intensity_range"] == [0.0, 1.0]  # export copies it to model.json
     assert load_student(out / "baseline.pt").provenance["stage"] == "baseline"
+    # The baseline trains as long as the distilled student's lineage: teacher 1 + student 1.
+    assert ck.provenance["epochs"] == 1
+    assert load_student(out / "baseline.pt").provenance["epochs"] == 2
     report = json.loads((out / "report.json").read_text())
     gain = report["models"]["distilled"]["miou"] - report["models"]["baseline"]["miou"]
     assert report["miou_gain"] == pytest.approx(gain)
@@ -76,6 +79,7 @@ def test_nan_loss_stops_before_touching_weights(tmp_path, capsys):
     out2 = tmp_path / "skip"
     args = ["--stage", "baseline", "--out", str(out2), *TINY, "optim.nan_policy=skip"]
     args += ["data.intensity_range=[0,255]", "log.tensorboard=true"]
+    args += ["schedule.control_epochs=student"]  # one epoch: the logged steps below
     assert main(args, hooks=[NanAtStep(0)]) == 0
     assert load_student(out2 / "baseline.pt").provenance["intensity_range"] == [0.0, 255.0]
     # The TensorBoard hook logged the applied steps (the skipped step 0 is not one).

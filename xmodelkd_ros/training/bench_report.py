@@ -117,8 +117,14 @@ def to_markdown(doc: dict[str, Any]) -> str:
         f"through the node's Segmenter; 95 % CI: bootstrap over seeds and test scans "
         f"({m['bootstrap_reps']} replicates); mIoU and IoU in percent",
         f"- wall time: {doc['wall_s']['train_and_score'] / 60:.0f} min of training and scoring",
-        "",
     ]
+    if "epochs" in m:
+        e = m["epochs"]
+        lines.append(
+            f"- epochs: teacher {e['teacher']}, distilled {e['distilled']} (behind its weights: "
+            f"{e['distilled_lineage']}), LiDAR-only baseline and self-training {e['controls']}"
+        )
+    lines.append("")
     for key, r in doc["regimes"].items():
         g, tg = r["gain"], r["teacher_gain"]
         lines += [

@@ -20,7 +20,12 @@ from xmodelkd_ros.training.data.semantickitti import DatasetError
 from xmodelkd_ros.training.datasets import PreparedDataset, augment_config, class_names_of
 from xmodelkd_ros.training.metrics import ConfusionMatrix, SegMetrics
 from xmodelkd_ros.training.report import write_report
-from xmodelkd_ros.training.stages import EVAL_STREAM, correspondence, load_teacher
+from xmodelkd_ros.training.stages import (
+    EVAL_STREAM,
+    control_epochs,
+    correspondence,
+    load_teacher,
+)
 
 
 @torch.no_grad()
@@ -96,8 +101,9 @@ def finish_report(
         "validation scans": len(ctx.source("val")),
         "distilled student init": r["model"].get("student_init", "scratch"),
         "distillation weights": (r.get("loss") or {}).get("distill"),
-        "epochs (teacher / students)": (
+        "epochs (teacher / distilled / LiDAR-only controls)": (
             f"{r['schedule']['teacher_epochs']} / {r['schedule']['student_epochs']}"
+            f" / {control_epochs(r)}"
         ),
     }
     doc = write_report(ctx.out, results, class_names, meta)

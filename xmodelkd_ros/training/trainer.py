@@ -82,7 +82,7 @@ class Trainer:
         self.optim = torch.optim.AdamW(
             self.params, lr=float(o["lr"]), weight_decay=float(o["weight_decay"])
         )
-        self.epochs = int(r["schedule"][kind.epochs_key])
+        self.epochs = kind.epochs(r)
         self.batch_size = int(r["data"]["batch_size"])
         self.cap = r["schedule"].get("steps_per_epoch")
         n = len(self.source)
