@@ -63,6 +63,7 @@ def test_parse_config_defaults_and_cameras():
         "cameras.back_left.image_topic": "/b",
     })  # fmt: skip
     assert cfg.model.backend == "auto" and cfg.queue.policy == "latest"
+    assert cfg.model.inference_threads == 0  # all cores
     assert cfg.queue.qos_input == "sensor_data"
     cams = cfg.cameras.cameras
     assert [c.name for c in cams] == ["front", "back_left"]
@@ -80,6 +81,7 @@ def test_parse_config_defaults_and_cameras():
         ({"qos.input": "fast"}, "qos.input"),
         ({"queue.policy": "lifo"}, "queue.policy"),
         ({"queue.depth": 0}, "queue.depth"),
+        ({"inference_threads": -1}, "inference_threads"),
         ({"input.min_range": 5.0, "input.max_range": 2.0}, "min_range"),
         ({"diagnostics.warn_ms": 300.0}, "error_ms"),
         ({"output.filter_classes": ["roads"]}, "unknown class 'roads'"),

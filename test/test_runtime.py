@@ -254,3 +254,29 @@ def test_old_model_json_still_loads(model_dir: Path, tmp_path: Path, seg_torch: 
     assert seg.metadata.intensity_range is None and seg.metadata.cpu_onnx is None
     scan = synthetic_scan(3000, seed=21)
     assert (seg.segment(scan).labels == seg_torch.segment(scan).labels).mean() >= 0.999
+
+
+@pytest.mark.parametrize("form", ["model_dir", "checkpoint"])
+def test_node_loader_bounds_inference_threads(model_dir: Path, form: str) -> None:
+    """``inference_threads`` reaches torch (whose fused kernels read the same count) and
+    ONNX Runtime's intra-op pool; 0 leaves both at their defaults."""
+    from dataclasses import replace
+
+    from xmodelkd_ros.node_params import parse_config
+    from xmodelkd_ros.node_processing import load_segmenter
+
+    path = model_dir if form == "model_dir" else model_dir / "student.pt"
+    base = parse_config({"model": str(path), "backend": "torch"}).model
+    prev = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        load_segmenter(base)
+        assert torch.get_num_threads() == 2  # 0: untouched
+        load_segmenter(replace(base, inference_threads=1))
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(prev)
+    if form == "model_dir":
+        ort_cfg = replace(base, backend="onnxruntime", inference_threads=1)
+        session = load_segmenter(ort_cfg).backend.session
+        assert session.get_session_options().intra_op_num_threads == 1

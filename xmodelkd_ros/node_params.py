@@ -87,6 +87,9 @@ PARAM_SPECS: tuple[ParamSpec, ...] = (
     ParamSpec("fp16", False, "Build the TensorRT engine in FP16."),
     ParamSpec("max_points", 0, "Largest scan (points) the TensorRT optimization profile "
               "accepts; 0 = the model's max_points (model.json).", minimum=0),
+    ParamSpec("inference_threads", 0, "CPU threads for inference (torch with its fused "
+              "kernels, or ONNX Runtime's intra-op pool); 0 = all cores. Set it to leave "
+              "cores to the driver and the rest of the stack.", minimum=0),
     ParamSpec("build_only", False, "Build the TensorRT engine from the ONNX model, then exit "
               "(prepares a vehicle before it drives)."),
     # --- input
@@ -262,6 +265,7 @@ class ModelConfig:
     engine_cache_dir: str
     fp16: bool
     max_points: int
+    inference_threads: int
     build_only: bool
 
 
@@ -439,6 +443,7 @@ def parse_config(values: Mapping[str, Any]) -> NodeConfig:
             engine_cache_dir=str(v["engine_cache_dir"]),
             fp16=bool(v["fp16"]),
             max_points=int(n["max_points"]),
+            inference_threads=int(n["inference_threads"]),
             build_only=bool(v["build_only"]),
         ),
         input=InputConfig(

@@ -40,6 +40,7 @@ def load_segmenter(cfg: ModelConfig) -> Any:
 
     ``cfg.max_points`` > 0 overrides the TensorRT optimization profile's maximum
     (``Segmenter.from_model_dir(max_points=...)``); 0 leaves it to ``model.json``.
+    ``cfg.inference_threads`` > 0 bounds the CPU threads inference uses (both backends).
     Raises :class:`StartupError` with a one-sentence reason for every known failure.
     """
     path = Path(cfg.path).expanduser()
@@ -57,9 +58,12 @@ def load_segmenter(cfg: ModelConfig) -> Any:
         if path.is_dir():
             return Segmenter.from_model_dir(
                 path, backend=cfg.backend, device=cfg.device,
-                engine_cache=cfg.engine_cache_dir or None, fp16=cfg.fp16, **kw,
+                engine_cache=cfg.engine_cache_dir or None, fp16=cfg.fp16,
+                intra_op_threads=cfg.inference_threads, **kw,
             )  # fmt: skip
-        return Segmenter.from_checkpoint(path, backend="torch", device=cfg.device)
+        return Segmenter.from_checkpoint(
+            path, backend="torch", device=cfg.device, threads=cfg.inference_threads
+        )
     except TypeError as exc:
         if kw and "max_points" in str(exc):
             raise StartupError(f"max_points: the runtime cannot take it ({exc})") from None

@@ -54,6 +54,15 @@ def load_checkpoint(path: str | Path) -> tuple[StudentCheckpoint, nn.Module]:
         raise ModelLoadError(f"{path}: {exc}") from exc
 
 
+def set_torch_threads(threads: int) -> None:
+    """Bound the process's torch CPU threads (its fused kernels read the same number);
+    0 leaves torch's default (all cores). Process-wide: the node is its own process."""
+    if threads < 0:
+        raise ValueError(f"threads must be >= 0, got {threads}")
+    if threads:
+        torch.set_num_threads(threads)
+
+
 def _torch_cpu_rank() -> int:
     """First on CPU with the fused kernels (building them on first call, ~2 s), else after
     ONNX Runtime (see the module docstring)."""
@@ -101,6 +110,7 @@ class TorchBackend:
             raise ModelLoadError(f"torch backend needs {CHECKPOINT_FILE} in {model_dir}")
         if meta.checkpoint_sha256 and sha256_file(path) != meta.checkpoint_sha256:
             raise ModelLoadError(f"{path} sha256 differs from model.json")
+        set_torch_threads(options.intra_op_threads)
         return cls.from_checkpoint(path, device)
 
     @classmethod

@@ -56,6 +56,7 @@ class LoadOptions:
 
     engine_cache: str | os.PathLike | None = None
     fp16: bool = False
+    #: CPU threads of inference, 0 = all cores (ONNX Runtime's pool; torch's threads).
     intra_op_threads: int = 0
     #: Overrides the TensorRT optimization profile's max points (None: model.json's).
     max_points: int | None = None

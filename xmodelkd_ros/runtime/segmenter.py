@@ -22,7 +22,7 @@ from xmodelkd_ros.labels import PALETTE, UNLABELED
 from xmodelkd_ros.nets.inputs import build_inputs
 from xmodelkd_ros.nets.student import StudentConfig
 from xmodelkd_ros.runtime import tensorrt as _tensorrt  # noqa: F401  (registers "tensorrt")
-from xmodelkd_ros.runtime.backends import TorchBackend, load_checkpoint
+from xmodelkd_ros.runtime.backends import TorchBackend, load_checkpoint, set_torch_threads
 from xmodelkd_ros.runtime.metadata import ModelMetadata
 from xmodelkd_ros.runtime.registry import (
     BACKEND_REGISTRY,
@@ -113,8 +113,10 @@ class Segmenter:
         :func:`~xmodelkd_ros.runtime.registry.choose_backend`). Raises
         :class:`ModelLoadError` for a missing/corrupt directory, a missing or malformed
         ``model.json`` or a model file whose sha256 differs from the recorded one.
-        ``intra_op_threads`` bounds ONNX Runtime's CPU threads (0 = its default), so the
-        node can leave cores to the driver and the rest of the stack. ``max_points``
+        ``intra_op_threads`` bounds the CPU threads of inference (0 = all cores): ONNX
+        Runtime's intra-op pool, or for ``torch`` the process's torch threads (which its
+        fused kernels use too), so the node can leave cores to the driver and the rest of
+        the stack. ``max_points``
         overrides the TensorRT optimization profile's max (model.json's ``max_points``).
         """
         if backend not in BACKENDS:
@@ -130,11 +132,13 @@ class Segmenter:
 
     @classmethod
     def from_checkpoint(
-        cls, path: str | os.PathLike, backend: str = "torch", device: str = "cpu"
+        cls, path: str | os.PathLike, backend: str = "torch", device: str = "cpu", threads: int = 0
     ) -> Segmenter:
-        """Eager PyTorch straight from a training checkpoint (no export needed)."""
+        """PyTorch straight from a training checkpoint (no export needed); ``threads`` > 0
+        sets the process's torch threads (see ``intra_op_threads`` of :meth:`from_model_dir`)."""
         if backend != "torch":
             raise ValueError("from_checkpoint supports backend='torch' only; export for others")
+        set_torch_threads(threads)
         ckpt, net = load_checkpoint(path)
         impl = TorchBackend(net, ckpt.config.num_levels, device)
         return cls(impl, ckpt.grid, ckpt.config, ckpt.class_names)
