@@ -204,6 +204,23 @@ def test_failed_build_is_reported_and_eager_runs(tmp_path, monkeypatch) -> None:
     assert out.shape == (len(coords), 16)
 
 
+def test_cache_key_names_the_cpu_not_its_clock_or_host(monkeypatch) -> None:
+    """``cpu MHz`` changes while the machine runs and a container's hostname every start:
+    neither may change the library's cache name (each change cost a rebuild)."""
+    a = "processor\t: 0\nvendor_id\t: GenuineIntel\nmodel name\t: Xeon\ncpu MHz\t\t: 2100.0\n"
+    b = a.replace("2100.0", "3400.5").replace("processor\t: 0", "processor\t: 0\nbogomips : 1")
+    assert fused.cpu_identity(a) == fused.cpu_identity(b) == (
+        "vendor_id: GenuineIntel\nmodel name: Xeon"
+    )
+    assert fused.cpu_identity(a) != fused.cpu_identity(a.replace("Xeon", "EPYC"))
+    arm = "processor : 0\nFeatures : fp asimd\nCPU part : 0xd0c\n\nprocessor : 1\n"
+    assert fused.cpu_identity(arm) == "CPU part: 0xd0c\nFeatures: fp asimd"
+    cxx = fused._compiler() or "c++"
+    first = fused._library_path(cxx)
+    monkeypatch.setattr(fused.platform, "node", lambda: "another-container")
+    assert fused._library_path(cxx) == first
+
+
 def test_switch_off() -> None:
     with fused.disabled():
         assert fused.available() == (False, "turned off (XMODELKD_FUSED_CONV=0 or "

@@ -104,18 +104,43 @@ def _compiler() -> str | None:
     return None
 
 
+#: /proc/cpuinfo fields that identify what ``-march=native`` / ``-mcpu=native`` compile
+#: for (x86, then ARM); the others (``cpu MHz``, ``bogomips``) change while it runs.
+CPU_FIELDS = (
+    "vendor_id", "cpu family", "model", "model name", "stepping", "flags",
+    "CPU implementer", "CPU architecture", "CPU variant", "CPU part", "Features",
+)  # fmt: skip
+
+
+def cpu_identity(cpuinfo: str) -> str:
+    """The first CPU's identifying fields of ``/proc/cpuinfo`` text, one per line."""
+    first = cpuinfo.split("\n\n")[0]
+    fields = (line.split(":", 1) for line in first.splitlines() if ":" in line)
+    keep = {k.strip(): v.strip() for k, v in fields if k.strip() in CPU_FIELDS}
+    return "\n".join(f"{k}: {keep[k]}" for k in CPU_FIELDS if k in keep)
+
+
+def _compiler_version(cxx: str) -> str:
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        out = subprocess.run([cxx, "--version"], capture_output=True, text=True, timeout=30)
+        return out.stdout.split("\n", 1)[0]
+    return ""
+
+
 def _library_path(cxx: str) -> Path:
-    """Cache file name: hash of source, flags, compiler and machine (``-march=native``
-    code is only good for the CPU it was built on)."""
+    """Cache file name: hash of source, flags, compiler (path and version) and CPU model
+    (``-march=native`` code is only good for that CPU; a home directory may be shared
+    across machines and a container's hostname changes every run, so the key names the
+    CPU, not the host)."""
     h = hashlib.sha256()
     for src in SOURCES:
         h.update(src.read_bytes())
     h.update(" ".join(FLAGS).encode())
     h.update(cxx.encode())
+    h.update(_compiler_version(cxx).encode())
     h.update(platform.machine().encode())
-    h.update(platform.node().encode())
-    with contextlib.suppress(OSError):  # the CPU model: a home shared across machines
-        h.update(Path("/proc/cpuinfo").read_bytes().split(b"\n\n")[0])
+    with contextlib.suppress(OSError):
+        h.update(cpu_identity(Path("/proc/cpuinfo").read_text()).encode())
     return cache_dir() / f"xk_fused_{h.hexdigest()[:16]}.so"
 
 
