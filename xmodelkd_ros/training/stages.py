@@ -328,7 +328,21 @@ class TeacherStage(_TeacherKind):
         return TeacherWeights(**{**w, "ignore_index": IGNORE_INDEX})
 
 
-class _StudentKind(StageKind):
+class _SavesStudentNet(StageKind):
+    """Stages whose result is a deployable student (``step.net``): a student checkpoint."""
+
+    def save(
+        self,
+        ctx: Context,
+        step: nn.Module,
+        path: Path,
+        class_names: list[str],
+        provenance: dict[str, Any],
+    ) -> None:
+        save_student_net(ctx, step.net, path, class_names, provenance)
+
+
+class _StudentKind(_SavesStudentNet):
     epochs_key = "student_epochs"
     stream = 3
 
@@ -358,16 +372,6 @@ class _StudentKind(StageKind):
 
     def network_config(self, step: nn.Module) -> StudentConfig:
         return step.net.config
-
-    def save(
-        self,
-        ctx: Context,
-        step: nn.Module,
-        path: Path,
-        class_names: list[str],
-        provenance: dict[str, Any],
-    ) -> None:
-        save_student_net(ctx, step.net, path, class_names, provenance)
 
 
 @STAGE_KINDS.register("distill")
@@ -472,7 +476,7 @@ class SelfTrainStage(_ControlKind):
 
 
 @STAGE_KINDS.register("joint")
-class JointStage(StageKind):
+class JointStage(_SavesStudentNet):
     """2DPASS-style joint training; writes the 3D branch as a student checkpoint.
 
     Same schedule (``student_epochs``), stream (3: the 3D branch starts from the baseline's
@@ -492,13 +496,3 @@ class JointStage(StageKind):
 
     def network_config(self, step: nn.Module) -> StudentConfig:
         return step.fusion.config.student
-
-    def save(
-        self,
-        ctx: Context,
-        step: nn.Module,
-        path: Path,
-        class_names: list[str],
-        provenance: dict[str, Any],
-    ) -> None:
-        save_student_net(ctx, step.net, path, class_names, provenance)
