@@ -58,6 +58,7 @@ def test_summary_names_the_benchmark_and_the_spread() -> None:
     from xmodelkd_ros.demo import BENCHMARK, format_summary
 
     s = {"size": "full", "seed": 0, "miou_validation": {"baseline": 0.4, "distilled": 0.42},
+         "epochs": {"teacher": 16, "distilled": 40, "baseline": 40},
          "miou_heldout_offline": {"baseline": 0.40, "distilled": 0.43},
          "heldout_gain": {"gain": 0.03, "ci95": [-0.01, 0.06], "per_scan_mean": 0.025,
                           "per_scan_wins": 20, "scans": 30},
@@ -69,6 +70,9 @@ def test_summary_names_the_benchmark_and_the_spread() -> None:
     assert "**+3.00 mIoU** (95% interval over its 30 scans: -1.00 to +6.00" in text
     assert "distilled better on 20/30" in text and BENCHMARK in text
     assert BENCHMARK == "python -m xmodelkd_ros.training.benchmark"
+    # both students are named with the epochs behind them (the baseline as long as the lineage)
+    assert "| baseline (LiDAR only, 40 epochs) | 40.00 | 40.00 |" in text
+    assert "| distilled (from camera+LiDAR teacher, 40 epochs) | 42.00 | 43.00 |" in text
 
 
 def test_heldout_bag_is_regenerated_when_made_with_other_settings(
@@ -125,6 +129,8 @@ def test_smoke_demo(tmp_path: Path, ros_env: dict[str, str]) -> None:
     assert "demo summary" in proc.stdout and "held-out bag mIoU" in proc.stdout
     s = json.loads((out / "summary.json").read_text())
     assert set(s["miou_validation"]) >= {"baseline", "distilled"}
+    # smoke: teacher 2 + student 2 epochs, so the baseline trains the lineage's 4
+    assert s["epochs"] == {"teacher": 2, "distilled": 4, "baseline": 4}
     assert set(s["miou_heldout_offline"]) == {"baseline", "distilled"}
     g = s["heldout_gain"]
     assert g["scans"] == 4 and g["ci95"][0] <= g["ci95"][1]

@@ -293,6 +293,18 @@ def _ms(v: float | None) -> str:
     return "n/a" if v is None else f"{v:.1f}"
 
 
+def training_epochs(recipe_json: Path) -> dict[str, int]:
+    """Epochs behind each compared model (the baseline trains as long as the distilled
+    student's lineage by default, README "Results"); empty without the run's recipe."""
+    from xmodelkd_ros.training.stages import control_epochs, lineage_epochs
+
+    if not recipe_json.is_file():
+        return {}
+    r = json.loads(recipe_json.read_text())
+    return {"teacher": int(r["schedule"]["teacher_epochs"]),
+            "distilled": lineage_epochs(r), "baseline": control_epochs(r)}  # fmt: skip
+
+
 def make_summary(
     demo: Demo, train: dict[str, Any], offline: dict[str, Any], replay: dict[str, Any],
     bag: Path, models: dict[str, Path],
@@ -303,6 +315,7 @@ def make_summary(
     return {
         "size": demo.size,
         "seed": demo.seed,
+        "epochs": training_epochs(demo.out / "train" / "recipe.json"),
         "miou_validation": val,
         "miou_heldout_offline": {k: v["miou"] for k, v in offline.items()},
         "heldout_gain": demo.results.get("heldout_gain"),
@@ -328,15 +341,18 @@ def format_summary(s: dict[str, Any]) -> str:
     """The final table (Markdown, readable in a terminal)."""
     val, off = s["miou_validation"], s["miou_heldout_offline"]
     lat, sc = s["latency_ms"], s["scans"]
+    ep = {k: f", {v} epochs" for k, v in (s.get("epochs") or {}).items()}
     lines = [
         f"## xmodelkd_ros demo summary ({s['size']}, seed {s['seed']})", "",
         "| model | val mIoU | held-out bag mIoU |", "|---|---|---|",
-        f"| baseline (labels only) | {_pct(val.get('baseline'))} | {_pct(off.get('baseline'))} |",
-        f"| distilled (from camera+LiDAR teacher) | {_pct(val.get('distilled'))} | "
-        f"{_pct(off.get('distilled'))} |",
+        f"| baseline (LiDAR only{ep.get('baseline', '')}) | {_pct(val.get('baseline'))} | "
+        f"{_pct(off.get('baseline'))} |",
+        f"| distilled (from camera+LiDAR teacher{ep.get('distilled', '')}) | "
+        f"{_pct(val.get('distilled'))} | {_pct(off.get('distilled'))} |",
     ]  # fmt: skip
     if val.get("teacher") is not None:
-        lines.append(f"| teacher (camera+LiDAR, not deployed) | {_pct(val['teacher'])} | - |")
+        lines.append(f"| teacher (camera+LiDAR, not deployed{ep.get('teacher', '')}) | "
+                     f"{_pct(val['teacher'])} | - |")  # fmt: skip
     g = s.get("heldout_gain")
     if g is not None:
         lo, hi = g["ci95"]
