@@ -3,7 +3,8 @@
 Why: ``auto`` picks torch (fused C++ kernels) over ONNX Runtime on CPU, and issue 12 asks
 whether ONNX Runtime can catch up with standard ops. This runs ONNX Runtime's own
 profiler over the demo student on a synthetic scan and prints each op type's share of
-the kernel time and its node count per scan, then times a chain of ``ScatterND(add)``
+the kernel time and its node count per scan, beside the torch backend's network (fused
+kernels) on the same inputs and threads, then times a chain of ``ScatterND(add)``
 nodes into an (N, C) buffer with few and with many updates: what the few-update chain
 costs is each node copying its whole input (it is not run in place), so the per-offset
 scatter pays O(N) per offset whatever the number of pairs.
@@ -22,15 +23,17 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import onnxruntime as ort
 from onnx import TensorProto, helper
 
-from xmodelkd_ros.nets.inputs import build_inputs
+from xmodelkd_ros.nets.inputs import NetInputs, build_inputs
+from xmodelkd_ros.runtime.backends import TorchBackend
 from xmodelkd_ros.runtime.graph import flatten_inputs
-from xmodelkd_ros.runtime.metadata import ModelMetadata
+from xmodelkd_ros.runtime.metadata import CHECKPOINT_FILE, ModelMetadata
 from xmodelkd_ros.sim.fixtures import (
     DEMO_STUDENT,
     DEMO_VOXEL_SIZE,
@@ -39,14 +42,29 @@ from xmodelkd_ros.sim.fixtures import (
 )
 
 
-def op_split(model_dir: Path, points: int, threads: int, repeats: int) -> dict[str, list[float]]:
-    """{op type: [ms per scan, nodes per scan]} from ONNX Runtime's profiler."""
-    import torch
-
+def scan_inputs(model_dir: Path, points: int) -> NetInputs:
     meta = ModelMetadata.read(model_dir)
-    graph = model_dir / "model_cpu.onnx"
     scan = torch.from_numpy(synthetic_scan(points))
-    inputs = build_inputs([scan], meta.grid, meta.config.num_levels, meta.config.in_channels)
+    return build_inputs([scan], meta.grid, meta.config.num_levels, meta.config.in_channels)
+
+
+def torch_network_ms(model_dir: Path, inputs: NetInputs, repeats: int) -> float:
+    """Median ms of the torch backend's network (fused kernels) on the same inputs."""
+    backend = TorchBackend.from_checkpoint(model_dir / CHECKPOINT_FILE)
+    times = []
+    for i in range(repeats + 2):
+        t = time.perf_counter()
+        backend.infer(inputs)
+        if i >= 2:
+            times.append((time.perf_counter() - t) * 1e3)
+    return float(np.median(times))
+
+
+def op_split(
+    model_dir: Path, inputs: NetInputs, threads: int, repeats: int
+) -> dict[str, list[float]]:
+    """{op type: [ms per scan, nodes per scan]} from ONNX Runtime's profiler."""
+    graph = model_dir / "model_cpu.onnx"
     with tempfile.TemporaryDirectory() as tmp:
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
@@ -105,8 +123,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--points", type=int, default=35_000)
     ap.add_argument("--repeats", type=int, default=10)
     a = ap.parse_args(argv)
+    torch.set_num_threads(a.threads)
     model_dir = exported_random_model(voxel_size=DEMO_VOXEL_SIZE, **DEMO_STUDENT)
-    split = op_split(model_dir, a.points, a.threads, a.repeats)
+    inputs = scan_inputs(model_dir, a.points)
+    split = op_split(model_dir, inputs, a.threads, a.repeats)
+    fused_ms = torch_network_ms(model_dir, inputs, a.repeats)
     total = sum(ms for ms, _ in split.values())
     print(f"ONNX Runtime {ort.__version__}, model_cpu.onnx of the demo student, "
           f"{a.points} points, {a.threads} thread(s), {a.repeats} scans")  # fmt: skip
@@ -114,6 +135,9 @@ def main(argv: list[str] | None = None) -> int:
     for op, (ms, n) in sorted(split.items(), key=lambda kv: -kv[1][0])[:10]:
         print(f"| {op} | {ms:.1f} | {100 * ms / total:.0f} % | {n:.0f} |")
     print(f"| all kernels | {total:.1f} | 100 % | |")
+    mg = sum(split.get(op, [0.0])[0] for op in ("MatMul", "Gather"))
+    print(f"\nMatMul + Gather alone: {mg:.1f} ms; the torch backend's whole network (fused "
+          f"kernels) on the same inputs and threads: {fused_ms:.1f} ms")  # fmt: skip
     few = scatter_chain_ms(35_000, 32, 10, a.threads)
     many = scatter_chain_ms(35_000, 32, 6_000, a.threads)
     print(
