@@ -37,6 +37,7 @@ def test_two_process_gloo_replicas_stay_identical(tmp_path):
         "data.render_size=[60,100]",
         "data.image_size=[32,48]",
         "schedule.student_epochs=1",
+        "schedule.control_epochs=student",  # the baseline alone: 1 epoch, not the lineage's
         "log.tensorboard=false",
         "threads=1",
     ]
