@@ -23,7 +23,7 @@ def test_default_recipe_gives_controls_the_students_lineage():
     s = r["schedule"]
     assert r["model"]["student_init"] == "teacher3d" and s["control_epochs"] == "lineage"
     expected = s["pretrain_epochs"] + s["teacher_epochs"] + s["student_epochs"]
-    assert lineage_epochs(r) == expected == 40
+    assert lineage_epochs(r) == expected == 64
     assert BaselineStage().epochs(r) == SelfTrainStage().epochs(r) == expected
     assert DistillStage().epochs(r) == s["student_epochs"]
 
@@ -31,7 +31,7 @@ def test_default_recipe_gives_controls_the_students_lineage():
 @pytest.mark.parametrize(
     ("overrides", "expected"),
     [
-        (["schedule.pretrain_epochs=8"], 8 + 16 + 24),  # the teacher starts from pretraining
+        (["schedule.pretrain_epochs=8"], 8 + 40 + 24),  # the teacher starts from pretraining
         (["model.student_init=scratch"], 24),  # fresh weights: only the student's epochs
         (["schedule.control_epochs=student"], 24),  # the first protocol
         (["schedule.control_epochs=7"], 7),
