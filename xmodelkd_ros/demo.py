@@ -296,13 +296,13 @@ def _ms(v: float | None) -> str:
 def training_epochs(recipe_json: Path) -> dict[str, int]:
     """Epochs behind each compared model (the baseline trains as long as the distilled
     student's lineage by default, README "Results"); empty without the run's recipe."""
-    from xmodelkd_ros.training.stages import control_epochs, lineage_epochs
+    from xmodelkd_ros.training.stages import recipe_epochs
 
     if not recipe_json.is_file():
         return {}
-    r = json.loads(recipe_json.read_text())
-    return {"teacher": int(r["schedule"]["teacher_epochs"]),
-            "distilled": lineage_epochs(r), "baseline": control_epochs(r)}  # fmt: skip
+    e = recipe_epochs(json.loads(recipe_json.read_text()))
+    return {"teacher": e["teacher"], "distilled": e["distilled_lineage"],
+            "baseline": e["controls"]}  # fmt: skip
 
 
 def make_summary(

@@ -39,7 +39,7 @@ from xmodelkd_ros.training.bench_score import (
     score_student,
     score_teacher,
 )
-from xmodelkd_ros.training.stages import control_epochs, lineage_epochs
+from xmodelkd_ros.training.stages import recipe_epochs
 
 CHECKPOINTS = {"teacher": "teacher.pt", "distilled": "student.pt", "baseline": "baseline.pt"}
 #: the stated minimum: every class has at least this many labeled points in the test split
@@ -252,12 +252,7 @@ class Benchmark:
                 "validation_seeds": recipe["data"].get("val_seeds"),
                 "train_seeds": recipe["data"].get("train_seeds"),
                 "schedule": recipe.get("schedule"),
-                "epochs": {
-                    "teacher": int(recipe["schedule"]["teacher_epochs"]),
-                    "distilled": int(recipe["schedule"]["student_epochs"]),
-                    "distilled_lineage": lineage_epochs(recipe),
-                    "controls": control_epochs(recipe),
-                },
+                "epochs": recipe_epochs(recipe),
             },
             reps=self.args.bootstrap,
         )

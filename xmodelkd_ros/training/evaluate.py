@@ -22,9 +22,9 @@ from xmodelkd_ros.training.metrics import ConfusionMatrix, SegMetrics
 from xmodelkd_ros.training.report import write_report
 from xmodelkd_ros.training.stages import (
     EVAL_STREAM,
-    control_epochs,
     correspondence,
     load_teacher,
+    recipe_epochs,
 )
 
 
@@ -94,6 +94,7 @@ def finish_report(
 ) -> dict[str, Any]:
     """Write ``report.md`` / ``report.json`` and print the one-line summary."""
     r = ctx.recipe
+    e = recipe_epochs(r)
     meta = {
         "recipe": r.get("_source"),
         "dataset": r["data"].get("dataset"),
@@ -101,9 +102,8 @@ def finish_report(
         "validation scans": len(ctx.source("val")),
         "distilled student init": r["model"].get("student_init", "scratch"),
         "distillation weights": (r.get("loss") or {}).get("distill"),
-        "epochs (teacher / distilled / LiDAR-only controls)": (
-            f"{r['schedule']['teacher_epochs']} / {r['schedule']['student_epochs']}"
-            f" / {control_epochs(r)}"
+        "epochs (teacher / distilled / LiDAR-only controls)": " / ".join(
+            str(e[k]) for k in ("teacher", "distilled", "controls")
         ),
     }
     doc = write_report(ctx.out, results, class_names, meta)

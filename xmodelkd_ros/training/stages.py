@@ -384,15 +384,20 @@ class DistillStage(_StudentKind):
         on_sparse_backend(ctx, teacher)
         for p in teacher.parameters():
             p.requires_grad_(False)
-        init = ctx.recipe["model"].get("student_init", "scratch")
-        if init not in ("scratch", "teacher3d"):
-            raise RecipeError(f"model.student_init must be scratch or teacher3d, got {init!r}")
-        if init == "teacher3d":
+        if student_init(ctx.recipe) == "teacher3d":
             # The teacher's 3D branch has the student's architecture and was trained with
             # the image branch and the 2D-3D contrastive term: start the student there.
             student.load_state_dict(teacher.branch_3d.state_dict())
             ctx.log("distill: student initialised from the teacher's 3D branch")
         return teacher
+
+
+def student_init(recipe: dict[str, Any]) -> str:
+    """``model.student_init`` (default ``scratch``), checked: ``scratch`` | ``teacher3d``."""
+    init = recipe["model"].get("student_init", "scratch")
+    if init not in ("scratch", "teacher3d"):
+        raise RecipeError(f"model.student_init must be scratch or teacher3d, got {init!r}")
+    return init
 
 
 def lineage_epochs(recipe: dict[str, Any]) -> int:
@@ -404,7 +409,7 @@ def lineage_epochs(recipe: dict[str, Any]) -> int:
     """
     s = recipe["schedule"]
     n = int(s["student_epochs"])
-    if recipe["model"].get("student_init", "scratch") == "teacher3d":
+    if student_init(recipe) == "teacher3d":
         n += int(s["teacher_epochs"]) + int(s.get("pretrain_epochs") or 0)
     return n
 
@@ -429,6 +434,17 @@ def control_epochs(recipe: dict[str, Any]) -> int:
     raise RecipeError(
         f"schedule.control_epochs must be lineage, student or a positive integer, got {value!r}"
     )
+
+
+def recipe_epochs(recipe: dict[str, Any]) -> dict[str, int]:
+    """The epochs a run's reports state: teacher, distilled (its own stage), distilled
+    lineage (behind its weights) and the LiDAR-only controls."""
+    return {
+        "teacher": int(recipe["schedule"]["teacher_epochs"]),
+        "distilled": int(recipe["schedule"]["student_epochs"]),
+        "distilled_lineage": lineage_epochs(recipe),
+        "controls": control_epochs(recipe),
+    }
 
 
 class _ControlKind(_StudentKind):
