@@ -19,15 +19,16 @@ import collections
 import json
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import onnxruntime as ort
+from bench_sparse import timeit
 from onnx import TensorProto, helper
 
 from xmodelkd_ros.nets.inputs import NetInputs, build_inputs
@@ -51,13 +52,7 @@ def scan_inputs(model_dir: Path, points: int) -> NetInputs:
 def torch_network_ms(model_dir: Path, inputs: NetInputs, repeats: int) -> float:
     """Median ms of the torch backend's network (fused kernels) on the same inputs."""
     backend = TorchBackend.from_checkpoint(model_dir / CHECKPOINT_FILE)
-    times = []
-    for i in range(repeats + 2):
-        t = time.perf_counter()
-        backend.infer(inputs)
-        if i >= 2:
-            times.append((time.perf_counter() - t) * 1e3)
-    return float(np.median(times))
+    return timeit(lambda: backend.infer(inputs), repeats)[0]
 
 
 def op_split(
@@ -108,13 +103,7 @@ def scatter_chain_ms(rows: int, width: int, updates: int, threads: int, offsets:
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-    times = []
-    for i in range(23):
-        t = time.perf_counter()
-        sess.run(None, feeds)
-        if i >= 3:
-            times.append((time.perf_counter() - t) * 1e3)
-    return float(np.median(times))
+    return timeit(lambda: sess.run(None, feeds), 20, warmup=3)[0]
 
 
 def main(argv: list[str] | None = None) -> int:
