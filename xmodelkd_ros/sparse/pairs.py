@@ -176,15 +176,10 @@ def _conv_pairs_eager(
 ) -> Tensor:
     cout = weight_k.shape[2]
     xg = x.index_select(0, pairs.in_rows)
-    b = pairs.bounds
-    live = [k for k in range(len(b) - 1) if b[k + 1] > b[k]]
     if grad:
-        parts = [xg[b[k] : b[k + 1]] @ weight_k[k] for k in live]
-        y = torch.cat(parts) if parts else x.new_zeros(0, cout)
+        y = _OffsetProducts.apply(xg, weight_k, pairs.bounds)
     else:
-        y = x.new_empty(xg.shape[0], cout)
-        for k in live:
-            torch.mm(xg[b[k] : b[k + 1]], weight_k[k], out=y[b[k] : b[k + 1]])
+        y = _offset_products(xg, weight_k, pairs.bounds)
     scatter = pairs.scatter if pairs.scatter.dtype == y.dtype else pairs.scatter.to(y.dtype)
     if pairs.identity_offset is not None:
         w_c = weight_k[pairs.identity_offset]
@@ -200,6 +195,54 @@ def _conv_pairs_eager(
     if bias is None:
         return out
     return out + bias if grad else out.add_(bias)
+
+
+def _live_slices(bounds: tuple[int, ...]) -> list[tuple[int, slice]]:
+    """``(offset, rows)`` of every offset that has pairs."""
+    return [(k, slice(bounds[k], bounds[k + 1])) for k in range(len(bounds) - 1)
+            if bounds[k + 1] > bounds[k]]  # fmt: skip
+
+
+def _offset_products(xg: Tensor, weight_k: Tensor, bounds: tuple[int, ...]) -> Tensor:
+    """``y[rows_k] = xg[rows_k] @ weight_k[k]`` for each offset ``k``, written straight
+    into slices of one buffer (the offsets' row ranges partition ``xg``)."""
+    y = xg.new_empty(xg.shape[0], weight_k.shape[2])
+    for k, rows in _live_slices(bounds):
+        torch.mm(xg[rows], weight_k[k], out=y[rows])
+    return y
+
+
+class _OffsetProducts(torch.autograd.Function):
+    """:func:`_offset_products` as one autograd node.
+
+    Why not per-offset slices of ``xg`` under autograd: the backward of each slice
+    allocates and zeroes a whole ``(P, Cin)`` gradient and autograd adds the K of them
+    up, K passes over every pair where one suffices. Profiled on the synthetic recipe's
+    baseline, those fills and adds were a third of a training step. Here the backward
+    writes each offset's input gradient into its own rows and each weight gradient into
+    its own ``(Cin, Cout)`` slice: the same GEMMs, the same sums, no extra pass.
+    """
+
+    @staticmethod
+    def forward(ctx, xg: Tensor, weight_k: Tensor, bounds: tuple[int, ...]) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(xg, weight_k)
+        ctx.bounds = bounds
+        return _offset_products(xg, weight_k, bounds)
+
+    @staticmethod
+    def backward(ctx, grad_y: Tensor) -> tuple[Tensor | None, Tensor | None, None]:  # type: ignore[override]
+        xg, weight_k = ctx.saved_tensors
+        grad_x = grad_w = None
+        live = _live_slices(ctx.bounds)
+        if ctx.needs_input_grad[0]:
+            grad_x = torch.empty_like(xg)  # the live offsets' rows cover all of xg
+            for k, rows in live:
+                torch.mm(grad_y[rows], weight_k[k].t(), out=grad_x[rows])
+        if ctx.needs_input_grad[1]:
+            grad_w = torch.zeros_like(weight_k)  # an offset without pairs: zero gradient
+            for k, rows in live:
+                torch.mm(xg[rows].t(), grad_y[rows], out=grad_w[k])
+        return grad_x, grad_w, None
 
 
 def _conv_pairs_fused(
