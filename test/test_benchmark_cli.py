@@ -16,7 +16,7 @@ TINY = ["--regimes", "1.0,0.5", *BENCH_TINY]
 
 def test_tiny_benchmark_writes_every_field_and_resumes(tmp_path, capsys) -> None:
     out = tmp_path / "bench"
-    assert main(["--out", str(out), *TINY]) == 0
+    assert main(["--out", str(out), "--parallel-baseline", *TINY]) == 0
     for name in ("benchmark.md", "benchmark.json", "benchmark.png"):
         assert (out / name).is_file(), name
     doc = json.loads((out / "benchmark.json").read_text())
@@ -48,6 +48,8 @@ def test_tiny_benchmark_writes_every_field_and_resumes(tmp_path, capsys) -> None
     # the half-labeled run really trained with half of its scans unlabeled
     recipe = json.loads((out / "labels0.5" / "seed0" / "recipe.json").read_text())
     assert recipe["data"]["label_fraction"] == 0.5
+    # --parallel-baseline: the baseline trained in its own process, the pipeline read it back
+    assert "baseline: already finished" in (out / "labels1" / "seed0" / "train.log").read_text()
 
     # resumable: a second run reuses every finished (fraction, seed), trains nothing
     logs = {p: p.read_text() for p in out.glob("labels*/seed*/train.log")}

@@ -147,3 +147,35 @@ def test_show_recipe_applies_overrides(capsys):
     assert main(["--show-recipe", "--set", "optim.lr=0.5", "data.train_scans=7"]) == 0
     text = capsys.readouterr().out
     assert "lr: 0.5" in text and "train_scans: 7" in text
+
+
+def test_parallel_baseline_trains_the_same_weights(tmp_path, capsys):
+    """--parallel-baseline: the baseline in a second process, bit for bit the sequential one
+    (every stage seeds itself), and the report still holds all three models."""
+    seq, par = tmp_path / "seq", tmp_path / "par"
+    assert main(["--out", str(seq), *TINY]) == 0
+    assert main(["--out", str(par), "--parallel-baseline", *TINY]) == 0
+    for name in ("baseline.pt", "student.pt"):
+        a, b = (torch.load(d / name, weights_only=True)["state_dict"] for d in (seq, par))
+        assert a.keys() == b.keys()
+        for k in a:
+            torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=f"{name} {k}")
+    report = json.loads((par / "report.json").read_text())
+    expected = json.loads((seq / "report.json").read_text())
+    for name in ("teacher", "distilled", "baseline"):
+        assert report["models"][name]["miou"] == pytest.approx(expected["models"][name]["miou"])
+    assert "baseline: already finished" in (par / "train.log").read_text()
+    capsys.readouterr()
+    assert main(["--out", str(par), "--stage", "baseline", "--parallel-baseline", *TINY]) == 2
+    assert "--parallel-baseline needs --stage all" in capsys.readouterr().err
+
+
+def test_parallel_baseline_failure_is_one_line(tmp_path, capsys):
+    """A second process that fails ends the pipeline with its exit code, not a traceback."""
+    out = tmp_path / "run"
+    # a recipe value only the baseline reads: teacher and distill run, the baseline refuses
+    code = main(["--out", str(out), "--parallel-baseline", *TINY, "schedule.control_epochs=-1"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "baseline (second process) exited with code 2" in err
+    assert "Traceback" not in err

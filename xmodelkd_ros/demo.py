@@ -169,7 +169,8 @@ class Demo:
         out = self.out / "train"
         self.cli("xmodelkd_ros.training.train", train_main, [
             "--recipe", "synthetic", "--stage", "all", "--out", str(out),
-            "--seed", str(self.seed), "--no-progress", "--set", *SCHEDULES[self.size],
+            "--seed", str(self.seed), "--no-progress", "--parallel-baseline",
+            "--set", *SCHEDULES[self.size],
         ])  # fmt: skip
         for f in ("student.pt", "baseline.pt", "report.json"):
             if not (out / f).is_file():

@@ -160,13 +160,15 @@ class Benchmark:
     def train(self, fraction: float, seed: int, run_dir: Path) -> None:
         from xmodelkd_ros.training.train import main as train_main
 
-        argv = ["--recipe", self.args.recipe, "--out", str(run_dir), "--seed", str(seed),
-                "--stage", "all", "--resume", "--no-progress",
-                "--set", f"data.label_fraction={fraction}", *self.sets]  # fmt: skip
+        common = ["--recipe", self.args.recipe, "--out", str(run_dir), "--seed", str(seed),
+                  "--resume", "--no-progress",
+                  "--set", f"data.label_fraction={fraction}", *self.sets]  # fmt: skip
         if self.args.threads:
-            argv += ["--threads", str(self.args.threads)]
+            common += ["--threads", str(self.args.threads)]
         for stage in ("all", *self.arms):  # the arms' stages run after the pipeline
-            argv[argv.index("--stage") + 1] = stage
+            argv = ["--stage", stage, *common]
+            if stage == "all" and self.args.parallel_baseline:
+                argv.append("--parallel-baseline")
             self.log(f"train: python -m xmodelkd_ros.training.train {shlex.join(argv)}")
             code = train_main(argv)
             if code != 0:
@@ -309,6 +311,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "x 2 scans (its numbers mean nothing)")  # fmt: skip
     p.add_argument("--bootstrap", type=int, default=2000, help="bootstrap replicates")
     p.add_argument("--threads", type=int, help="torch CPU threads for training")
+    p.add_argument("--parallel-baseline", action="store_true",
+                   help="train each seed's baseline in a second process beside its teacher -> "
+                   "distill (train --parallel-baseline; same weights, less wall time on 2+ "
+                   "cores)")  # fmt: skip
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no tqdm")
     return p
 

@@ -10,7 +10,9 @@ Stages (the stage kinds of :mod:`~xmodelkd_ros.training.stages`, each trained by
 * ``distill``  - the LiDAR-only student from labels and the frozen teacher (KL on softened
   logits + feature alignment on the points the cameras see) -> ``<out>/student.pt``.
 * ``baseline`` - the same student, labels only, same schedule -> ``<out>/baseline.pt``.
-* ``all``      - [pretrain ->] teacher -> distill, baseline, then the side-by-side report.
+* ``all``      - [pretrain ->] teacher -> distill, baseline, then the side-by-side report;
+  with ``--parallel-baseline`` the baseline trains in a second process beside teacher ->
+  distill (CPU, 2+ cores: the wall time of the longer chain, same weights).
 * ``evaluate`` - evaluate the checkpoints already in ``<out>`` and rewrite the report.
 
 Every stage checkpoints atomically each epoch and on SIGINT/SIGTERM; ``--resume``
@@ -23,7 +25,9 @@ Exit codes: 0 done, 2 bad recipe / data / checkpoint, 3 non-finite loss, 130 int
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -46,6 +50,7 @@ from xmodelkd_ros.training.evaluate import evaluate_outputs, finish_report
 from xmodelkd_ros.training.hooks import HookBase
 from xmodelkd_ros.training.metrics import SegMetrics, seg_metrics
 from xmodelkd_ros.training.recipe import RecipeError, intensity_range_of, load_recipe
+from xmodelkd_ros.training.side_stage import SideStage, SideStageWatch, parallel_unavailable
 from xmodelkd_ros.training.stages import STAGE_KINDS
 from xmodelkd_ros.training.trainer import Trainer
 
@@ -69,19 +74,32 @@ def train_stage(ctx: Context, name: str) -> dict[str, Any]:
     return Trainer(ctx, STAGE_KINDS.get(name)()).train()
 
 
-def run(ctx: Context, stage: str) -> dict[str, Any]:
+def run(ctx: Context, stage: str, side: SideStage | None = None) -> dict[str, Any]:
+    """Train ``stage``; for ``all`` with a ``side`` process, the baseline trains there."""
     if stage == "evaluate":
         return evaluate_outputs(ctx) if ctx.dist.is_main else {}
     if stage != "all":
         return train_stage(ctx, stage)
-    if int(ctx.recipe["schedule"].get("pretrain_epochs") or 0) > 0:
-        train_stage(ctx, "pretrain")
     results: dict[str, SegMetrics] = {}
-    names = class_names_of(ctx.source("train"))
-    for kind, name in (("teacher", "teacher"), ("distill", "distilled"), ("baseline", "baseline")):
-        m = train_stage(ctx, kind)
-        if m:
-            results[name] = seg_metrics(np.asarray(m["confusion"]), names)
+    if side is not None:
+        side.start()
+    try:
+        if int(ctx.recipe["schedule"].get("pretrain_epochs") or 0) > 0:
+            train_stage(ctx, "pretrain")
+        names = class_names_of(ctx.source("train"))
+        for kind, name in (
+            ("teacher", "teacher"), ("distill", "distilled"), ("baseline", "baseline"),
+        ):  # fmt: skip
+            if kind == "baseline" and side is not None:
+                side.wait()  # it finished there: resuming reads its checkpoint's metrics
+                m = train_stage(dataclasses.replace(ctx, resume=True), kind)
+            else:
+                m = train_stage(ctx, kind)
+            if m:
+                results[name] = seg_metrics(np.asarray(m["confusion"]), names)
+    finally:
+        if side is not None:
+            side.stop()
     if not ctx.dist.is_main:
         return {}
     return finish_report(ctx, results, names)
@@ -133,6 +151,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no tqdm progress bars")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.add_argument(
+        "--parallel-baseline",
+        action="store_true",
+        help="with --stage all on a CPU: train the baseline in a second process beside "
+        "teacher -> distill (same weights as in sequence; each process takes the recipe's "
+        "threads, or half the cores)",
+    )
+    p.add_argument(
         "--show-recipe", action="store_true", help="print the resolved recipe (YAML) and exit"
     )
     return p
@@ -160,9 +185,10 @@ def main(argv: Sequence[str] | None = None, hooks: Sequence[HookBase] = ()) -> i
             )
         )
         return 0
+    if args.parallel_baseline and args.stage != "all":
+        print("error: --parallel-baseline needs --stage all", file=sys.stderr)
+        return 2
     threads = args.threads or recipe.get("threads")
-    if threads:
-        torch.set_num_threads(int(threads))
     try:
         device = D.resolve_device(str(recipe.get("device", "auto")))
     except (RuntimeError, ValueError) as exc:
@@ -177,6 +203,18 @@ def main(argv: Sequence[str] | None = None, hooks: Sequence[HookBase] = ()) -> i
     dist = D.init_distributed(device)
     out = Path(recipe.get("out") or "runs/default")
     out.mkdir(parents=True, exist_ok=True)
+    side, why_not = None, None
+    if args.parallel_baseline:
+        cpus = os.cpu_count() or 1
+        why_not = parallel_unavailable(device.type, dist.world_size, cpus)
+        if why_not is None:
+            threads = threads or max(1, cpus // 2)
+            argv_side = ["--recipe", args.recipe, "--no-progress", "--threads", str(threads)]
+            argv_side += ["--resume"] if args.resume else []
+            argv_side += ["--set", *overrides] if overrides else []
+            side = SideStage("baseline", out, argv_side)
+    if threads:
+        torch.set_num_threads(int(threads))
     # process-wide switch: restored below so a caller (tests, the demo) keeps its own
     previous_impl = get_default_impl()
     set_default_impl("pairs" if impl == "spconv" else impl)  # spconv: per layer, see stages
@@ -187,8 +225,10 @@ def main(argv: Sequence[str] | None = None, hooks: Sequence[HookBase] = ()) -> i
         dist,
         args.resume,
         recipe["log"].get("progress", True) and not args.no_progress,
-        hooks=list(hooks),
+        hooks=[*hooks, *([SideStageWatch(side)] if side is not None else [])],
     )
+    if why_not is not None:
+        ctx.log(f"--parallel-baseline not used: {why_not}; the baseline trains after distill")
     old = {s: signal.signal(s, ctx.stop) for s in (signal.SIGINT, signal.SIGTERM)}
     if dist.is_main and recipe["log"].get("tensorboard", True):
         try:
@@ -203,7 +243,7 @@ def main(argv: Sequence[str] | None = None, hooks: Sequence[HookBase] = ()) -> i
         (out / "recipe.json").write_text(json.dumps(recipe, indent=1))
     code = 0
     try:
-        run(ctx, args.stage)
+        run(ctx, args.stage, side)
     except TrainingStoppedError as exc:
         print(f"stopped: {exc}", file=sys.stderr)
         code = exc.code
