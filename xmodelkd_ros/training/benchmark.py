@@ -280,9 +280,9 @@ def build_parser() -> argparse.ArgumentParser:
         "baseline for several seeds on the recipe's training streets and score them on "
         "reserved test streets (every labeled point; students through the node's Segmenter). "
         "Writes benchmark.md / .json / .png with the mean paired gain and its 95%% bootstrap "
-        "interval. Measured on 2 CPU cores shared with other jobs: --quick 2.2 min; one "
-        "(label fraction, seed) 9-17 min; the default (one fraction, 3 seeds) ~40 min; "
-        "--regimes 1.0,0.1 ~75 min. A killed run continues where it stopped.",
+        "interval. Measured on an idle 2-core CPU: one (label fraction, seed) of the default "
+        "recipe trains in ~10 min with --parallel-baseline (the demo's training), its scoring "
+        "~0.5 min; --quick 2.2 min. A killed run continues where it stopped.",
     )
     p.add_argument("--recipe", default="synthetic", help="training recipe (name or YAML path)")
     p.add_argument("--out", default="runs/benchmark", help="output folder")
