@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 
 import pytest
 import torch
 from training_hooks import TINY, NanAtStep, SignalAtStep
 
 from xmodelkd_ros.nets.checkpoint import load_student
+from xmodelkd_ros.training.hooks import HookBase
 from xmodelkd_ros.training.train import main
 
 
@@ -179,3 +182,24 @@ def test_parallel_baseline_failure_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "baseline (second process) exited with code 2" in err
     assert "Traceback" not in err
+
+
+class _SignalAfterDistill(HookBase):
+    """A real SIGTERM to this process when the distill stage has trained."""
+
+    def after_train(self, trainer) -> None:
+        if trainer.kind.final == "student.pt":
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def test_parallel_baseline_stops_with_the_pipeline(tmp_path, capsys):
+    """Signalled while the baseline still trains in its second process: the pipeline
+    exits 130 at once and the child checkpoints instead of being lost."""
+    out = tmp_path / "run"
+    slow = [*TINY, "schedule.control_epochs=80"]  # far longer than teacher + distill
+    code = main(["--out", str(out), "--parallel-baseline", *slow], hooks=[_SignalAfterDistill()])
+    assert code == 130
+    assert "interrupted while baseline trained in its second process" in capsys.readouterr().err
+    ck = torch.load(out / "baseline" / "last.pt", map_location="cpu", weights_only=True)
+    assert not ck["done"] and ck["epoch"] < 80
+    assert not (out / "baseline.pt").exists()

@@ -17,7 +17,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from xmodelkd_ros.training.context import TrainingStoppedError
@@ -56,10 +56,23 @@ class SideStage:
         self.proc = subprocess.Popen(self.cmd, env=env)
         return self
 
-    def wait(self) -> None:
-        """Block until the child ends; a failure raises with the child's exit code."""
+    def wait(self, stopping: Callable[[], bool] = lambda: False) -> None:
+        """Block until the child ends; a failure raises with the child's exit code. When
+        ``stopping()`` turns true (this process was signalled) it stops waiting and raises
+        (the caller's ``stop()`` then makes the child checkpoint)."""
         assert self.proc is not None, "start() first"
-        self._raise_on_failure(self.proc.wait())
+        while True:
+            try:
+                code = self.proc.wait(timeout=0.5)
+                break
+            except subprocess.TimeoutExpired:
+                if stopping():
+                    raise TrainingStoppedError(
+                        f"interrupted while {self.stage} trained in its second process; "
+                        "checkpoints written. Continue with --resume.",
+                        130,
+                    ) from None
+        self._raise_on_failure(code)
 
     def check(self) -> None:
         """Raise now if the child has already failed (it does not wait)."""

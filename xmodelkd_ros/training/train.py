@@ -91,7 +91,8 @@ def run(ctx: Context, stage: str, side: SideStage | None = None) -> dict[str, An
             ("teacher", "teacher"), ("distill", "distilled"), ("baseline", "baseline"),
         ):  # fmt: skip
             if kind == "baseline" and side is not None:
-                side.wait()  # it finished there: resuming reads its checkpoint's metrics
+                side.wait(lambda: ctx.stop.signum is not None)
+                # it finished there: resuming reads its checkpoint's metrics
                 m = train_stage(dataclasses.replace(ctx, resume=True), kind)
             else:
                 m = train_stage(ctx, kind)
