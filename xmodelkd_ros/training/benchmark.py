@@ -281,7 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
         "reserved test streets (every labeled point; students through the node's Segmenter). "
         "Writes benchmark.md / .json / .png with the mean paired gain and its 95%% bootstrap "
         "interval. Measured on an idle 2-core CPU: one (label fraction, seed) of the default "
-        "recipe trains in ~10 min with --parallel-baseline (the demo's training), its scoring "
+        "recipe trains in 10-16 min with --parallel-baseline (the demo's training), its scoring "
         "~0.5 min; --quick 2.2 min. A killed run continues where it stopped.",
     )
     p.add_argument("--recipe", default="synthetic", help="training recipe (name or YAML path)")
