@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import time
 
 import pytest
 import torch
@@ -185,11 +186,17 @@ def test_parallel_baseline_failure_is_one_line(tmp_path, capsys):
 
 
 class _SignalAfterDistill(HookBase):
-    """A real SIGTERM to this process when the distill stage has trained."""
+    """A real SIGTERM to this process when the distill stage has trained, once the
+    baseline's process has logged an epoch (so it is surely training, not importing)."""
 
     def after_train(self, trainer) -> None:
-        if trainer.kind.final == "student.pt":
-            os.kill(os.getpid(), signal.SIGTERM)
+        if trainer.kind.final != "student.pt":
+            return
+        log = trainer.ctx.out / "train.log"
+        deadline = time.monotonic() + 120
+        while "baseline epoch 1/" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def test_parallel_baseline_stops_with_the_pipeline(tmp_path, capsys):
