@@ -9,7 +9,6 @@ deployment code: it lives with the other synthetic data, outside the runtime.
 from __future__ import annotations
 
 import atexit
-import os
 import shutil
 import subprocess
 import sys
@@ -23,6 +22,7 @@ from torch import nn
 from xmodelkd_ros.nets.checkpoint import StudentCheckpoint
 from xmodelkd_ros.nets.inputs import build_inputs, default_grid
 from xmodelkd_ros.nets.student import StudentNet, student_config
+from xmodelkd_ros.procenv import child_env
 from xmodelkd_ros.sparse import VoxelGridSpec
 
 __all__ = ["exported_random_model", "random_student", "random_student_checkpoint", "synthetic_scan"]
@@ -144,9 +144,7 @@ def exported_random_model(
     grid = default_grid(voxel_size) if voxel_size else None
     save_student(random_student_checkpoint(preset, seed, grid, **overrides), ckpt_path)
     out = root / "model"
-    repo = Path(__file__).resolve().parents[2]
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(repo), env.get("PYTHONPATH")) if p)
+    env = child_env()
     env.setdefault("OMP_NUM_THREADS", "1")
     cmd = [sys.executable, "-m", "xmodelkd_ros.export", "--checkpoint", str(ckpt_path),
            "--out", str(out), "--opt-points", "1000", "--max-points", "160000"]  # fmt: skip

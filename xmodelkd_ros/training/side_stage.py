@@ -13,13 +13,13 @@ is sent SIGTERM, writes its ``last.pt`` and ``--resume`` continues both.
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from xmodelkd_ros.procenv import child_env
 from xmodelkd_ros.training.context import TrainingStoppedError
 from xmodelkd_ros.training.hooks import HookBase
 
@@ -50,10 +50,7 @@ class SideStage:
 
     def start(self) -> SideStage:
         # the child imports this package the way this process did (a source checkout too)
-        root = str(Path(__file__).resolve().parents[2])
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
-        self.proc = subprocess.Popen(self.cmd, env=env)
+        self.proc = subprocess.Popen(self.cmd, env=child_env())
         return self
 
     def wait(self, stopping: Callable[[], bool] = lambda: False) -> None:
