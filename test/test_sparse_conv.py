@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import io
 
 import numpy as np
@@ -341,23 +342,51 @@ def spconv():
     return mod  # the autouse _one_thread fixture already pins one thread
 
 
+def _spconv_cuda_build() -> bool:
+    try:
+        from spconv.core_cc.csrc.sparse.all import SpconvOps
+
+        return not SpconvOps.is_cpu_only_build()
+    except Exception:
+        return False
+
+
+@pytest.fixture(params=["cpu", "cuda"])
+def sp_device(request, spconv) -> torch.device:
+    """The reference runs on the CPU everywhere, and on the GPU (spconv's implicit-GEMM
+    kernels, its CUDA default) where a GPU and a CUDA build of spconv are present."""
+    if request.param == "cuda" and not (torch.cuda.is_available() and _spconv_cuda_build()):
+        pytest.skip("spconv's CUDA kernels need a GPU and a CUDA build of spconv")
+    return torch.device(request.param)
+
+
+def _reference(layer, x, coords, shape, device, down_layer=None):
+    """``run_spconv_reference`` with everything on ``device``; results back on the CPU."""
+    moved = copy.deepcopy(down_layer).to(device) if down_layer is not None else None
+    feats, out_coords = run_spconv_reference(
+        copy.deepcopy(layer).to(device), x.to(device), coords.to(device), shape,
+        batch_size=2, down_layer=moved,
+    )  # fmt: skip
+    return feats.cpu(), out_coords.cpu()
+
+
 SP_SHAPE = (12, 10, 8)  # even: spconv's floor output shape then equals ours
 
 
-def test_spconv_subm_matches(spconv):
+def test_spconv_subm_matches(sp_device):
     torch.manual_seed(10)
     coords = random_coords(10, 2, SP_SHAPE, 500)
     layer = SparseConv3d(8, 16, 3, "subm", bias=True)
     x = torch.randn(coords.shape[0], 8)
     with torch.no_grad():
         ours = layer(x, submanifold_table(coords, SP_SHAPE))
-        ref, ref_coords = run_spconv_reference(layer, x, coords, SP_SHAPE, batch_size=2)
+        ref, ref_coords = _reference(layer, x, coords, SP_SHAPE, sp_device)
     torch.testing.assert_close(ref_coords, coords, rtol=0, atol=0)
     torch.testing.assert_close(ours, ref, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("shape", [SP_SHAPE, (11, 9, 7)])
-def test_spconv_down_matches(spconv, shape):
+def test_spconv_down_matches(sp_device, shape):
     torch.manual_seed(11)
     coords = random_coords(11, 2, shape, 500)
     layer = SparseConv3d(8, 16, 2, "down", bias=True)
@@ -365,12 +394,12 @@ def test_spconv_down_matches(spconv, shape):
     out_coords, table, _ = downsample(coords, shape)
     with torch.no_grad():
         ours = layer(x, table)
-        ref, ref_coords = run_spconv_reference(layer, x, coords, shape, batch_size=2)
+        ref, ref_coords = _reference(layer, x, coords, shape, sp_device)
     torch.testing.assert_close(ref_coords, out_coords, rtol=0, atol=0)
     torch.testing.assert_close(ours, ref, rtol=1e-4, atol=1e-4)
 
 
-def test_spconv_inverse_matches(spconv):
+def test_spconv_inverse_matches(sp_device):
     torch.manual_seed(12)
     coords = random_coords(12, 2, SP_SHAPE, 500)
     down = SparseConv3d(8, 16, 2, "down")
@@ -379,9 +408,7 @@ def test_spconv_inverse_matches(spconv):
     coarse, down_table, _ = downsample(coords, SP_SHAPE)
     with torch.no_grad():
         ours = inv(down(x, down_table), upsample_table(coords, coarse))
-        ref, ref_coords = run_spconv_reference(
-            inv, x, coords, SP_SHAPE, batch_size=2, down_layer=down
-        )
+        ref, ref_coords = _reference(inv, x, coords, SP_SHAPE, sp_device, down_layer=down)
     torch.testing.assert_close(ref_coords, coords, rtol=0, atol=0)
     torch.testing.assert_close(ours, ref, rtol=1e-4, atol=1e-4)
 

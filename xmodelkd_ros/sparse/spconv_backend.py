@@ -29,14 +29,20 @@ def to_spconv(layer: SparseConv3d, indice_key: str | None = None) -> Any:
 
     ``down`` maps to ``SparseConv3d(stride=ks, padding=0)``; ``inverse`` to
     ``SparseInverseConv3d``, which needs the ``indice_key`` of the matching down conv.
+
+    A layer on the CPU gets spconv's ``Native`` algorithm: a CUDA build of spconv picks
+    ``MaskImplicitGemm`` when the module is constructed, and that algorithm refuses CPU
+    tensors (seen on an H100 with spconv-cu126: every CPU reference conv failed).
     """
     import spconv.pytorch as spconv
+    from spconv.core import ConvAlgo
 
     ks = layer.kernel_size
     bias = layer.bias is not None
+    algo = ConvAlgo.Native if layer.weight.device.type == "cpu" else None
     if layer.kind == "subm":
         mod = spconv.SubMConv3d(
-            layer.in_channels, layer.out_channels, ks, bias=bias, indice_key=indice_key
+            layer.in_channels, layer.out_channels, ks, bias=bias, indice_key=indice_key, algo=algo
         )
     elif layer.kind == "down":
         mod = spconv.SparseConv3d(
@@ -47,12 +53,13 @@ def to_spconv(layer: SparseConv3d, indice_key: str | None = None) -> Any:
             padding=0,
             bias=bias,
             indice_key=indice_key,
+            algo=algo,
         )
     else:
         if indice_key is None:
             raise ValueError("an inverse conv needs the indice_key of its down conv")
         mod = spconv.SparseInverseConv3d(
-            layer.in_channels, layer.out_channels, ks, indice_key=indice_key, bias=bias
+            layer.in_channels, layer.out_channels, ks, indice_key=indice_key, bias=bias, algo=algo
         )
     if tuple(mod.weight.shape) != tuple(layer.weight.shape):
         raise RuntimeError(
