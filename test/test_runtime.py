@@ -169,6 +169,31 @@ def test_auto_picks_the_fastest_available_backend(
         assert choose_backend("cpu", partial) == left
 
 
+def test_auto_on_cuda_skips_onnxruntime_without_its_cuda_provider(
+    model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Seen on an H200 machine (no TensorRT, the CPU-only onnxruntime wheel): ``auto``
+    took ONNX Runtime, which ran on the CPU at ~10x torch-CUDA's latency."""
+    ort = pytest.importorskip("onnxruntime", reason="onnxruntime not installed")
+    from xmodelkd_ros.runtime.backends import OnnxRuntimeBackend, TorchBackend
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # only availability is asked
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    ok, why = OnnxRuntimeBackend.available("cuda:0", model_dir)
+    assert not ok and "no CUDA provider" in why
+    assert OnnxRuntimeBackend.available("cpu", model_dir)[0]  # the CPU rule is unchanged
+    assert TorchBackend.available("cuda", model_dir)[0]
+    ranked = sorted(
+        (e for e in BACKEND_REGISTRY.values() if "cuda" in e.rank), key=lambda e: e.rank_for("cuda")
+    )
+    expected = next(e.name for e in ranked if e.cls.available("cuda", model_dir)[0])
+    assert expected != "onnxruntime"
+    assert choose_backend("cuda", model_dir) == expected  # torch, or TensorRT where usable
+    providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    monkeypatch.setattr(ort, "get_available_providers", lambda: providers)
+    assert OnnxRuntimeBackend.available("cuda", model_dir)[0]
+
+
 def test_registry_rule_with_fake_backends(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setattr(registry_mod, "BACKEND_REGISTRY", {})
     state = {"fast": False}

@@ -79,8 +79,9 @@ PARAM_SPECS: tuple[ParamSpec, ...] = (
     ParamSpec("model", "", "Exported model dir (model.json + model.onnx) or a student .pt "
               "checkpoint (torch backend). Required."),
     ParamSpec("backend", "auto", "Inference backend: auto picks the fastest available for "
-              "the device: TensorRT on a GPU with TensorRT; on CPU torch with its fused C++ "
-              "kernels, else ONNX Runtime (README, Performance).", choices=BACKENDS),
+              "the device: on a GPU TensorRT, else ONNX Runtime with its CUDA provider, else "
+              "torch; on CPU torch with its fused C++ kernels, else ONNX Runtime (README, "
+              "Performance).", choices=BACKENDS),
     ParamSpec("device", "cpu", "Device for inference: cpu, cuda or cuda:N."),
     ParamSpec("engine_cache_dir", "", "TensorRT engine cache directory ('' = next to the "
               "model)."),
