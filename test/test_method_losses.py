@@ -57,6 +57,23 @@ def test_multiview_infonce_matches_brute_force_with_many_views():
     assert float(got) == pytest.approx(_reference_infonce(f3, f2, point_idx, 0.2), rel=1e-9)
 
 
+def test_multiview_infonce_gradient_matches_finite_differences():
+    """The positives are gathered as a pair list (not a mask): its gradient, including
+    anchors with 1..4 views and sampled-out points, against numerical differentiation."""
+    g = torch.Generator().manual_seed(1)
+    f3 = torch.randn(10, 5, generator=g, dtype=torch.float64, requires_grad=True)
+    point_idx = torch.tensor([0, 1, 1, 2, 2, 2, 3, 4, 4, 4, 4, 6, 6, 8])
+    f2 = torch.randn(point_idx.numel(), 5, generator=g, dtype=torch.float64, requires_grad=True)
+
+    def loss(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return multiview_infonce(a, b, point_idx, temperature=0.3, max_points=None)
+
+    assert torch.autograd.gradcheck(loss, (f3, f2))
+    f3.grad = None
+    loss(f3, f2).backward()
+    assert f3.grad[[5, 7, 9]].abs().max() == 0  # points without a view take no part
+
+
 def test_multiview_share():
     assert float(multiview_share(torch.tensor([0, 1, 1, 2, 2, 2, 5]))) == pytest.approx(2 / 4)
     assert float(multiview_share(torch.zeros(0, dtype=torch.long))) == 0.0

