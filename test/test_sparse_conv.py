@@ -22,6 +22,7 @@ from xmodelkd_ros.sparse import (
     upsample_table,
     use_impl,
 )
+from xmodelkd_ros.sparse.spconv_backend import spconv_cuda_usable
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -342,20 +343,11 @@ def spconv():
     return mod  # the autouse _one_thread fixture already pins one thread
 
 
-def _spconv_cuda_build() -> bool:
-    try:
-        from spconv.core_cc.csrc.sparse.all import SpconvOps
-
-        return not SpconvOps.is_cpu_only_build()
-    except Exception:
-        return False
-
-
 @pytest.fixture(params=["cpu", "cuda"])
 def sp_device(request, spconv) -> torch.device:
     """The reference runs on the CPU everywhere, and on the GPU (spconv's implicit-GEMM
     kernels, its CUDA default) where a GPU and a CUDA build of spconv are present."""
-    if request.param == "cuda" and not (torch.cuda.is_available() and _spconv_cuda_build()):
+    if request.param == "cuda" and not spconv_cuda_usable():
         pytest.skip("spconv's CUDA kernels need a GPU and a CUDA build of spconv")
     return torch.device(request.param)
 

@@ -14,6 +14,7 @@ import torch
 from xmodelkd_ros.nets import StudentNet, build_inputs, default_grid, student_config
 from xmodelkd_ros.sim.fixtures import synthetic_scan
 from xmodelkd_ros.sparse import SparseConv3d, use_impl
+from xmodelkd_ros.sparse.spconv_backend import spconv_cuda_usable
 from xmodelkd_ros.sparse.spconv_train import (
     SpconvSparseConv3d,
     SpconvTrainingError,
@@ -104,18 +105,7 @@ def test_tracing_uses_the_exportable_form(nets):
     assert "prim::PythonOp" not in kinds and "aten::index_add_" not in kinds
 
 
-def _spconv_cuda() -> bool:
-    if not torch.cuda.is_available():
-        return False
-    try:
-        from spconv.core_cc.csrc.sparse.all import SpconvOps
-
-        return not SpconvOps.is_cpu_only_build()
-    except Exception:
-        return False
-
-
-@pytest.mark.skipif(not _spconv_cuda(), reason="needs a GPU and a CUDA build of spconv")
+@pytest.mark.skipif(not spconv_cuda_usable(), reason="needs a GPU and a CUDA build of spconv")
 def test_cuda_gradients_match_pairs(nets):
     net, sp, inputs = nets
     dev = torch.device("cuda")

@@ -12,7 +12,7 @@ import torch
 
 from .conv import SparseConv3d
 
-__all__ = ["run_spconv_reference", "spconv_available", "to_spconv"]
+__all__ = ["run_spconv_reference", "spconv_available", "spconv_cuda_usable", "to_spconv"]
 
 
 def spconv_available() -> bool:
@@ -22,6 +22,19 @@ def spconv_available() -> bool:
     except Exception:
         return False
     return True
+
+
+def spconv_cuda_usable() -> bool:
+    """True when a GPU is visible and the installed spconv is a CUDA build (its kernels,
+    not only its CPU fallback, can run)."""
+    if not torch.cuda.is_available():
+        return False
+    try:
+        from spconv.core_cc.csrc.sparse.all import SpconvOps
+
+        return not SpconvOps.is_cpu_only_build()
+    except Exception:  # not installed, or installed without a working cumm
+        return False
 
 
 def to_spconv(layer: SparseConv3d, indice_key: str | None = None) -> Any:
