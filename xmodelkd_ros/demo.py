@@ -42,9 +42,9 @@ import numpy as np
 
 #: Training overrides (``--set``) of the synthetic recipe per demo size. ``full`` runs
 #: the recipe as it is (its schedule is the one whose distillation gain was measured;
-#: 15.9 min of training measured on an idle 2-core CPU, 10.1 min for the previous default
-#: without ``kd_all`` on a faster phase of the same VM: 40-epoch teacher and 24-epoch
-#: student on one core, the 64-epoch baseline beside them, ``--parallel-baseline``);
+#: 10.5 min of training measured on an idle 2-core CPU, 15.9 min in a slow phase of the
+#: same VM before the faster losses: 40-epoch teacher and 24-epoch student on one core,
+#: the 64-epoch baseline beside them, ``--parallel-baseline``);
 #: ``smoke`` only proves every stage runs (well under 2 min), its mIoUs mean nothing.
 SCHEDULES: dict[str, list[str]] = {
     "full": [
