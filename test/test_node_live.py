@@ -258,3 +258,58 @@ def test_overlay_drawn_when_the_image_comes_after_the_labeled_cloud(
             peer.close()
         if node is not None:
             assert node.stop() == 0, node.log()
+
+
+class _StubNode:
+    """Stands in for SegmentNode in ``main``: a real rclpy node, nothing to load."""
+
+    def __init__(self) -> None:
+        from types import SimpleNamespace
+
+        from rclpy.node import Node
+
+        self._node = Node("stub_segment_node")
+        self.context = self._node.context
+        self.cfg = SimpleNamespace(model=SimpleNamespace(build_only=False))
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def destroy_node(self) -> None:
+        self._node.destroy_node()
+
+
+@pytest.mark.parametrize("context_down", [True, False])
+def test_main_treats_a_context_shut_down_under_the_executor_as_a_stop(
+    monkeypatch: pytest.MonkeyPatch, ros_domain: int, context_down: bool
+) -> None:
+    """Seen once in CI: SIGINT's handler shut the context down while the executor built
+    its wait set, spin() raised rcl's "context is not valid" RCLError, and the node
+    exited 1 with a traceback. With the context down that is the requested stop (exit
+    0); an error while ROS is still up must still propagate."""
+    import rclpy
+    from rclpy.impl.implementation_singleton import rclpy_implementation
+
+    from xmodelkd_ros import node as node_mod
+
+    class RacingExecutor:
+        def add_node(self, node: Any) -> None:
+            self.node = node
+
+        def spin(self) -> None:
+            if context_down:
+                rclpy.shutdown(context=self.node.context)
+            raise rclpy_implementation.RCLError("failed to initialize wait set: the given "
+                                                "context is not valid")  # fmt: skip
+
+    monkeypatch.setenv("ROS_DOMAIN_ID", str(ros_domain))
+    monkeypatch.setattr(node_mod, "SegmentNode", _StubNode)
+    monkeypatch.setattr(node_mod, "SingleThreadedExecutor", RacingExecutor)
+    monkeypatch.setattr(node_mod, "check_params_files", lambda args: None)
+    if context_down:
+        assert node_mod.main(["segment_node"]) == 0
+    else:
+        with pytest.raises(rclpy_implementation.RCLError):
+            node_mod.main(["segment_node"])
+    assert not rclpy.ok()  # main shut ROS down either way

@@ -25,7 +25,6 @@ the cameras :mod:`xmodelkd_ros.node_cameras`, the health rules
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
 import threading
@@ -478,8 +477,18 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         executor = SingleThreadedExecutor()
         executor.add_node(node)
-        with contextlib.suppress(KeyboardInterrupt, ExternalShutdownException):
+        try:
             executor.spin()
+        except (KeyboardInterrupt, ExternalShutdownException):
+            pass
+        except Exception:
+            # rclpy's signal handler shuts the context down from its own thread; landing
+            # while the executor builds a wait set, that surfaces as rcl's "context is not
+            # valid" RCLError instead of ExternalShutdownException (seen once in CI: a
+            # SIGINT'd node exited 1 with a traceback). With the context down it is the
+            # requested stop; with ROS still up it is a real error and propagates.
+            if node.context.ok():
+                raise
         return 0
     finally:
         if node is not None:
