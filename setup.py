@@ -70,7 +70,7 @@ setup(
     version="0.1.0",
     packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*"]),
     # the fused CPU kernels' C++ source, compiled on first use (xmodelkd_ros/sparse/fused.py)
-    package_data={PACKAGE: ["sparse/*.cpp"]},
+    package_data={PACKAGE: ["sparse/*.cpp", "sparse/*.h"]},
     data_files=_data_files(),
     install_requires=CORE,
     extras_require=EXTRAS,

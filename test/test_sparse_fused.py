@@ -186,11 +186,11 @@ def test_point_head_needs_the_folded_shape() -> None:
 
 def test_failed_build_is_reported_and_eager_runs(tmp_path, monkeypatch) -> None:
     with pytest.raises(fused.FusedUnavailableError, match=r"failed on fused_conv\.cpp"):
-        fused._build("/bin/false", tmp_path / "x.so")
+        fused.build_library("/bin/false", tmp_path / "x.so")
     assert not list(tmp_path.iterdir())  # no half-written library left behind
     monkeypatch.setattr(fused, "_lib", None)
     monkeypatch.setattr(fused, "_reason", None)
-    monkeypatch.setattr(fused, "_compiler", lambda: None)
+    monkeypatch.setattr(fused, "compiler", lambda: None)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         ok, why = fused.available()
@@ -215,10 +215,10 @@ def test_cache_key_names_the_cpu_not_its_clock_or_host(monkeypatch) -> None:
     assert fused.cpu_identity(a) != fused.cpu_identity(a.replace("Xeon", "EPYC"))
     arm = "processor : 0\nFeatures : fp asimd\nCPU part : 0xd0c\n\nprocessor : 1\n"
     assert fused.cpu_identity(arm) == "CPU part: 0xd0c\nFeatures: fp asimd"
-    cxx = fused._compiler() or "c++"
-    first = fused._library_path(cxx)
+    cxx = fused.compiler() or "c++"
+    first = fused.library_path(cxx)
     monkeypatch.setattr(fused.platform, "node", lambda: "another-container")
-    assert fused._library_path(cxx) == first
+    assert fused.library_path(cxx) == first
 
 
 def test_switch_off() -> None:

@@ -46,6 +46,8 @@ __all__ = [
 SOURCES = tuple(
     Path(__file__).with_name(n) for n in ("fused_conv.cpp", "fused_maps.cpp", "fused_voxelize.cpp")
 )
+#: included by the sources (part of the cache key, not compiled on their own)
+HEADERS = (Path(__file__).with_name("fused_conv.h"),)
 #: Code for this CPU (the cache key holds the CPU model). x86-64: 512-bit vectors where the
 #: CPU has them (GCC prefers 256 by default, measured 1.7x slower here on AVX-512); ARM
 #: (e.g. Jetson): -mcpu=native, the GCC / clang spelling there; unmeasured.
@@ -97,7 +99,7 @@ def cache_dir() -> Path:
     return Path(root) / "fused"
 
 
-def _compiler() -> str | None:
+def compiler() -> str | None:
     for name in (os.environ.get("CXX"), "c++", "g++", "clang++"):
         if name and shutil.which(name):
             return shutil.which(name)
@@ -127,49 +129,64 @@ def _compiler_version(cxx: str) -> str:
     return ""
 
 
-def _library_path(cxx: str) -> Path:
-    """Cache file name: hash of source, flags, compiler (path and version) and CPU model
-    (``-march=native`` code is only good for that CPU; a home directory may be shared
-    across machines and a container's hostname changes every run, so the key names the
-    CPU, not the host)."""
+def library_path(
+    cxx: str,
+    stem: str = "xk_fused",
+    sources: tuple[Path, ...] = SOURCES,
+    keyed: tuple[Path, ...] = HEADERS,
+    extra_flags: tuple[str, ...] = (),
+) -> Path:
+    """Cache file name: hash of sources, the headers they include (``keyed``), flags,
+    compiler (path and version) and CPU model (``-march=native`` code is only good for
+    that CPU; a home directory may be shared across machines and a container's hostname
+    changes every run, so the key names the CPU, not the host)."""
     h = hashlib.sha256()
-    for src in SOURCES:
+    for src in (*sources, *keyed):
         h.update(src.read_bytes())
-    h.update(" ".join(FLAGS).encode())
+    h.update(" ".join((*FLAGS, *extra_flags)).encode())
     h.update(cxx.encode())
     h.update(_compiler_version(cxx).encode())
     h.update(platform.machine().encode())
     with contextlib.suppress(OSError):
         h.update(cpu_identity(Path("/proc/cpuinfo").read_text()).encode())
-    return cache_dir() / f"xk_fused_{h.hexdigest()[:16]}.so"
+    return cache_dir() / f"{stem}_{h.hexdigest()[:16]}.so"
 
 
-def _build(cxx: str, target: Path) -> None:
+def build_library(
+    cxx: str,
+    target: Path,
+    sources: tuple[Path, ...] = SOURCES,
+    extra_flags: tuple[str, ...] = (),
+    error: type[Exception] = FusedUnavailableError,
+) -> None:
+    """Compile ``sources`` into the shared library ``target`` (atomically: a concurrent
+    process sees all or nothing); a failed build raises ``error`` with the compiler's
+    first line."""
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
     os.close(fd)
     try:
         proc = subprocess.run(
-            [cxx, *FLAGS, *map(str, SOURCES), "-o", tmp],
+            [cxx, *FLAGS, *extra_flags, *map(str, sources), "-o", tmp],
             capture_output=True, text=True, timeout=300,
         )  # fmt: skip
         if proc.returncode != 0:
             first = (proc.stderr.strip().splitlines() or ["(no output)"])[0]
-            names = " ".join(s.name for s in SOURCES)
-            raise FusedUnavailableError(f"{Path(cxx).name} failed on {names}: {first}")
-        os.replace(tmp, target)  # atomic: a concurrent process sees all or nothing
+            names = " ".join(s.name for s in sources)
+            raise error(f"{Path(cxx).name} failed on {names}: {first}")
+        os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
 
 
 def _load() -> ctypes.CDLL:
-    cxx = _compiler()
+    cxx = compiler()
     if cxx is None:
         raise FusedUnavailableError("no C++ compiler (c++, g++, clang++ or $CXX) on PATH")
-    path = _library_path(cxx)
+    path = library_path(cxx)
     if not path.is_file():
-        _build(cxx, path)
+        build_library(cxx, path)
     lib = ctypes.CDLL(str(path))
     if lib.xk_abi_version() != ABI_VERSION:
         raise FusedUnavailableError(f"{path} has ABI {lib.xk_abi_version()}, need {ABI_VERSION}")

@@ -23,6 +23,8 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "fused_conv.h"
+
 namespace {
 
 // 16 floats: one AVX-512 register (two AVX2 or four NEON registers elsewhere; GCC splits).
@@ -113,6 +115,50 @@ constexpr int64_t kIotaBlock = 64;  // rows per centre-tap call (row ids on the 
 
 }  // namespace
 
+// One output tile of the conv described by ``a``: its rows' first pass (bias + centre
+// tap), every other offset's pairs into it, then the epilogue. Tiles own disjoint rows,
+// so any number of threads may run different tiles at once (OpenMP in xk_sparse_conv,
+// ONNX Runtime's pool in ort_ops.cpp).
+void xk_conv_tile(const XkConv* a, int64_t t) {
+  const int64_t cin = a->cin, cout = a->cout;
+  const RangeFn store = range_for<true>(cout), add = range_for<false>(cout);
+  const float zero_w = 0.f;
+  const int64_t r0 = t * a->tile_rows;
+  const int64_t r1 = std::min(r0 + a->tile_rows, a->num_out);
+  int64_t rows[kIotaBlock];
+  for (int64_t b = r0; b < r1; b += kIotaBlock) {  // first pass: bias (+ centre tap)
+    const int64_t n = std::min(kIotaBlock, r1 - b);
+    for (int64_t i = 0; i < n; ++i) rows[i] = b + i;
+    if (a->centre_k >= 0)
+      store(a->x, cin, a->w + a->centre_k * cin * cout, cout, a->bias, rows, rows, n, a->out);
+    else  // a zero-width product: only the bias is written
+      store(&zero_w, 0, &zero_w, cout, a->bias, rows, rows, n, a->out);
+  }
+  for (int64_t k = 0; k < a->K; ++k) {
+    const int64_t* bounds = a->bounds;
+    if (k == a->centre_k || bounds[k + 1] == bounds[k]) continue;
+    const int64_t* first = a->out_rows + bounds[k];
+    const int64_t* last = a->out_rows + bounds[k + 1];
+    const int64_t lo = std::lower_bound(first, last, r0) - a->out_rows;
+    const int64_t hi = std::lower_bound(first, last, r1) - a->out_rows;
+    if (hi > lo)
+      add(a->x, cin, a->w + k * cin * cout, cout, nullptr, a->in_rows + lo, a->out_rows + lo,
+          hi - lo, a->out);
+  }
+  if (a->residual || a->relu) {  // epilogue on the tile while it is in cache
+    float* out = a->out;
+    for (int64_t i = r0 * cout; i < r1 * cout; ++i) {
+      const float v = a->residual ? out[i] + a->residual[i] : out[i];
+      out[i] = (a->relu && !(v > 0.f)) ? (v != v ? v : 0.f) : v;
+    }
+  }
+}
+
+int64_t xk_conv_tiles(const XkConv* a) {
+  const int64_t tile = a->tile_rows < 1 ? 1 : a->tile_rows;
+  return (a->num_out + tile - 1) / tile;
+}
+
 extern "C" {
 
 // Version of the calling convention below; fused.py refuses a library that differs.
@@ -131,40 +177,11 @@ int xk_sparse_conv(const float* x, int64_t cin, const float* w, int64_t cout, in
                    const int64_t* in_rows, const int64_t* out_rows, const int64_t* bounds,
                    int64_t centre_k, const float* bias, const float* residual, int relu,
                    float* out, int64_t num_out, int64_t tile_rows, int num_threads) {
-  if (tile_rows < 1) tile_rows = 1;
-  const int64_t ntiles = (num_out + tile_rows - 1) / tile_rows;
-  const RangeFn store = range_for<true>(cout), add = range_for<false>(cout);
-  const float zero_w = 0.f;
+  const XkConv a{x, cin, w, cout, K, in_rows, out_rows, bounds, centre_k, bias, residual,
+                 relu, out, num_out, tile_rows < 1 ? 1 : tile_rows};
+  const int64_t ntiles = xk_conv_tiles(&a);
 #pragma omp parallel for schedule(dynamic, 1) num_threads(num_threads)
-  for (int64_t t = 0; t < ntiles; ++t) {
-    const int64_t r0 = t * tile_rows;
-    const int64_t r1 = std::min(r0 + tile_rows, num_out);
-    int64_t rows[kIotaBlock];
-    for (int64_t b = r0; b < r1; b += kIotaBlock) {  // first pass: bias (+ centre tap)
-      const int64_t n = std::min(kIotaBlock, r1 - b);
-      for (int64_t i = 0; i < n; ++i) rows[i] = b + i;
-      if (centre_k >= 0)
-        store(x, cin, w + centre_k * cin * cout, cout, bias, rows, rows, n, out);
-      else  // a zero-width product: only the bias is written
-        store(&zero_w, 0, &zero_w, cout, bias, rows, rows, n, out);
-    }
-    for (int64_t k = 0; k < K; ++k) {
-      if (k == centre_k || bounds[k + 1] == bounds[k]) continue;
-      const int64_t* first = out_rows + bounds[k];
-      const int64_t* last = out_rows + bounds[k + 1];
-      const int64_t lo = std::lower_bound(first, last, r0) - out_rows;
-      const int64_t hi = std::lower_bound(first, last, r1) - out_rows;
-      if (hi > lo)
-        add(x, cin, w + k * cin * cout, cout, nullptr, in_rows + lo, out_rows + lo, hi - lo,
-            out);
-    }
-    if (residual || relu) {  // epilogue on the tile while it is in cache
-      for (int64_t i = r0 * cout; i < r1 * cout; ++i) {
-        const float v = residual ? out[i] + residual[i] : out[i];
-        out[i] = (relu && !(v > 0.f)) ? (v != v ? v : 0.f) : v;
-      }
-    }
-  }
+  for (int64_t t = 0; t < ntiles; ++t) xk_conv_tile(&a, t);
   return 0;
 }
 
@@ -207,6 +224,33 @@ inline void dense_block(const float* src, int64_t sstride, int64_t n, int64_t ci
 
 }  // namespace
 
+int64_t xk_point_blocks(const XkPointHead* a) { return (a->n + kPointBlock - 1) / kPointBlock; }
+
+bool xk_point_head_fits(const XkPointHead* a) {
+  return a->cin <= kMaxWidth && a->h1 <= kMaxWidth && a->f <= kMaxWidth && a->ncls <= kMaxWidth;
+}
+
+// Points [16 blk, 16 blk + 16): disjoint output rows, any order, any thread.
+void xk_point_block(const XkPointHead* a, int64_t blk) {
+  float buf_a[kPointBlock * kMaxWidth], buf_h[kPointBlock * kMaxWidth];
+  const int64_t cin = a->cin, f = a->f;
+  const int64_t p0 = blk * kPointBlock;
+  const int64_t m = std::min(kPointBlock, a->n - p0);
+  for (int64_t p = 0; p < m; ++p)
+    for (int64_t c = 0; c < cin; ++c)
+      buf_a[p * kMaxWidth + c] = (a->pts[(p0 + p) * cin + c] - a->mean[c]) / a->stdev[c];
+  dense_block(buf_a, kMaxWidth, m, cin, a->W1, a->b1, a->h1, true, buf_h, kMaxWidth);
+  dense_block(buf_h, kMaxWidth, m, a->h1, a->W2, a->b2, f, true, buf_a, kMaxWidth);
+  for (int64_t p = 0; p < m; ++p) {
+    const float* v = a->vox + a->p2v[p0 + p] * f;
+    float* d = buf_a + p * kMaxWidth;
+    for (int64_t c = 0; c < f; ++c) d[c] += v[c];
+  }
+  dense_block(buf_a, kMaxWidth, m, f, a->W3, a->b3, f, true, buf_h, kMaxWidth);
+  dense_block(buf_h, kMaxWidth, m, f, a->W4, a->b4, a->ncls, false, a->out + p0 * a->ncls,
+              a->ncls);
+}
+
 extern "C" {
 
 // Returns 0, or -1 when a width exceeds kMaxWidth (nothing written).
@@ -215,26 +259,12 @@ int xk_point_head(int64_t n, const float* pts, int64_t cin, const float* mean,
                   const float* W2, const float* b2, int64_t f, const float* vox,
                   const int64_t* p2v, const float* W3, const float* b3, const float* W4,
                   const float* b4, int64_t ncls, float* out, int num_threads) {
-  if (cin > kMaxWidth || h1 > kMaxWidth || f > kMaxWidth || ncls > kMaxWidth) return -1;
-  const int64_t nblocks = (n + kPointBlock - 1) / kPointBlock;
+  const XkPointHead a{n, pts, cin, mean, stdev, W1, b1, h1, W2, b2, f, vox, p2v, W3, b3,
+                      W4, b4, ncls, out};
+  if (!xk_point_head_fits(&a)) return -1;
+  const int64_t nblocks = xk_point_blocks(&a);
 #pragma omp parallel for schedule(static) num_threads(num_threads)
-  for (int64_t blk = 0; blk < nblocks; ++blk) {
-    float a[kPointBlock * kMaxWidth], h[kPointBlock * kMaxWidth];
-    const int64_t p0 = blk * kPointBlock;
-    const int64_t m = std::min(kPointBlock, n - p0);
-    for (int64_t p = 0; p < m; ++p)
-      for (int64_t c = 0; c < cin; ++c)
-        a[p * kMaxWidth + c] = (pts[(p0 + p) * cin + c] - mean[c]) / stdev[c];
-    dense_block(a, kMaxWidth, m, cin, W1, b1, h1, true, h, kMaxWidth);
-    dense_block(h, kMaxWidth, m, h1, W2, b2, f, true, a, kMaxWidth);
-    for (int64_t p = 0; p < m; ++p) {
-      const float* v = vox + p2v[p0 + p] * f;
-      float* d = a + p * kMaxWidth;
-      for (int64_t c = 0; c < f; ++c) d[c] += v[c];
-    }
-    dense_block(a, kMaxWidth, m, f, W3, b3, f, true, h, kMaxWidth);
-    dense_block(h, kMaxWidth, m, f, W4, b4, ncls, false, out + p0 * ncls, ncls);
-  }
+  for (int64_t blk = 0; blk < nblocks; ++blk) xk_point_block(&a, blk);
   return 0;
 }
 
