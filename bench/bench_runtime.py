@@ -1,7 +1,9 @@
 """End-to-end Segmenter latency per backend, spconv-CPU on the same weights, in one run.
 
 For each backend (``torch`` with its fused C++ kernels, ``torch-eager`` = the same with
-them off, ``onnxruntime`` = the pairs graph ``model_cpu.onnx``,
+them off, ``onnxruntime`` = what that backend runs on CPU: the fused graph
+``model_cpu_fused.onnx`` with the custom-op library where it builds,
+``onnxruntime-pairs`` = the standard-ops pairs graph ``model_cpu.onnx``,
 ``onnxruntime-tables`` = the TensorRT-safe Gather graph run by ONNX Runtime) and for the
 same student with spconv's CPU convs, at each scan size: p50 / p95 of the end-to-end
 time (voxelize + maps + network + postprocess; decode excluded, the scan is already
@@ -39,7 +41,7 @@ from xmodelkd_ros.nets.checkpoint import load_student
 from xmodelkd_ros.nets.inputs import build_inputs
 from xmodelkd_ros.runtime import Segmenter, SegmentResult, choose_backend
 from xmodelkd_ros.runtime.backends import OnnxRuntimeBackend
-from xmodelkd_ros.runtime.metadata import ONNX_FILE
+from xmodelkd_ros.runtime.metadata import CPU_ONNX_FILE, ONNX_FILE
 from xmodelkd_ros.sim.fixtures import (
     DEMO_STUDENT,
     DEMO_VOXEL_SIZE,
@@ -49,7 +51,13 @@ from xmodelkd_ros.sim.fixtures import (
 from xmodelkd_ros.sparse import ConvPairs, SparseConv3d, fused, spconv_available
 
 STAGES = ("voxelize", "maps", "inference", "postprocess", "total")
-RUNNERS = ("torch", "torch-eager", "onnxruntime", "onnxruntime-tables", "spconv-cpu")
+RUNNERS = ("torch", "torch-eager", "onnxruntime", "onnxruntime-pairs", "onnxruntime-tables",
+           "spconv-cpu")  # fmt: skip
+#: ONNX Runtime on a fixed graph: (file, form)
+ORT_GRAPHS = {
+    "onnxruntime-pairs": (CPU_ONNX_FILE, "pairs"),
+    "onnxruntime-tables": (ONNX_FILE, "tables"),
+}
 BEGIN, END = "<!-- bench_runtime:begin -->", "<!-- bench_runtime:end -->"
 
 
@@ -179,13 +187,17 @@ def make_runners(model_dir: Path, threads: int, names: list[str]) -> dict[str, o
                 print("spconv not available: its rows are skipped")
         elif name == "torch-eager":
             runners[name] = EagerTorchSegmenter(model_dir)
-        elif name == "onnxruntime-tables":
+        elif name in ORT_GRAPHS:
+            file, form = ORT_GRAPHS[name]
             seg = Segmenter.from_model_dir(model_dir, "torch")  # grid/config/metadata
-            seg.backend = OnnxRuntimeBackend(model_dir / ONNX_FILE, "cpu", threads, "tables")
+            seg.backend = OnnxRuntimeBackend(model_dir / file, "cpu", threads, form)
             seg.backend_name = name
             runners[name] = seg
         else:
             runners[name] = Segmenter.from_model_dir(model_dir, name, intra_op_threads=threads)
+            graph = getattr(runners[name].backend, "form", None)  # type: ignore[attr-defined]
+            if graph:
+                print(f"{name} runs the {graph} graph")
     return runners
 
 

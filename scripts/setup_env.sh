@@ -20,4 +20,10 @@ if [ "${WITH_ROS:-1}" = "1" ]; then
     EXTRAS="$EXTRAS,ros"
 fi
 "$VENV/bin/python" -m pip install --quiet -e ".[$EXTRAS]" "$TORCH_SPEC"
+# ONNX Runtime's API headers for the fused CPU graph's custom-op library (optional: without
+# them ONNX Runtime runs the standard-ops graph). Skip with WITH_ORT_OPS=0.
+if [ "${WITH_ORT_OPS:-1}" = "1" ]; then
+    VENV="$VENV" bash scripts/fetch_ort_headers.sh "$VENV/include/onnxruntime" \
+        || echo "warning: no ONNX Runtime headers; onnxruntime runs model_cpu.onnx (standard ops)"
+fi
 "$VENV/bin/python" -c "import torch, xmodelkd_ros; print('environment ready: torch', torch.__version__)"

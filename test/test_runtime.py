@@ -26,7 +26,7 @@ from xmodelkd_ros.runtime import (
 )
 from xmodelkd_ros.runtime import registry as registry_mod
 from xmodelkd_ros.sim.fixtures import exported_random_model, synthetic_scan
-from xmodelkd_ros.sparse import use_impl
+from xmodelkd_ros.sparse import ort_ops, use_impl
 
 STAGES = {"voxelize", "maps", "inference", "postprocess", "total"}
 
@@ -61,8 +61,11 @@ def test_torch_and_onnxruntime_agree(
     scan = synthetic_scan(12_000, seed=11)
     inputs = build_inputs([scan], seg_torch.grid, 4, 4)
     a = seg_torch.backend.infer(inputs).numpy()
-    assert seg_ort.backend.form == "pairs"  # CPU runs model_cpu.onnx
+    # CPU runs model_cpu_fused.onnx where the custom-op library builds, else model_cpu.onnx
+    assert seg_ort.backend.form == ("fused" if ort_ops.available()[0] else "pairs")
     b = seg_ort.backend.infer(inputs).numpy()
+    pairs = OnnxRuntimeBackend(model_dir / "model_cpu.onnx", "cpu", form="pairs")
+    assert np.abs(a - pairs.infer(inputs).numpy()).max() <= 1e-4 * np.abs(a).max()
     tables = OnnxRuntimeBackend(model_dir / "model.onnx", "cpu", form="tables")
     c = tables.infer(inputs).numpy()
     scale = np.abs(a).max()
@@ -148,7 +151,8 @@ def test_auto_picks_the_fastest_available_backend(
 ) -> None:
     """The rule: lowest registered speed rank for the device type among available ones."""
     ranked = sorted(
-        (e for e in BACKEND_REGISTRY.values() if "cpu" in e.rank), key=lambda e: e.rank_for("cpu")
+        (e for e in BACKEND_REGISTRY.values() if "cpu" in e.rank),
+        key=lambda e: e.rank_for("cpu", model_dir),
     )
     fastest = next(e.name for e in ranked if e.cls.available("cpu", model_dir)[0])
     with caplog.at_level(logging.INFO, logger="xmodelkd_ros.runtime"):
@@ -220,7 +224,7 @@ def test_registry_rule_with_fake_backends(monkeypatch: pytest.MonkeyPatch, tmp_p
     # a rank may depend on the machine (the torch backend's on its fused kernels)
     monkeypatch.setattr(registry_mod, "BACKEND_REGISTRY", {})
     fake("steady", {"cpu": 1}, lambda: True)
-    fake("kernels", {"cpu": lambda: 0 if state["fast"] else 2}, lambda: True)
+    fake("kernels", {"cpu": lambda model_dir: 0 if state["fast"] else 2}, lambda: True)
     assert choose_backend("cpu", tmp_path) == "kernels"
     state["fast"] = False
     assert choose_backend("cpu", tmp_path) == "steady"
@@ -238,8 +242,10 @@ def test_model_load_errors(model_dir: Path, tmp_path: Path) -> None:
     with pytest.raises(ModelLoadError, match="cannot parse"):
         Segmenter.from_model_dir(broken, backend="onnxruntime")
 
-    # CPU reads model_cpu.onnx, CUDA devices model.onnx: each is checked where it is used
-    for name, device in (("model_cpu.onnx", "cpu"), ("model.onnx", "cuda")):
+    # CPU reads model_cpu_fused.onnx (model_cpu.onnx without the custom-op library), CUDA
+    # devices model.onnx: each is checked where it is used
+    cpu_graph = "model_cpu_fused.onnx" if ort_ops.available()[0] else "model_cpu.onnx"
+    for name, device in ((cpu_graph, "cpu"), ("model.onnx", "cuda")):
         tampered = tmp_path / f"tampered_{device}"
         shutil.copytree(model_dir, tampered)
         data = bytearray((tampered / name).read_bytes())
@@ -266,9 +272,9 @@ def test_old_model_json_still_loads(model_dir: Path, tmp_path: Path, seg_torch: 
     """Exports from before the CPU graph / max_points / intensity_range keys keep working:
     ONNX Runtime then runs the tables graph on CPU, max_points comes from the profile."""
     old = tmp_path / "old"
-    shutil.copytree(model_dir, old, ignore=shutil.ignore_patterns("model_cpu.onnx"))
+    shutil.copytree(model_dir, old, ignore=shutil.ignore_patterns("model_cpu*.onnx"))
     meta = json.loads((old / "model.json").read_text())
-    for key in ("onnx_cpu", "max_points", "intensity_range"):
+    for key in ("onnx_cpu", "onnx_cpu_fused", "max_points", "intensity_range"):
         meta.pop(key)
     for key in ("form", "for"):
         meta["onnx"].pop(key)

@@ -8,7 +8,11 @@ indices as inputs (see :mod:`xmodelkd_ros.runtime.graph` for the two forms):
 * ``model.onnx`` (tables form): only Gather / MatMul / Add / Relu / Concat-style
   operators, so TensorRT builds it with no plugin; also ONNX Runtime's CUDA graph.
 * ``model_cpu.onnx`` (pairs form): touches only the real neighbour pairs
-  (ScatterND-add), ~4x less work on CPU; what ONNX Runtime runs on CPU.
+  (ScatterND-add), ~4x less work on CPU; what ONNX Runtime runs on CPU with standard
+  operators only.
+* ``model_cpu_fused.onnx`` (fused form): the pairs form with every sparse conv as one
+  ``ai.xmodelkd::SparseConv`` node; what ONNX Runtime runs on CPU where the custom-op
+  library (:mod:`xmodelkd_ros.sparse.ort_ops`) can be built.
 
 ``model.json`` names which file is for which target. Every voxel level, pair list
 and the point count are separate dynamic dims.
@@ -44,13 +48,14 @@ from xmodelkd_ros.runtime.graph import (
 )
 from xmodelkd_ros.runtime.metadata import (
     CHECKPOINT_FILE,
+    CPU_FUSED_ONNX_FILE,
     CPU_ONNX_FILE,
     ONNX_FILE,
     ModelMetadata,
     sha256_file,
 )
 from xmodelkd_ros.runtime.tensorrt import DEFAULT_PROFILE
-from xmodelkd_ros.sparse import VoxelGridSpec, use_impl
+from xmodelkd_ros.sparse import VoxelGridSpec, ort_ops, use_impl
 
 __all__ = [
     "DEFAULT_OPSET",
@@ -100,7 +105,8 @@ def export_onnx(
     form: str = "tables",
 ) -> list[str]:
     """Fold BN, trace the graph ``form`` (``tables``: Gather form of every conv, for
-    TensorRT; ``pairs``: pair lists, for CPU) and write the ONNX file.
+    TensorRT; ``pairs``: pair lists, for CPU; ``fused``: pair lists and one custom node
+    per conv, for ONNX Runtime with the custom-op library) and write the ONNX file.
 
     Returns the graph input names. ``onnx.checker`` runs on the result.
     """
@@ -132,6 +138,7 @@ def export_onnx(
             opset_version=opset,
             do_constant_folding=True,
             dynamo=False,
+            custom_opsets={ort_ops.DOMAIN: 1} if form == "fused" else None,
         )
     onnx.checker.check_model(onnx.load(str(onnx_path)), full_check=True)
     return names
@@ -154,7 +161,8 @@ def export_checkpoint(
         ckpt_path = Path(checkpoint)
         ckpt = load_student(ckpt_path)
     names: dict[str, list[str]] = {}
-    for form, file in (("tables", ONNX_FILE), ("pairs", CPU_ONNX_FILE)):
+    for form, file in (("tables", ONNX_FILE), ("pairs", CPU_ONNX_FILE),
+                       ("fused", CPU_FUSED_ONNX_FILE)):  # fmt: skip
         tmp_onnx = out / f".{file}.tmp"
         names[form] = export_onnx(ckpt, tmp_onnx, opset, with_probs, form)
         os.replace(tmp_onnx, out / file)
@@ -205,6 +213,13 @@ def export_checkpoint(
             "sha256": sha256_file(out / CPU_ONNX_FILE),
             "form": "pairs",
             "inputs": names["pairs"],
+        },
+        cpu_fused_onnx={
+            "file": CPU_FUSED_ONNX_FILE,
+            "sha256": sha256_file(out / CPU_FUSED_ONNX_FILE),
+            "form": "fused",
+            "inputs": names["fused"],
+            "custom_ops": {"domain": ort_ops.DOMAIN, "version": 1, "ops": list(ort_ops.OPS)},
         },
         intensity_range=(float(intensity[0]), float(intensity[1])) if intensity else None,
         max_points=int(profile["points"][2]),

@@ -4,13 +4,14 @@ The Segmenter owns everything around the network (voxelization, maps,
 devoxelization), so a backend is only "run the network on these inputs"; that keeps
 the backends interchangeable and comparable. Each registers itself with its speed
 rank per device (:mod:`xmodelkd_ros.runtime.registry`); the ranks come from
-``bench/bench_runtime.py`` on the demo model (see README, Performance). On CPU the torch
-backend with its fused C++ kernels (``sparse/fused.py``: each conv and the point branch
-in one pass) is the fastest (2.6-2.8x ONNX Runtime on the idle 2-core machine), so it
-ranks first where the kernels could be built. Without them (no C++ compiler) eager torch
-and ONNX Runtime on the pairs graph are close on an idle machine (71 vs 94 ms at 35 k
-points, 184 vs 190 ms at 120 k), but eager torch fell 3x behind whenever other jobs loaded
-the cores (~1500 small OpenMP ops against one session), so ONNX Runtime ranks first there.
+``bench/bench_runtime.py`` on the demo model (see README, Performance). On CPU, in
+order: ONNX Runtime on the fused graph (each conv and the point branch one custom node
+running the C++ kernels of ``sparse/fused_conv.cpp``, :mod:`xmodelkd_ros.sparse.ort_ops`),
+level with or slightly ahead of the torch backend on the same kernels (its Python
+dispatch between layers is what differs); then torch with those kernels; then ONNX
+Runtime on the standard-ops pairs graph (~3x slower: a ScatterND per kernel offset);
+then eager torch, which fell 3x behind whenever other jobs loaded the cores (~1500
+small OpenMP ops against one session).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from xmodelkd_ros.runtime.metadata import (
     verified_onnx,
 )
 from xmodelkd_ros.runtime.registry import LoadOptions, device_type, register_backend
-from xmodelkd_ros.sparse import fused
+from xmodelkd_ros.sparse import fused, ort_ops
 
 __all__ = ["OnnxRuntimeBackend", "TorchBackend", "load_checkpoint", "onnxruntime_available"]
 
@@ -63,10 +64,22 @@ def set_torch_threads(threads: int) -> None:
         torch.set_num_threads(threads)
 
 
-def _torch_cpu_rank() -> int:
-    """First on CPU with the fused kernels (building them on first call, ~2 s), else after
-    ONNX Runtime (see the module docstring)."""
-    return 0 if fused.available()[0] else 2
+def _torch_cpu_rank(model_dir: Path | None = None) -> int:
+    """Second on CPU with the fused kernels (building them on first call, ~2 s), last
+    without them (see the module docstring)."""
+    return 1 if fused.available()[0] else 3
+
+
+def _onnxruntime_cpu_rank(model_dir: Path | None = None) -> int:
+    """First on CPU where the export wrote the fused graph (None: a current export) and
+    the custom-op library builds; else after the torch backend's fused kernels."""
+    if model_dir is not None:
+        try:
+            if ModelMetadata.read(model_dir).cpu_fused_onnx is None:
+                return 2
+        except ModelLoadError:
+            return 2
+    return 0 if ort_ops.available()[0] else 2
 
 
 @register_backend("torch", rank={"cpu": _torch_cpu_rank, "cuda": 2})
@@ -136,11 +149,14 @@ def onnxruntime_available() -> bool:
     return True
 
 
-@register_backend("onnxruntime", rank={"cpu": 1, "cuda": 1})
+@register_backend("onnxruntime", rank={"cpu": _onnxruntime_cpu_rank, "cuda": 1})
 class OnnxRuntimeBackend:
-    """ONNX Runtime session: the pairs graph on CPU, the tables graph on CUDA.
+    """ONNX Runtime session: on CPU the fused graph where the custom-op library builds
+    (:mod:`xmodelkd_ros.sparse.ort_ops`), else the pairs graph (standard ops); the
+    tables graph on CUDA.
 
-    ``form`` is the graph form of ``onnx_path`` (see :mod:`xmodelkd_ros.runtime.graph`).
+    ``form`` is the graph form of ``onnx_path`` (see :mod:`xmodelkd_ros.runtime.graph`);
+    the ``fused`` form registers the custom-op library with the session.
     """
 
     name = "onnxruntime"
@@ -163,6 +179,17 @@ class OnnxRuntimeBackend:
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = intra_op_threads
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # ORT's pool spins after each run by default, taking the cores from the voxelize /
+        # kernel-map code that runs next on its own OpenMP threads: on 2 cores that made
+        # them ~2x slower (35 k points: 9.1 + 10.8 ms vs 4.8 + 6.1 ms without spinning, and
+        # the network itself no slower; measured one process per setting, bench_runtime.py).
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        if form == "fused":
+            try:
+                ort_ops.session_options(opts)
+            except ort_ops.OrtOpsUnavailableError as exc:
+                name = Path(onnx_path).name
+                raise ModelLoadError(f"{name} needs the custom-op library: {exc}") from exc
         try:
             self.session = ort.InferenceSession(str(onnx_path), opts, providers=providers)
         except Exception as exc:  # ORT raises its own exception types for bad files
@@ -193,13 +220,26 @@ class OnnxRuntimeBackend:
     def load(
         cls, model_dir: Path, meta: ModelMetadata, device: str, options: LoadOptions
     ) -> OnnxRuntimeBackend:
-        # CPU runs the pairs graph where the export wrote one (older exports: tables)
-        cpu = device_type(device) == "cpu" and meta.cpu_onnx is not None
-        path = verified_onnx(model_dir, meta, cpu=cpu)
-        form = "pairs" if cpu else "tables"
-        if cpu and path.name != CPU_ONNX_FILE:
-            raise ModelLoadError(f"model.json names {path.name} for CPU, expected {CPU_ONNX_FILE}")
+        path, form = cls.graph_for(model_dir, meta, device)
         return cls(path, device, options.intra_op_threads, form)
+
+    @staticmethod
+    def graph_for(model_dir: Path, meta: ModelMetadata, device: str) -> tuple[Path, str]:
+        """(verified graph file, form) this backend runs for ``device``: on CPU the fused
+        graph where the export wrote one and the custom-op library builds, else the pairs
+        graph (older exports: tables); on CUDA the tables graph."""
+        if device_type(device) != "cpu" or meta.cpu_onnx is None:
+            return verified_onnx(model_dir, meta), "tables"
+        if meta.cpu_fused_onnx is not None:
+            ok, why = ort_ops.available()
+            if ok:
+                return verified_onnx(model_dir, meta, cpu=True, fused=True), "fused"
+            log.info("onnxruntime: standard-ops graph %s (custom ops unavailable: %s)",
+                     CPU_ONNX_FILE, why)  # fmt: skip
+        path = verified_onnx(model_dir, meta, cpu=True)
+        if path.name != CPU_ONNX_FILE:
+            raise ModelLoadError(f"model.json names {path.name} for CPU, expected {CPU_ONNX_FILE}")
+        return path, "pairs"
 
     def infer(self, inputs: NetInputs) -> Tensor:
         feeds = flatten_inputs(inputs, self.form)

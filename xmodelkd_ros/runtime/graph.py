@@ -12,6 +12,10 @@ Two graph forms of the same network (``FORMS``):
   and a conv touches only the real pairs (ScatterND-add sums them). ~4x less work on
   a LiDAR scan: the CPU graph for ONNX Runtime. TensorRT would need the ScatterND
   reduction and data-dependent slices, so it keeps the tables form.
+* ``"fused"``: the pairs form's inputs, but each conv (with its bias and residual-block
+  tail) is one ``ai.xmodelkd::SparseConv`` node, the torch backend's fused C++ kernel
+  (:mod:`xmodelkd_ros.sparse.ort_ops`). ONNX Runtime runs it only with that custom-op
+  library registered (README, Performance: how it compares).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from torch import Tensor, nn
 
 from xmodelkd_ros.nets.inputs import NetInputs
 from xmodelkd_ros.sparse import PairTensors
+from xmodelkd_ros.sparse.graph_nodes import point_head_node
 
 __all__ = [
     "FORMS",
@@ -37,7 +42,9 @@ __all__ = [
 
 OUTPUT_LOGITS = "logits"
 OUTPUT_PROBS = "probs"
-FORMS = ("tables", "pairs")
+FORMS = ("tables", "pairs", "fused")
+#: forms whose tables arrive as pair lists
+PAIR_FORMS = ("pairs", "fused")
 PAIR_PARTS = ("in", "out", "bounds")
 
 
@@ -57,7 +64,7 @@ def table_names(num_levels: int) -> list[str]:
 
 def input_names(num_levels: int, form: str = "tables") -> list[str]:
     """``voxel_feats, point_feats, point2voxel`` then per table its tensor (``tables``)
-    or its ``_in, _out, _bounds`` pair-list inputs (``pairs``), in graph order."""
+    or its ``_in, _out, _bounds`` pair-list inputs (``pairs``, ``fused``), in graph order."""
     names = ["voxel_feats", "point_feats", "point2voxel"]
     if _check_form(form) == "tables":
         return names + table_names(num_levels)
@@ -140,18 +147,25 @@ class ExportWrapper(nn.Module):
     ) -> Tensor | tuple[Tensor, Tensor]:
         L = self.num_levels
         tables: Sequence[Tensor | PairTensors] = flat
-        if self.form == "pairs":
+        if self.form in PAIR_FORMS:
             n = len(PAIR_PARTS)
+            node = self.form == "fused"
             tables = [
-                PairTensors(*flat[n * i : n * i + n], name.startswith("subm"))  # type: ignore[call-arg]
+                PairTensors(*flat[n * i : n * i + n], name.startswith("subm"), node)  # type: ignore[call-arg]
                 for i, name in enumerate(table_names(L))
             ]
         subm = tables[:L]
         down = tables[L : 2 * L - 1]
         up = tables[2 * L - 1 :]
-        logits = self.net.forward_tables(
-            voxel_feats, point_feats, point2voxel, subm, down, up
-        ).logits
+        head = self.net._folded_head() if self.form == "fused" else None
+        if head is not None:  # the point branch as one node too
+            x = self.net.voxel_features(voxel_feats, subm, down, up)
+            net = self.net
+            logits = point_head_node(point_feats, point2voxel, x, net.in_mean, net.in_std, head)
+        else:
+            logits = self.net.forward_tables(
+                voxel_feats, point_feats, point2voxel, subm, down, up
+            ).logits
         if self.with_probs:
             return logits, torch.softmax(logits, dim=1)
         return logits

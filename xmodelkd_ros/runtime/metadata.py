@@ -22,6 +22,7 @@ from xmodelkd_ros.sparse import VoxelGridSpec
 
 __all__ = [
     "CHECKPOINT_FILE",
+    "CPU_FUSED_ONNX_FILE",
     "CPU_ONNX_FILE",
     "DEFAULT_MAX_POINTS",
     "FORMAT",
@@ -38,6 +39,7 @@ FORMAT = "xmodelkd_ros.model/1"
 METADATA_FILE = "model.json"
 ONNX_FILE = "model.onnx"
 CPU_ONNX_FILE = "model_cpu.onnx"
+CPU_FUSED_ONNX_FILE = "model_cpu_fused.onnx"
 #: TensorRT profile max points of exports that predate the ``max_points`` key.
 DEFAULT_MAX_POINTS = 200_000
 CHECKPOINT_FILE = "student.pt"
@@ -88,6 +90,9 @@ class ModelMetadata:
     #: The pairs-form graph for ONNX Runtime on CPU (file, sha256, form, inputs); None in
     #: exports that predate it, which then run ``model.onnx`` everywhere.
     cpu_onnx: dict[str, Any] | None = None
+    #: The fused-form graph (one custom node per conv) for ONNX Runtime on CPU with the
+    #: custom-op library (file, sha256, form, inputs, custom_ops); None in older exports.
+    cpu_fused_onnx: dict[str, Any] | None = None
     #: Intensity range the model was trained on ([lo, hi]); None if the checkpoint lacks it.
     intensity_range: tuple[float, float] | None = None
     #: Largest scan the TensorRT optimization profile accepts.
@@ -129,6 +134,12 @@ class ModelMetadata:
                 "for": "tensorrt, onnxruntime on CUDA (and on CPU when onnx_cpu is absent)",
             },
             "onnx_cpu": {**self.cpu_onnx, "for": "onnxruntime on CPU"} if self.cpu_onnx else None,
+            "onnx_cpu_fused": {
+                **self.cpu_fused_onnx,
+                "for": "onnxruntime on CPU with the custom-op library (sparse/ort_ops.py)",
+            }
+            if self.cpu_fused_onnx
+            else None,
             "checkpoint": {"file": CHECKPOINT_FILE, "sha256": self.checkpoint_sha256}
             if self.checkpoint_sha256
             else None,
@@ -154,12 +165,13 @@ class ModelMetadata:
             known = {
                 "format", "classes", "label_ids", "unlabeled", "palette", "grid", "input",
                 "network", "onnx", "checkpoint", "tensorrt_profile", "provenance",
-                "onnx_cpu", "max_points", "intensity_range",
+                "onnx_cpu", "onnx_cpu_fused", "max_points", "intensity_range",
             }  # fmt: skip
             profile = dict(data.get("tensorrt_profile") or {})
             max_points = data.get("max_points") or profile.get("points", [0, 0, 0])[2]
             rng = data.get("intensity_range")
             cpu = data.get("onnx_cpu")
+            fused = data.get("onnx_cpu_fused")
             return cls(
                 class_names=list(data["classes"]),
                 palette=[list(c) for c in data["palette"]],
@@ -175,6 +187,7 @@ class ModelMetadata:
                 tensorrt_profile=profile,
                 checkpoint_sha256=ckpt.get("sha256"),
                 cpu_onnx={k: v for k, v in cpu.items() if k != "for"} if cpu else None,
+                cpu_fused_onnx={k: v for k, v in fused.items() if k != "for"} if fused else None,
                 intensity_range=(float(rng[0]), float(rng[1])) if rng else None,
                 max_points=int(max_points or DEFAULT_MAX_POINTS),
                 extra={k: v for k, v in data.items() if k not in known},
@@ -200,12 +213,21 @@ class ModelMetadata:
         return cls.from_dict(data)
 
 
-def verified_onnx(model_dir: str | os.PathLike, meta: ModelMetadata, cpu: bool = False) -> Path:
-    """Path of the tables graph (or, with ``cpu``, the pairs graph) after checking that
-    it exists and its sha256 matches ``model.json``; :class:`ModelLoadError` otherwise."""
-    info = (meta.cpu_onnx or {}) if cpu else {"file": ONNX_FILE, "sha256": meta.onnx_sha256}
+def verified_onnx(
+    model_dir: str | os.PathLike, meta: ModelMetadata, cpu: bool = False, fused: bool = False
+) -> Path:
+    """Path of the tables graph (or, with ``cpu``, the pairs graph; with ``fused`` too,
+    the fused graph) after checking that it exists and its sha256 matches
+    ``model.json``; :class:`ModelLoadError` otherwise."""
+    if cpu and fused:
+        info = meta.cpu_fused_onnx or {}
+    elif cpu:
+        info = meta.cpu_onnx or {}
+    else:
+        info = {"file": ONNX_FILE, "sha256": meta.onnx_sha256}
     if not info.get("file"):
-        raise ModelLoadError(f"model.json in {model_dir} has no CPU graph")
+        what = "fused CPU graph" if fused else "CPU graph"
+        raise ModelLoadError(f"model.json in {model_dir} has no {what}")
     path = Path(model_dir) / str(info["file"])
     if not path.is_file():
         raise ModelLoadError(f"{path.name} missing in {model_dir}")

@@ -78,20 +78,21 @@ class BackendClass(Protocol):
 class BackendEntry:
     name: str
     cls: Any  # a BackendClass
-    #: device type ("cpu", "cuda") -> rank, or a function giving it (a backend whose speed
-    #: depends on what this machine offers); absent = never chosen by auto on that device.
-    rank: dict[str, int | Callable[[], int]]
+    #: device type ("cpu", "cuda") -> rank, or a function of the model directory giving it
+    #: (a backend whose speed depends on what this machine offers and what the export
+    #: wrote; None: no particular model); absent = never chosen by auto on that device.
+    rank: dict[str, int | Callable[[Path | None], int]]
 
-    def rank_for(self, dtype: str) -> int:
+    def rank_for(self, dtype: str, model_dir: Path | None = None) -> int:
         r = self.rank[dtype]
-        return int(r() if callable(r) else r)
+        return int(r(model_dir) if callable(r) else r)
 
 
 BACKEND_REGISTRY: dict[str, BackendEntry] = {}
 
 
 def register_backend(
-    name: str, rank: dict[str, int | Callable[[], int]]
+    name: str, rank: dict[str, int | Callable[[Path | None], int]]
 ) -> Callable[[type], type]:
     """Class decorator: ``@register_backend("onnxruntime", rank={"cpu": 1, "cuda": 1})``."""
 
@@ -118,12 +119,14 @@ def choose_backend(device: str, model_dir: str | os.PathLike) -> str:
     Raises :class:`ModelLoadError` naming every backend's reason when none can run.
     """
     dtype = device_type(device)
+    model_dir = Path(model_dir)
     candidates = sorted(
-        (e for e in BACKEND_REGISTRY.values() if dtype in e.rank), key=lambda e: e.rank_for(dtype)
+        (e for e in BACKEND_REGISTRY.values() if dtype in e.rank),
+        key=lambda e: e.rank_for(dtype, model_dir),
     )
     reasons = []
     for entry in candidates:
-        ok, why = entry.cls.available(str(device), Path(model_dir))
+        ok, why = entry.cls.available(str(device), model_dir)
         if ok:
             skipped = f" (skipped: {'; '.join(reasons)})" if reasons else ""
             log.info("backend auto -> %s on %s, fastest available%s", entry.name, dtype, skipped)

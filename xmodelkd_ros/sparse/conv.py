@@ -23,6 +23,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
+from .graph_nodes import conv_pairs_node
 from .pairs import ConvPairs, PairTensors, conv_epilogue, conv_pairs, conv_pairs_graph
 
 __all__ = ["IMPLS", "SparseConv3d", "get_default_impl", "set_default_impl", "use_impl"]
@@ -168,6 +169,10 @@ class SparseConv3d(nn.Module):
                 )
             return conv_pairs(x, table, w, self.bias, residual, relu)
         if isinstance(table, PairTensors):
+            if table.node:  # bias and tail inside the node
+                return conv_pairs_node(
+                    x, *table[:3], w, self.bias, table.identity, self.num_offsets, residual, relu
+                )
             out = conv_pairs_graph(x, *table[:3], w, table.identity)
         else:
             if not _is_tracing() and table.shape[1] != self.num_offsets:

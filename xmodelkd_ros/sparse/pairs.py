@@ -40,6 +40,9 @@ class PairTensors(NamedTuple):
     out_rows: Tensor  # (P,) int64
     bounds: Tensor  # (K + 1,) int64 offset boundaries into the two above
     identity: bool  # the centre offset is the identity and is not in the list (subm)
+    #: export each conv over this list as one ``ai.xmodelkd::SparseConv`` node (the
+    #: ``fused`` graph form, :mod:`.graph_nodes`) instead of standard ops
+    node: bool = False
 
 
 @dataclass(frozen=True)
@@ -369,3 +372,4 @@ def conv_pairs_graph(
         y = x.index_select(0, in_rows[lo:hi]) @ weight_k[k]
         out = _RowScatterAdd.apply(out, out_rows[lo:hi], y)
     return out
+
