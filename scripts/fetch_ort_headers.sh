@@ -25,8 +25,8 @@ if ! command -v npm >/dev/null 2>&1; then
 fi
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
-if ! (cd "$TMP" && npm pack --silent "$PACKAGE" >/dev/null 2>"$TMP/npm.err"); then
-    echo "fetch_ort_headers: npm pack $PACKAGE failed: $(head -n 1 "$TMP/npm.err")" >&2
+if ! (cd "$TMP" && npm pack --loglevel=error "$PACKAGE" >/dev/null 2>"$TMP/npm.err"); then
+    echo "fetch_ort_headers: npm pack $PACKAGE failed: $(grep -m1 -v "^\s*$" "$TMP/npm.err" || true)" >&2
     exit 1
 fi
 tar -xzf "$TMP"/*.tgz -C "$TMP" "$INNER"

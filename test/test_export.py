@@ -98,6 +98,11 @@ def test_model_json(model_dir: Path) -> None:
     assert cpu["file"] == "model_cpu.onnx" and cpu["form"] == "pairs"
     assert cpu["sha256"] == sha256_file(model_dir / "model_cpu.onnx")
     assert cpu["inputs"] == input_names(4, "pairs") and "onnxruntime" in cpu["for"]
+    fused = data["onnx_cpu_fused"]  # written whether or not the custom-op library builds here
+    assert fused["file"] == "model_cpu_fused.onnx" and fused["form"] == "fused"
+    assert fused["sha256"] == sha256_file(model_dir / "model_cpu_fused.onnx")
+    assert fused["inputs"] == cpu["inputs"] and "custom-op library" in fused["for"]
+    assert fused["custom_ops"]["domain"] == "ai.xmodelkd"
     assert data["max_points"] == 160000  # the --max-points flag, the profile's max
     assert data["tensorrt_profile"]["voxels"][2] == 160000  # voxels never exceed points
     assert data["intensity_range"] is None  # the test checkpoint has none in provenance

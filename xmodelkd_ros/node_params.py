@@ -80,8 +80,9 @@ PARAM_SPECS: tuple[ParamSpec, ...] = (
               "checkpoint (torch backend). Required."),
     ParamSpec("backend", "auto", "Inference backend: auto picks the fastest available for "
               "the device: on a GPU TensorRT, else ONNX Runtime with its CUDA provider, else "
-              "torch; on CPU torch with its fused C++ kernels, else ONNX Runtime (README, "
-              "Performance).", choices=BACKENDS),
+              "torch; on CPU ONNX Runtime with its custom-op library (fused graph), else "
+              "torch with its fused C++ kernels, else ONNX Runtime's standard-ops graph "
+              "(README, Performance).", choices=BACKENDS),
     ParamSpec("device", "cpu", "Device for inference: cpu, cuda or cuda:N."),
     ParamSpec("engine_cache_dir", "", "TensorRT engine cache directory ('' = next to the "
               "model)."),
