@@ -55,6 +55,27 @@ def _main(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str
     return code, capsys.readouterr().err.strip()
 
 
+def test_node_child_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The replay's node child imports this checkout first (as the side stage and the export
+    fixture do) and runs on the replay's own domain with localhost discovery."""
+    import subprocess
+    import sys
+
+    from xmodelkd_ros.procenv import PACKAGE_ROOT
+    from xmodelkd_ros.replay.node_process import ros_env
+
+    monkeypatch.setenv("PYTHONPATH", "/elsewhere")
+    monkeypatch.setenv("ROS_LOCALHOST_ONLY", "1")
+    env = ros_env(7)
+    assert env["PYTHONPATH"].split(os.pathsep) == [str(PACKAGE_ROOT), "/elsewhere"]
+    assert env["ROS_DOMAIN_ID"] == "7" and "ROS_LOCALHOST_ONLY" not in env
+    assert env["ROS_AUTOMATIC_DISCOVERY_RANGE"] == "LOCALHOST"
+    code = "import xmodelkd_ros; print(xmodelkd_ros.__file__)"
+    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path,
+                         capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert Path(out.stdout.strip()).resolve().parent.parent == PACKAGE_ROOT
+
+
 def test_missing_topic_is_one_clear_line(
     sim_bags: dict[str, Path], model_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 
 from xmodelkd_ros.dds import config_path
 from xmodelkd_ros.node import NODE_NAME
+from xmodelkd_ros.procenv import child_env
 from xmodelkd_ros.replay.bag import CAMERA_INFO, IMAGE_TYPES, BagPlan
 from xmodelkd_ros.replay.options import ReplayError
 
@@ -155,7 +156,10 @@ class NodeProcess:
 
 
 def ros_env(domain: int) -> dict[str, str]:
-    env = dict(os.environ)
+    """The node child's environment: :func:`~xmodelkd_ros.procenv.child_env` (so the child
+    imports this very package, also from an uninstalled checkout, as the side stage and the
+    export fixture do), isolated on ``domain``, Fast DDS, localhost discovery."""
+    env = child_env()
     env.update(ROS_DOMAIN_ID=str(domain), PYTHONUNBUFFERED="1", RCUTILS_COLORIZED_OUTPUT="0")
     env.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
     env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
