@@ -2,8 +2,8 @@
 
 ``python -m xmodelkd_ros.export --checkpoint CKPT --out DIR [--tensorrt] [--fp16]``
 
-Both graphs are the BN-folded student with the kernel maps and the point->voxel
-indices as inputs (see :mod:`xmodelkd_ros.runtime.graph` for the two forms):
+All graphs are the BN-folded student with the kernel maps and the point->voxel
+indices as inputs (see :mod:`xmodelkd_ros.runtime.graph` for the three forms):
 
 * ``model.onnx`` (tables form): only Gather / MatMul / Add / Relu / Concat-style
   operators, so TensorRT builds it with no plugin; also ONNX Runtime's CUDA graph.

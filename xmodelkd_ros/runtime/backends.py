@@ -7,8 +7,8 @@ rank per device (:mod:`xmodelkd_ros.runtime.registry`); the ranks come from
 ``bench/bench_runtime.py`` on the demo model (see README, Performance). On CPU, in
 order: ONNX Runtime on the fused graph (each conv and the point branch one custom node
 running the C++ kernels of ``sparse/fused_conv.cpp``, :mod:`xmodelkd_ros.sparse.ort_ops`),
-level with or slightly ahead of the torch backend on the same kernels (its Python
-dispatch between layers is what differs); then torch with those kernels; then ONNX
+level with or slightly ahead of the torch backend on the same kernels (README,
+Performance); then torch with those kernels; then ONNX
 Runtime on the standard-ops pairs graph (~3x slower: a ScatterND per kernel offset);
 then eager torch, which fell 3x behind whenever other jobs loaded the cores (~1500
 small OpenMP ops against one session).

@@ -3,7 +3,7 @@
 Export, the ONNX Runtime backend and the TensorRT backend all name tensors through
 this module, so a graph and the code feeding it cannot drift apart.
 
-Two graph forms of the same network (``FORMS``):
+Three graph forms of the same network (``FORMS``):
 
 * ``"tables"``: the neighbour tables are inputs and every conv is Gather+MatMul over
   all kernel offsets. Static-shape friendly, TensorRT builds it without plugins.
@@ -13,9 +13,10 @@ Two graph forms of the same network (``FORMS``):
   a LiDAR scan: the CPU graph for ONNX Runtime. TensorRT would need the ScatterND
   reduction and data-dependent slices, so it keeps the tables form.
 * ``"fused"``: the pairs form's inputs, but each conv (with its bias and residual-block
-  tail) is one ``ai.xmodelkd::SparseConv`` node, the torch backend's fused C++ kernel
-  (:mod:`xmodelkd_ros.sparse.ort_ops`). ONNX Runtime runs it only with that custom-op
-  library registered (README, Performance: how it compares).
+  tail) is one ``ai.xmodelkd::SparseConv`` node and the point branch with the classifier
+  one ``ai.xmodelkd::PointHead`` node: the torch backend's fused C++ kernels
+  (:mod:`xmodelkd_ros.sparse.graph_nodes`, :mod:`xmodelkd_ros.sparse.ort_ops`). ONNX
+  Runtime runs it only with that custom-op library registered (README, Performance).
 """
 
 from __future__ import annotations

@@ -1,11 +1,11 @@
-"""ONNX Runtime custom-op library: the fused sparse conv as one graph node.
+"""ONNX Runtime custom-op library: the fused sparse conv and point branch as graph nodes.
 
 ``model_cpu_fused.onnx`` (export's ``fused`` graph form) spells every sparse conv as one
-``ai.xmodelkd::SparseConv`` node. Its kernel is the torch backend's C++ tile kernel
-(``fused_conv.cpp``), wrapped for ONNX Runtime in ``ort_ops.cpp`` and run on the
-session's own intra-op threads. With standard ONNX ops (``model_cpu.onnx``) ONNX
-Runtime cannot do better than ~1/3 of the torch backend (README, Performance: every
-per-offset ScatterND copies its whole input).
+``ai.xmodelkd::SparseConv`` node and the point branch as one ``ai.xmodelkd::PointHead``
+node. Their kernels are the torch backend's C++ kernels (``fused_conv.cpp``), wrapped for
+ONNX Runtime in ``ort_ops.cpp`` and run on the session's own intra-op threads. With
+standard ONNX ops (``model_cpu.onnx``) ONNX Runtime cannot do better than ~1/3 of the
+torch backend (README, Performance: every per-offset ScatterND copies its whole input).
 
 Building the library needs a C++ compiler and ONNX Runtime's C/C++ API headers, which
 the pip wheel does not ship. They are looked for, in order, in ``$XMODELKD_ORT_INCLUDE``,
