@@ -10,8 +10,12 @@
 # Usage: scripts/fetch_ort_headers.sh [DEST]. Exit 0 with the headers in DEST, else 1
 # with one line saying why (the caller decides whether that matters: setup_env.sh warns).
 set -euo pipefail
+DEST=""
+if [ -n "${1:-}" ]; then
+    DEST=$(realpath -m "$1")  # relative to the caller's directory
+fi
 cd "$(dirname "$0")/.."
-DEST=${1:-${VENV:-.venv}/include/onnxruntime}
+DEST=${DEST:-${VENV:-.venv}/include/onnxruntime}
 PACKAGE=${ORT_HEADERS_NPM_PACKAGE:-com.github.asus4.onnxruntime@0.4.9}
 INNER='package/Plugins/iOS~/onnxruntime.xcframework/ios-arm64_x86_64-simulator/onnxruntime.framework/Headers'
 
