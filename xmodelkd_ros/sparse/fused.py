@@ -3,6 +3,8 @@
 One library holds them all: the fused gather-GEMM-scatter sparse conv and the point
 branch (``fused_conv.cpp``, called from here), the kernel maps (``fused_maps.cpp``,
 :mod:`.fused_maps`) and voxelize + labels (``fused_voxelize.cpp``, :mod:`.fused_voxelize`).
+ONNX Runtime's custom ops compile ``fused_conv.cpp`` a second time, into their own
+library (:mod:`.ort_ops`, with this module's build helpers).
 
 The pair-list conv in eager torch ops (:func:`.pairs.conv_pairs`) writes two buffers of
 ``pairs x channels`` per conv and reads them back, which keeps the CPU at ~25 % of its
