@@ -126,6 +126,33 @@ def test_cpu_graph_touches_real_pairs_only(model_dir: Path) -> None:
     assert dims["subm_0_bounds"].dim_value == 28 and dims["down_1_bounds"].dim_value == 9
 
 
+@pytest.mark.parametrize("kernels", [True, False], ids=["fused-kernels", "eager"])
+def test_fused_graph_is_custom_nodes_only(
+    model_dir: Path, tmp_path: Path, kernels: bool
+) -> None:
+    """model_cpu_fused.onnx: one SparseConv per conv, one PointHead, no ScatterND, and no
+    stray ops from tracing the nodes' values (whichever form computed them)."""
+    from xmodelkd_ros.export import export_onnx
+    from xmodelkd_ros.nets.checkpoint import load_student
+    from xmodelkd_ros.sparse import fused
+
+    ckpt = load_student(model_dir / "student.pt")
+    path = tmp_path / "fused.onnx"
+    if kernels:
+        export_onnx(ckpt, path, form="fused")
+    else:
+        with fused.disabled():
+            export_onnx(ckpt, path, form="fused")
+    g = onnx.load(str(path))
+    ops = [n.op_type for n in g.graph.node]
+    assert ops.count("SparseConv") == 22 and ops.count("PointHead") == 1
+    assert set(ops) <= {"SparseConv", "PointHead", "Concat", "Gemm", "MatMul", "Add", "Sub",
+                        "Div"}, sorted(set(ops))  # fmt: skip
+    assert {o.domain: o.version for o in g.opset_import}["ai.xmodelkd"] == 1
+    shipped = onnx.load(str(model_dir / "model_cpu_fused.onnx"))
+    assert [n.op_type for n in shipped.graph.node] == ops
+
+
 def test_intensity_range_travels_from_checkpoint(tmp_path: Path) -> None:
     from xmodelkd_ros.export import export_checkpoint
     from xmodelkd_ros.sim.fixtures import random_student_checkpoint

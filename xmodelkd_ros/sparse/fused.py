@@ -253,6 +253,17 @@ def disabled() -> Iterator[None]:
         set_enabled(was)
 
 
+def _ready(t: Tensor | None, dtype: torch.dtype | None = None) -> Tensor | None:
+    """``t`` as a contiguous tensor of ``dtype``, touched only where it is not one already:
+    an untouched tensor also leaves no no-op cast behind when the exporter traces the
+    ``fused`` graph's nodes (:mod:`.graph_nodes`), which run this kernel for their values."""
+    if t is None:
+        return None
+    if dtype is not None and t.dtype != dtype:
+        t = t.to(dtype)
+    return t if t.is_contiguous() else t.contiguous()
+
+
 def sparse_conv(
     x: Tensor,
     weight_k: Tensor,
@@ -292,12 +303,8 @@ def sparse_conv(
     if centre_offset is not None and (not 0 <= centre_offset < K or x.shape[0] != num_out):
         raise ValueError(f"centre tap {centre_offset} needs {K} offsets and as many output "
                          f"rows ({num_out}) as input rows ({x.shape[0]})")  # fmt: skip
-    x, w = x.contiguous(), weight_k.contiguous()
-    b = None if bias is None else bias.contiguous()
-    res = None if residual is None else residual.contiguous()
-    in_rows, out_rows, bounds = (
-        t.contiguous().to(torch.int64) for t in (in_rows, out_rows, bounds)
-    )
+    x, w, b, res = (_ready(t) for t in (x, weight_k, bias, residual))
+    in_rows, out_rows, bounds = (_ready(t, torch.int64) for t in (in_rows, out_rows, bounds))
     out = x.new_empty(num_out, cout)
     rc = lib.xk_sparse_conv(
         x.data_ptr(), cin, w.data_ptr(), cout, K, in_rows.data_ptr(), out_rows.data_ptr(),

@@ -1,7 +1,8 @@
 """The ``fused`` CPU graph's custom nodes, as the TorchScript exporter spells them.
 
-Each function here computes in eager torch ops (so tracing needs no compiled library and
-gives the graph's true values) and exports as one ``ai.xmodelkd`` node, which ONNX
+Each function here computes the node's true values (the fused CPU kernel where it is
+built, else eager torch ops: tracing needs no ONNX Runtime library) and exports as one
+``ai.xmodelkd`` node, which ONNX
 Runtime runs with the custom-op library of :mod:`.ort_ops` (contracts in
 ``ort_ops.cpp``): a sparse conv with its bias and residual-block tail, and the
 student's point branch with its classifier.
@@ -12,6 +13,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from . import fused
 from .pairs import conv_epilogue, conv_pairs_graph
 
 __all__ = ["DOMAIN", "conv_pairs_node", "point_head_node"]
@@ -28,6 +30,17 @@ def _given(value: object) -> bool:
 class _SparseConvNode(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight_k, bias, in_rows, out_rows, bounds, residual, centre, relu):  # type: ignore[override]
+        # The exporter also traces what runs here into the node's subgraph: the fused kernel
+        # is one call (the standard-ops form, ~130 ops per conv, made the graph passes of
+        # export take ~2.5x as long); the eager form where the kernel is not built.
+        if fused.enabled() and x.device.type == "cpu" and x.dtype == torch.float32:
+            n_out = x.shape[0] if centre >= 0 else (int(out_rows.max()) + 1 if len(out_rows) else 0)
+            try:
+                return fused.sparse_conv(x, weight_k, bias, in_rows, out_rows, bounds, n_out,
+                                         centre if centre >= 0 else None, residual=residual,
+                                         relu=bool(relu))  # fmt: skip
+            except fused.FusedUnavailableError:
+                pass
         out = conv_pairs_graph(x, in_rows, out_rows, bounds, weight_k, centre >= 0) + bias
         return conv_epilogue(out, residual, bool(relu), inplace=False)
 
