@@ -2,10 +2,9 @@
 
 Each function here computes the node's true values (the fused CPU kernel where it is
 built, else eager torch ops: tracing needs no ONNX Runtime library) and exports as one
-``ai.xmodelkd`` node, which ONNX
-Runtime runs with the custom-op library of :mod:`.ort_ops` (contracts in
-``ort_ops.cpp``): a sparse conv with its bias and residual-block tail, and the
-student's point branch with its classifier.
+``ai.xmodelkd`` node, which ONNX Runtime runs with the custom-op library of
+:mod:`.ort_ops` (contracts in ``ort_ops.cpp``): a sparse conv with its bias and
+residual-block tail, and the student's point branch with its classifier.
 """
 
 from __future__ import annotations
@@ -13,8 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from . import fused
-from .pairs import conv_epilogue, conv_pairs_graph
+from .pairs import ConvPairs, conv_pairs
 
 __all__ = ["DOMAIN", "conv_pairs_node", "point_head_node"]
 
@@ -30,19 +28,14 @@ def _given(value: object) -> bool:
 class _SparseConvNode(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight_k, bias, in_rows, out_rows, bounds, residual, centre, relu):  # type: ignore[override]
-        # The exporter also traces what runs here into the node's subgraph: the fused kernel
-        # is one call (the standard-ops form, ~130 ops per conv, made the graph passes of
-        # export take ~2.5x as long); the eager form where the kernel is not built.
-        if fused.enabled() and x.device.type == "cpu" and x.dtype == torch.float32:
-            n_out = x.shape[0] if centre >= 0 else (int(out_rows.max()) + 1 if len(out_rows) else 0)
-            try:
-                return fused.sparse_conv(x, weight_k, bias, in_rows, out_rows, bounds, n_out,
-                                         centre if centre >= 0 else None, residual=residual,
-                                         relu=bool(relu))  # fmt: skip
-            except fused.FusedUnavailableError:
-                pass
-        out = conv_pairs_graph(x, in_rows, out_rows, bounds, weight_k, centre >= 0) + bias
-        return conv_epilogue(out, residual, bool(relu), inplace=False)
+        # The exporter also traces what runs here into the node's subgraph: through
+        # conv_pairs that is the fused kernel, one call, where it is built (the eager
+        # standard-ops form, ~130 ops a conv, made export's graph passes 30x slower).
+        last = int(out_rows.max()) if len(out_rows) else -1
+        num_out = x.shape[0] if centre >= 0 else last + 1
+        pairs = ConvPairs(in_rows, out_rows, tuple(int(b) for b in bounds.tolist()),
+                          x.shape[0], num_out, centre if centre >= 0 else None)  # fmt: skip
+        return conv_pairs(x, pairs, weight_k, bias, residual, bool(relu))
 
     @staticmethod
     def symbolic(g, x, weight_k, bias, in_rows, out_rows, bounds, residual, centre, relu):  # type: ignore[no-untyped-def]
@@ -67,8 +60,8 @@ def conv_pairs_node(
     relu: bool = False,
 ) -> Tensor:
     """The pair-list conv with its bias and residual-block tail as one
-    ``ai.xmodelkd::SparseConv`` node; eagerly :func:`.pairs.conv_pairs_graph` + bias +
-    epilogue. ``num_offsets`` is the layer's (a Python int: under the tracer
+    ``ai.xmodelkd::SparseConv`` node; eagerly :func:`.pairs.conv_pairs` (bias and
+    epilogue included). ``num_offsets`` is the layer's (a Python int: under the tracer
     ``weight_k.shape`` is a graph value, and the node's attributes must be constants)."""
     b = bias if bias is not None else weight_k.new_zeros(weight_k.shape[2])
     centre = num_offsets // 2 if identity else -1
