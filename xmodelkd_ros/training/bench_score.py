@@ -48,11 +48,14 @@ def held_out_scans(
     cameras: int,
     render_hw: tuple[int, int],
     progress: Any = None,
+    split: str = "test",
 ) -> list[HeldOutScan]:
-    """``per_street`` scans of each test street (reserved seeds only, checked)."""
+    """``per_street`` scans of each street of ``split`` (``test``: reserved seeds only;
+    ``val``: validation seeds, for choosing; checked either way). ``cameras`` 0 renders no
+    images (enough for LiDAR-only students)."""
     from xmodelkd_ros.sim import SimWorld
 
-    seeds = check_seeds("test", seeds)
+    seeds = check_seeds(split, seeds)
     out: list[HeldOutScan] = []
     h, w = render_hw
     for s in seeds:

@@ -1,0 +1,159 @@
+"""``training.choose``: per-arm choice on validation streets against an independent mIoU,
+the tie rule, the measure-once guard and the one-line refusals (real checkpoints scored
+through the node's Segmenter on real simulated streets)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from xmodelkd_ros.labels import CLASS_NAMES, NUM_CLASSES
+from xmodelkd_ros.training.choose import choose, main
+
+SEEDS = 2
+TINY = ["--seeds", str(SEEDS), "--val-seeds", "104", "--val-scans", "1", "--test-seeds",
+        "9000", "--test-scans", "1", "--bootstrap", "20", "--no-progress"]  # fmt: skip
+
+
+def _student(path: Path, init: int, road_bias: float | None = None) -> None:
+    """A narrow untrained student; ``road_bias`` makes it call (almost) everything road."""
+    from xmodelkd_ros.nets import StudentCheckpoint, StudentNet, save_student, student_config
+    from xmodelkd_ros.nets.inputs import default_grid
+
+    cfg = student_config("small", enc_widths=(8, 16), dec_widths=(8,))
+    torch.manual_seed(init)
+    state = StudentNet(cfg).state_dict()
+    if road_bias is not None:
+        state["classifier.bias"][CLASS_NAMES.index("road")] = road_bias
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_student(StudentCheckpoint(cfg, default_grid(), state), path)
+
+
+def _folder(root: Path, init: int, road_bias: float | None) -> Path:
+    for s in range(SEEDS):
+        d = root / "labels1" / f"seed{s}"
+        _student(d / "student.pt", 10 * init + s, road_bias)
+        _student(d / "baseline.pt", 10 * init + s + 5, road_bias)
+    return root
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    base = tmp_path_factory.mktemp("cands")
+    road = _folder(base / "road", 1, 50.0)
+    copy = base / "road_copy"
+    shutil.copytree(road, copy)
+    return {"plain": _folder(base / "plain", 2, None), "road": road, "road_copy": copy}
+
+
+def _brute_miou(ck: Path, streets: list[int], split: str) -> float:
+    """Independent oracle: predictions through the Segmenter, IoU by a per-class loop over
+    the pooled points of the streets' scans (no confusion matrix)."""
+    from xmodelkd_ros.runtime import Segmenter
+    from xmodelkd_ros.training.bench_score import held_out_scans
+
+    seg = Segmenter.from_checkpoint(ck, backend="torch", device="cpu")
+    scans = held_out_scans(streets, 1, 10, 32, 0, (180, 320), split=split)
+    gt = np.concatenate([s.labels for s in scans]).astype(np.int64)
+    pred = np.concatenate([seg.segment(s.points).labels for s in scans]).astype(np.int64)
+    pred, gt = pred[gt > 0], gt[gt > 0]
+    ious = []
+    for c in range(1, NUM_CLASSES + 1):
+        union = np.sum((gt == c) | (pred == c))
+        if union:
+            ious.append(np.sum((gt == c) & (pred == c)) / union)
+    return float(np.mean(ious))
+
+
+def test_tie_rule_prefers_the_earlier_candidate() -> None:
+    assert choose({"a": 0.500, "b": 0.505}, 0.01) == "a"
+    assert choose({"a": 0.500, "b": 0.505}, 0.0) == "b"
+    assert choose({"a": 0.3, "b": 0.2, "c": 0.29}, 0.02) == "a"
+
+
+def test_choice_matches_an_independent_miou_and_measure_runs_once(folders, tmp_path) -> None:
+    out = tmp_path / "choose"
+    cands = [f"{n}={p}" for n, p in folders.items()]
+    argv = [*(x for c in cands for x in ("--candidate", c)), "--out", str(out), *TINY]
+    assert main([*argv, "--measure", "--measure-all"]) == 0
+    doc = json.loads((out / "choice.json").read_text())
+    oracle = {
+        n: {arm: np.mean([_brute_miou(p / "labels1" / f"seed{s}" / ck, [104], "val")
+                          for s in range(SEEDS)])
+            for arm, ck in (("distilled", "student.pt"), ("baseline", "baseline.pt"))}
+        for n, p in folders.items()
+    }  # fmt: skip
+    for c in doc["candidates"]:
+        for arm in ("distilled", "baseline"):
+            assert c["miou"][arm] == pytest.approx(oracle[c["name"]][arm], abs=1e-9)
+    for arm in ("distilled", "baseline"):
+        best = max(oracle.values(), key=lambda o: o[arm])[arm]
+        # the road-only nets score the same (copies): the first listed wins the tie
+        assert oracle[doc["choice"][arm]][arm] == pytest.approx(best)
+        assert doc["choice"][arm] != "road_copy"
+    m = json.loads((out / "measure.json").read_text())
+    want = np.mean([_brute_miou(folders[doc["choice"]["distilled"]] / "labels1" / f"seed{s}"
+                                / "student.pt", [9000], "test") for s in range(SEEDS)])  # fmt: skip
+    assert m["miou"]["distilled"] == pytest.approx(want, abs=1e-9)
+    assert set(m["ablation"]) == set(folders)
+    assert set(m["gains"]) == {"baseline"}
+    assert set(m["gains"]["baseline"]["per_class"]) == set(CLASS_NAMES)
+    assert "measured once" in (out / "measure.md").read_text()
+    # listing the copy first changes the choice: the same test streets refuse to measure it
+    swapped = [cands[0], cands[2], cands[1]]
+    argv2 = [*(x for c in swapped for x in ("--candidate", c)), "--out", str(out), *TINY]
+    assert main([*argv2, "--measure"]) == 2
+    # a rerun of the same choice reuses the cached scores
+    n_scores = len(list((out / "scores").rglob("*.npz")))
+    assert main([*argv, "--measure"]) == 0
+    assert len(list((out / "scores").rglob("*.npz"))) == n_scores
+
+
+@pytest.mark.parametrize(
+    "extra, needle",
+    [
+        (["--val-seeds", "9000"], "may not be used for val"),
+        (["--test-seeds", "104"], "may not be used for test"),
+        (["--seeds", "3"], "no "),  # the folders have seeds 0-1 only
+        (["--measure-all"], "needs --measure"),
+        (["--arms", "distilled,selftrain"], "no candidate for the selftrain arm"),
+    ],
+)
+def test_refusals_are_one_line(folders, tmp_path, capsys, extra, needle) -> None:
+    argv = ["--candidate", f"a={folders['plain']}", "--candidate", f"b={folders['road']}",
+            "--out", str(tmp_path / "c"), *TINY, *extra]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error:") and needle in err[-1]
+    assert "Traceback" not in "\n".join(err)
+
+
+def test_one_candidate_is_refused(folders, capsys) -> None:
+    assert main(["--candidate", f"a={folders['plain']}", *TINY]) == 2
+    assert "at least two" in capsys.readouterr().err
+
+
+def test_arms_a_candidate_is_limited_to_and_the_selftrain_control(folders, tmp_path) -> None:
+    st = tmp_path / "with_selftrain"
+    shutil.copytree(folders["plain"], st)
+    for s in range(SEEDS):  # a self-training arm: here simply another LiDAR-only net
+        _student(st / "labels1" / f"seed{s}" / "selftrain.pt", 100 + s)
+    out = tmp_path / "c"
+    argv = ["--candidate", f"st={st}", "--candidate", f"road:baseline={folders['road']}",
+            "--arms", "distilled,baseline,selftrain", "--out", str(out), *TINY]  # fmt: skip
+    assert main(argv) == 0
+    doc = json.loads((out / "choice.json").read_text())
+    by_name = {c["name"]: c for c in doc["candidates"]}
+    # 'road' names only the baseline arm; 'st' is the only folder with selftrain.pt
+    assert set(by_name["road"]["miou"]) == {"baseline"}
+    assert doc["choice"]["distilled"] == "st" and doc["choice"]["selftrain"] == "st"
+    assert set(doc["validation_gain"]) == {"baseline", "selftrain"}
+    per_seed = by_name["st"]["per_seed"]
+    want = np.subtract(per_seed["distilled"], per_seed["selftrain"])
+    assert doc["validation_gain"]["selftrain"]["per_seed"] == pytest.approx(list(want))
+    assert "| road | ? / ? | - |" in (out / "choice.md").read_text()

@@ -1,0 +1,457 @@
+"""``python -m xmodelkd_ros.training.choose``: each arm's schedule chosen on many validation
+streets, then the chosen pair measured once on held-out test streets.
+
+Why: the benchmark trains the LiDAR-only baseline as long as the distilled student's
+lineage. That fixes the baseline's length by the student's recipe, not by what serves the
+baseline best, and a network that has not converged loses to one trained longer whatever
+the method. The fair comparison gives every arm the length that is best *for it*, chosen
+on validation streets, and compares the chosen networks once on test streets that chose
+nothing. The recipe's three validation streets (12 scans) are too few to choose by: per
+seed, their gain and the test streets' differed by up to 10 mIoU. So this command scores
+the candidates on as many validation streets as asked (default 20 x 4 scans).
+
+Candidates are finished benchmark folders that differ in schedule (``NAME=DIR``, each with
+``labels<f>/seed<k>/student.pt`` and ``baseline.pt``, e.g. from ``benchmark --set
+schedule.student_epochs=88``). For each arm (``distilled``, ``baseline``) the candidate with
+the best mean validation mIoU over the seeds is chosen; candidates within ``--tie`` of the
+best go to the one listed first (list the cheapest first). ``--measure`` then scores the
+chosen student and the chosen baseline, paired by seed, on the test streets: the mean gain
+with the benchmark's two-level 95 % bootstrap interval. A measurement is recorded with the
+choice it followed and is not repeated for another choice on the same ``--out``: a second
+look at the same test streets would make them validation streets.
+
+Outputs in ``--out``: ``choice.json`` / ``choice.md`` (validation mIoU per candidate, arm and
+seed; the choice) and, with ``--measure``, ``measure.json`` / ``measure.md``. Scores are
+cached per (split, candidate, seed, arm) under ``scores/``; a rerun scores only what is new.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from xmodelkd_ros.labels import CLASS_NAMES
+from xmodelkd_ros.sim.splits import SplitError, check_seeds
+from xmodelkd_ros.training.bench_score import BenchmarkError, held_out_scans, score_student
+from xmodelkd_ros.training.bench_stats import miou_from_confusion, paired_gain
+from xmodelkd_ros.training.benchmark import _progress, git_commit, parse_fraction, parse_seeds
+from xmodelkd_ros.training.stages import recipe_epochs
+
+#: arm -> the checkpoint of a benchmark run folder it is scored from
+ARM_CHECKPOINTS = {"distilled": "student.pt", "baseline": "baseline.pt",
+                   "selftrain": "selftrain.pt"}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One finished benchmark folder, named by the schedule it stands for; ``arms`` limits
+    the arms it is a candidate for (None: every arm it has checkpoints of)."""
+
+    name: str
+    root: Path
+    arms: tuple[str, ...] | None = None
+
+    def run_dir(self, fraction: float, seed: int) -> Path:
+        return self.root / f"labels{fraction:g}" / f"seed{seed}"
+
+    def checkpoint(self, fraction: float, seed: int, arm: str) -> Path:
+        return self.run_dir(fraction, seed) / ARM_CHECKPOINTS[arm]
+
+    def epochs(self, fraction: float, seed: int) -> dict[str, int] | None:
+        """The run's stated epochs (``recipe.json``), or None for a folder without one."""
+        path = self.run_dir(fraction, seed) / "recipe.json"
+        if not path.is_file():
+            return None
+        return recipe_epochs(json.loads(path.read_text()))
+
+
+def parse_candidate(text: str) -> Candidate:
+    """``NAME=DIR`` or ``NAME:ARM,ARM=DIR`` -> :class:`Candidate` (the folder is checked
+    when it is scored)."""
+    head, sep, root = str(text).partition("=")
+    name, _, arms_text = head.partition(":")
+    name = name.strip()
+    if not sep or not name or not root.strip():
+        raise argparse.ArgumentTypeError(f"a candidate is NAME[:ARM,...]=DIR, got {text!r}")
+    if "/" in name:
+        raise argparse.ArgumentTypeError(f"candidate name {name!r} may not contain '/'")
+    arms = tuple(a.strip() for a in arms_text.split(",") if a.strip()) or None
+    unknown = [a for a in arms or () if a not in ARM_CHECKPOINTS]
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"candidate {name}: unknown arm(s) {unknown} ({' | '.join(ARM_CHECKPOINTS)})"
+        )
+    return Candidate(name, Path(root.strip()), arms)
+
+
+def parse_arm_list(text: str) -> list[str]:
+    """``distilled,baseline[,selftrain]``: the arms to choose; ``distilled`` must be one."""
+    arms = [a.strip() for a in str(text).split(",") if a.strip()]
+    unknown = [a for a in arms if a not in ARM_CHECKPOINTS]
+    if unknown or "distilled" not in arms or len(arms) < 2:
+        raise argparse.ArgumentTypeError(
+            f"arms are distilled and at least one control ({' | '.join(ARM_CHECKPOINTS)}), "
+            f"got {text!r}"
+        )
+    return list(dict.fromkeys(arms))
+
+
+def choose(means: dict[str, float], tie: float) -> str:
+    """The candidate with the highest mean; one within ``tie`` of it that comes earlier in
+    ``means``' order wins instead (the caller lists candidates cheapest first)."""
+    best = max(means.values())
+    return next(name for name, m in means.items() if m >= best - tie)
+
+
+class Chooser:
+    """Scores candidates on a street set (cached) and keeps the bookkeeping of the choice."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.out = Path(args.out)
+        self.candidates: list[Candidate] = list(args.candidates)
+        self.arms: list[str] = list(args.arms)
+        self.seeds = list(range(args.seeds))
+        self.fraction = args.label_fraction
+        self._scans: dict[str, list[Any]] = {}
+
+    def log(self, msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+        with open(self.out / "choose.log", "a") as fh:
+            fh.write(time.strftime("%H:%M:%S ") + msg + "\n")
+
+    def pool(self, arm: str) -> list[Candidate]:
+        """The candidates for ``arm``: those that name it, or name no arms and have its
+        checkpoint for the first seed (a folder without a self-training arm is no
+        candidate for it). A missing checkpoint of a later seed is an error when scored."""
+        out = [
+            c for c in self.candidates
+            if (arm in c.arms if c.arms is not None
+                else c.checkpoint(self.fraction, self.seeds[0], arm).is_file())
+        ]  # fmt: skip
+        if not out:
+            raise BenchmarkError(
+                f"no candidate for the {arm} arm (no {ARM_CHECKPOINTS[arm]} in "
+                f"labels{self.fraction:g}/seed{self.seeds[0]} of any candidate folder)"
+            )
+        return out
+
+    def street_set(self, split: str) -> dict[str, Any]:
+        a = self.args
+        if split == "val":
+            return {"split": "val", "seeds": a.val_seeds, "scans": a.val_scans,
+                    "stride": a.val_stride, "beams": a.beams}  # fmt: skip
+        return {"split": "test", "seeds": a.test_seeds, "scans": a.test_scans,
+                "stride": a.test_stride, "beams": a.beams}  # fmt: skip
+
+    def scans(self, split: str) -> list[Any]:
+        if split not in self._scans:
+            st = self.street_set(split)
+            bar = _progress(self.args.progress, len(st["seeds"]) * st["scans"], f"{split} scans")
+            self._scans[split] = held_out_scans(
+                st["seeds"], st["scans"], st["stride"], st["beams"], 0, (180, 320), bar, split
+            )
+            if bar is not None:
+                bar.close()
+        return self._scans[split]
+
+    def confusions(self, split: str, cand: Candidate, seed: int, arm: str) -> np.ndarray:
+        """(N, K, K) per-scan confusions of one checkpoint on ``split``'s streets (cached,
+        keyed by the street set and the checkpoint's size and modification time)."""
+        ck = cand.checkpoint(self.fraction, seed, arm)
+        if not ck.is_file():
+            raise BenchmarkError(
+                f"candidate {cand.name}: no {ck} (is {cand.root} a finished benchmark folder "
+                f"with label fraction {self.fraction:g} and seeds 0-{self.seeds[-1]}?)"
+            )
+        stat = ck.stat()
+        key = {**self.street_set(split), "checkpoint": str(ck.resolve()),
+               "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}  # fmt: skip
+        digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+        path = self.out / "scores" / split / cand.name / f"seed{seed}_{arm}_{digest}.npz"
+        if path.is_file():
+            return np.load(path)["confusion"]
+        cm = score_student(ck, self.scans(split))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(path, confusion=cm, key=json.dumps(key))
+        return cm
+
+    def score_all(self, split: str, jobs: Sequence[tuple[str, Candidate]]
+                  ) -> dict[str, dict[str, np.ndarray]]:  # fmt: skip
+        """For each (arm, candidate): arm -> candidate name -> (S, N, K, K) confusions."""
+        bar = _progress(self.args.progress, len(jobs) * len(self.seeds),
+                        f"scoring on {split} streets")  # fmt: skip
+        out: dict[str, dict[str, np.ndarray]] = {}
+        for arm, c in jobs:
+            per_seed = []
+            for s in self.seeds:
+                per_seed.append(self.confusions(split, c, s, arm))
+                if bar is not None:
+                    bar.update(1)
+            out.setdefault(arm, {})[c.name] = np.stack(per_seed)
+        if bar is not None:
+            bar.close()
+        return out
+
+    def run_choice(self) -> dict[str, Any]:
+        """Score every arm's candidates on the validation streets and choose per arm."""
+        pools = {a: self.pool(a) for a in self.arms}
+        cms = self.score_all("val", [(a, c) for a in self.arms for c in pools[a]])
+        per_seed = {a: {n: miou_from_confusion(cm.sum(1)) for n, cm in cms[a].items()}
+                    for a in self.arms}  # fmt: skip
+        choice = {a: choose({n: float(v.mean()) for n, v in per_seed[a].items()},
+                            self.args.tie) for a in self.arms}  # fmt: skip
+        student = cms["distilled"][choice["distilled"]]
+        gains = {}
+        for a in self.arms[1:]:
+            g = paired_gain(student, cms[a][choice[a]], reps=self.args.bootstrap)
+            gains[a] = {"mean": g.mean, "ci95": list(g.ci),
+                        "per_seed": [float(x) for x in g.per_seed]}  # fmt: skip
+        commit, dirty = git_commit(Path(__file__).resolve().parent)
+        return {
+            "command": "python -m xmodelkd_ros.training.choose " + " ".join(self.args.argv),
+            "commit": commit,
+            "dirty": dirty,
+            "label_fraction": self.fraction,
+            "seeds": self.seeds,
+            "arms": self.arms,
+            "validation": {**self.street_set("val"), "n_scans": len(self.scans("val"))},
+            "tie": self.args.tie,
+            "candidates": [
+                {
+                    "name": c.name,
+                    "dir": str(c.root),
+                    "epochs": c.epochs(self.fraction, self.seeds[0]),
+                    "miou": {a: float(per_seed[a][c.name].mean())
+                             for a in self.arms if c.name in per_seed[a]},
+                    "per_seed": {a: [float(x) for x in per_seed[a][c.name]]
+                                 for a in self.arms if c.name in per_seed[a]},
+                }
+                for c in self.candidates
+            ],
+            "choice": choice,
+            "validation_gain": gains,
+        }
+
+    def run_measure(self, choice_doc: dict[str, Any]) -> dict[str, Any]:
+        """Score the chosen arms (and, with ``--measure-all``, every candidate) on the test
+        streets: the paired gain of the chosen student over each chosen control."""
+        by_name = {c.name: c for c in self.candidates}
+        chosen = choice_doc["choice"]
+        if self.args.measure_all:
+            jobs = [(a, c) for a in self.arms for c in self.pool(a)]
+        else:
+            jobs = [(a, by_name[chosen[a]]) for a in self.arms]
+        cms = self.score_all("test", jobs)
+        student = cms["distilled"][chosen["distilled"]]
+        doc: dict[str, Any] = {
+            "choice": chosen,
+            "test": {**self.street_set("test"), "n_scans": int(student.shape[1])},
+            "miou": {a: float(miou_from_confusion(cms[a][chosen[a]].sum(1)).mean())
+                     for a in self.arms},
+            "gains": {},
+            "ablation": {},
+        }
+        for a in self.arms[1:]:
+            g = paired_gain(student, cms[a][chosen[a]], reps=self.args.bootstrap)
+            doc["gains"][a] = {
+                "mean": g.mean,
+                "ci95": list(g.ci),
+                "per_seed": [float(x) for x in g.per_seed],
+                "per_class": {c: [float(m), float(lo), float(hi)] for c, m, lo, hi in
+                              zip(CLASS_NAMES, g.class_mean, g.class_lo, g.class_hi,
+                                  strict=True)},
+            }  # fmt: skip
+        if self.args.measure_all:  # every candidate on the same streets: reported, not chosen
+            for a in self.arms:
+                for n, cm in cms[a].items():
+                    doc["ablation"].setdefault(n, {})[a] = float(
+                        miou_from_confusion(cm.sum(1)).mean()
+                    )
+        return doc
+
+    def run(self) -> int:
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.log(f"choose: {len(self.candidates)} candidates, arms {self.arms}, seeds "
+                 f"{self.seeds}, validation streets {self.args.val_seeds} x "
+                 f"{self.args.val_scans} scans")  # fmt: skip
+        doc = self.run_choice()
+        (self.out / "choice.json").write_text(json.dumps(doc, indent=1))
+        (self.out / "choice.md").write_text(choice_markdown(doc))
+        self.log("choose: " + ", ".join(f"{a} {n}" for a, n in doc["choice"].items())
+                 + f" ({self.out / 'choice.md'})")  # fmt: skip
+        if not self.args.measure:
+            return 0
+        done = self.out / "measure.json"
+        if done.is_file():
+            before = json.loads(done.read_text())
+            same_streets = before.get("test", {}).get("seeds") == self.args.test_seeds
+            if same_streets and before.get("choice") != doc["choice"]:
+                raise BenchmarkError(
+                    f"{done} already measured the choice {before.get('choice')} on these test "
+                    f"streets; measuring another choice there would make them validation "
+                    f"streets (use new --test-seeds and a new --out)"
+                )
+        m = self.run_measure(doc)
+        done.write_text(json.dumps(m, indent=1))
+        (self.out / "measure.md").write_text(measure_markdown(m, doc))
+        for a, g in m["gains"].items():
+            self.log(f"measure: distilled - {a} {_gain(g)} mIoU ({self.out / 'measure.md'})")
+        return 0
+
+
+def _pct(x: float) -> str:
+    return f"{x * 100:.1f}"
+
+
+def _gain(g: dict[str, Any]) -> str:
+    lo, hi = g["ci95"]
+    return f"{g['mean'] * 100:+.1f} [{lo * 100:+.1f}, {hi * 100:+.1f}]"
+
+
+def choice_markdown(doc: dict[str, Any]) -> str:
+    v = doc["validation"]
+    arms = doc["arms"]
+    lines = [
+        "# Schedules chosen on the validation streets",
+        "",
+        f"Validation streets {v['seeds'][0]}-{v['seeds'][-1]} ({len(v['seeds'])} streets x "
+        f"{v['scans']} scans = {v['n_scans']}), seeds {doc['seeds']}, label fraction "
+        f"{doc['label_fraction']:g}; mIoU (%) mean over seeds, per seed in brackets; ties "
+        f"within {doc['tie'] * 100:.1f} go to the candidate listed first; '-' = not a "
+        f"candidate for that arm. Commit {doc['commit'][:10]}.",
+        "",
+        "| candidate | epochs (student lineage / controls) | " + " | ".join(arms) + " |",
+        "| --- | --- | " + " | ".join("---" for _ in arms) + " |",
+    ]
+    for c in doc["candidates"]:
+        e = c["epochs"] or {}
+        cells = [f"{e.get('distilled_lineage', '?')} / {e.get('controls', '?')}"]
+        for arm in arms:
+            if arm not in c["miou"]:
+                cells.append("-")
+                continue
+            mark = "**" if doc["choice"][arm] == c["name"] else ""
+            seeds = " / ".join(_pct(x) for x in c["per_seed"][arm])
+            cells.append(f"{mark}{_pct(c['miou'][arm])}{mark} ({seeds})")
+        lines.append(f"| {c['name']} | " + " | ".join(cells) + " |")
+    chosen = ", ".join(f"{a} **{n}**" for a, n in doc["choice"].items())
+    gains = "; ".join(f"distilled - {a} {_gain(g)}" for a, g in doc["validation_gain"].items())
+    lines += ["", f"Chosen: {chosen}. Validation gains of the chosen arms: {gains} mIoU "
+              "(validation numbers, not a claim).", ""]  # fmt: skip
+    return "\n".join(lines)
+
+
+def measure_markdown(m: dict[str, Any], choice_doc: dict[str, Any]) -> str:
+    t = m["test"]
+    controls = list(m["gains"])
+    lines = [
+        "# The chosen arms on the test streets (measured once)",
+        "",
+        f"Test streets {t['seeds']} x {t['scans']} scans ({t['n_scans']}), seeds "
+        f"{choice_doc['seeds']}; chosen on validation: "
+        + ", ".join(f"{a} {n}" for a, n in m["choice"].items()) + ". mIoU: "
+        + ", ".join(f"{a} {_pct(v)}" for a, v in m["miou"].items()) + ".",
+        "",
+    ]
+    for a, g in m["gains"].items():
+        lines.append(f"**distilled - {a} {_gain(g)} mIoU** (95 % CI, two-level bootstrap over "
+                     "seeds and test scans); per seed "
+                     + " / ".join(f"{x * 100:+.1f}" for x in g["per_seed"]))  # fmt: skip
+        lines.append("")
+    lines += ["| class | " + " | ".join(f"distilled - {a} IoU (95 % CI)" for a in controls)
+              + " |", "| --- | " + " | ".join("---" for _ in controls) + " |"]  # fmt: skip
+    for c in CLASS_NAMES:
+        cells = [m["gains"][a]["per_class"][c] for a in controls]
+        lines.append(f"| {c} | " + " | ".join(
+            f"{x * 100:+.1f} [{lo * 100:+.1f}, {hi * 100:+.1f}]" for x, lo, hi in cells) + " |")
+    if m["ablation"]:
+        arms = choice_doc["arms"]
+        lines += ["", "Every candidate on the same test streets, mIoU (ablation; chose "
+                  "nothing):", "", "| candidate | " + " | ".join(arms) + " |",
+                  "| --- | " + " | ".join("---" for _ in arms) + " |"]  # fmt: skip
+        for n, v in m["ablation"].items():
+            lines.append(f"| {n} | " + " | ".join(
+                _pct(v[a]) if a in v else "-" for a in arms) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m xmodelkd_ros.training.choose",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Choose each arm's schedule (distilled, baseline) among finished benchmark "
+        "folders on validation streets, then (--measure) score the chosen pair once on test "
+        "streets. Scoring 2 arms x 5 seeds of one candidate on 80 validation scans takes ~1 "
+        "min on a 2-core CPU.",
+    )
+    p.add_argument("--candidate", dest="candidates", type=parse_candidate, action="append",
+                   required=True, metavar="NAME=DIR",
+                   help="a finished benchmark folder and its name; list cheapest first "
+                   "(ties go to the first); at least two")  # fmt: skip
+    p.add_argument("--arms", type=parse_arm_list, default=["distilled", "baseline"],
+                   help="arms to choose: distilled and the controls it is compared with, "
+                   "e.g. distilled,baseline,selftrain (10 %% labels)")  # fmt: skip
+    p.add_argument("--out", default="runs/choose", help="output folder")
+    p.add_argument("--seeds", type=int, default=3, help="training seeds 0..N-1 of every candidate")
+    p.add_argument("--label-fraction", type=parse_fraction, default=1.0,
+                   help="which labels<f> folder of the candidates")  # fmt: skip
+    p.add_argument("--val-seeds", type=parse_seeds, default=parse_seeds("104-123"),
+                   help="validation streets (world seeds 100-199)")  # fmt: skip
+    p.add_argument("--val-scans", type=int, default=4, help="scans per validation street")
+    p.add_argument("--val-stride", type=int, default=10, help="frames between validation scans")
+    p.add_argument("--tie", type=float, default=0.1,
+                   help="mIoU points within which the earlier-listed candidate wins")  # fmt: skip
+    p.add_argument("--measure", action="store_true",
+                   help="score the chosen arms on the test streets (once per --out)")  # fmt: skip
+    p.add_argument("--measure-all", action="store_true",
+                   help="with --measure: every candidate too (an ablation)")  # fmt: skip
+    p.add_argument("--test-seeds", type=parse_seeds, default=parse_seeds("9000-9003"),
+                   help="held-out test streets (reserved range 9000-9999)")  # fmt: skip
+    p.add_argument("--test-scans", type=int, default=8, help="scans per test street")
+    p.add_argument("--test-stride", type=int, default=10, help="frames between test scans")
+    p.add_argument("--beams", type=int, default=32, choices=(16, 32, 64), help="LiDAR beams")
+    p.add_argument("--bootstrap", type=int, default=2000, help="bootstrap replicates")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no tqdm")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    args.argv = argv
+    args.tie = args.tie / 100.0  # mIoU points -> the fractions the scores are in
+    names = [c.name for c in args.candidates]
+    problems = []
+    if len(names) < 2 or len(set(names)) != len(names):
+        problems.append("give at least two candidates with distinct names")
+    if args.seeds < 1 or args.val_scans < 1 or args.test_scans < 1:
+        problems.append("--seeds, --val-scans and --test-scans must be >= 1")
+    if args.measure_all and not args.measure:
+        problems.append("--measure-all needs --measure")
+    if problems:
+        print(f"error: {'; '.join(problems)}", file=sys.stderr)
+        return 2
+    try:
+        check_seeds("val", args.val_seeds)
+        check_seeds("test", args.test_seeds)
+        return Chooser(args).run()
+    except (BenchmarkError, SplitError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: run the same command again to continue", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
