@@ -4,6 +4,7 @@ through the node's Segmenter on real simulated streets)."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
 from pathlib import Path
@@ -13,7 +14,7 @@ import pytest
 import torch
 
 from xmodelkd_ros.labels import CLASS_NAMES, NUM_CLASSES
-from xmodelkd_ros.training.choose import choose, main
+from xmodelkd_ros.training.choose import choose, main, parse_arm_list, parse_candidate
 
 SEEDS = 2
 TINY = ["--seeds", str(SEEDS), "--val-seeds", "104", "--val-scans", "1", "--test-seeds",
@@ -136,6 +137,25 @@ def test_refusals_are_one_line(folders, tmp_path, capsys, extra, needle) -> None
 def test_one_candidate_is_refused(folders, capsys) -> None:
     assert main(["--candidate", f"a={folders['plain']}", *TINY]) == 2
     assert "at least two" in capsys.readouterr().err
+
+
+def test_an_unreadable_checkpoint_is_one_line(folders, tmp_path, capsys) -> None:
+    bad = tmp_path / "bad"
+    shutil.copytree(folders["plain"], bad)
+    (bad / "labels1" / "seed1" / "baseline.pt").write_bytes(b"not a checkpoint")
+    argv = ["--candidate", f"a={folders['road']}", "--candidate", f"b={bad}",
+            "--out", str(tmp_path / "c"), *TINY]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: candidate b:") and "Traceback" not in "\n".join(err)
+
+
+def test_arm_lists_put_the_student_first() -> None:
+    assert parse_arm_list("baseline,distilled") == ["distilled", "baseline"]
+    with pytest.raises(argparse.ArgumentTypeError):
+        parse_arm_list("baseline,selftrain")
+    with pytest.raises(argparse.ArgumentTypeError):
+        parse_candidate("x:teacher=/tmp")
 
 
 def test_arms_a_candidate_is_limited_to_and_the_selftrain_control(folders, tmp_path) -> None:

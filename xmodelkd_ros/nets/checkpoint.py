@@ -92,15 +92,29 @@ def save_student(ckpt: StudentCheckpoint, path: str | os.PathLike) -> None:
     atomic_torch_save(ckpt.to_payload(), path)
 
 
+def read_torch_file(path: Path) -> Any:
+    """``torch.load`` (tensors only) with a one-line :class:`CheckpointError` for a file it
+    cannot read. Why: torch's own message for a corrupt or foreign file is a paragraph that
+    suggests ``weights_only=False``, which a node loading a model must never do."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for corrupt files
+        import pickle
+
+        if isinstance(exc, pickle.UnpicklingError):
+            why = "corrupt, truncated, or holding objects other than tensors"
+        else:
+            why = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()),
+                       type(exc).__name__)  # fmt: skip
+        raise CheckpointError(f"cannot read checkpoint {path}: {why}") from exc
+
+
 def load_student(path: str | os.PathLike) -> StudentCheckpoint:
     """Load a student checkpoint, or the one a training checkpoint holds under "student"."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for corrupt files
-        raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from exc
+    payload = read_torch_file(path)
     if isinstance(payload, dict) and isinstance(payload.get("student"), dict):
         payload = payload["student"]
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:

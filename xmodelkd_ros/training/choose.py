@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from xmodelkd_ros.labels import CLASS_NAMES
+from xmodelkd_ros.runtime.metadata import ModelLoadError
 from xmodelkd_ros.sim.splits import SplitError, check_seeds
 from xmodelkd_ros.training.bench_score import BenchmarkError, held_out_scans, score_student
 from xmodelkd_ros.training.bench_stats import miou_from_confusion, paired_gain
@@ -102,7 +103,7 @@ def parse_arm_list(text: str) -> list[str]:
             f"arms are distilled and at least one control ({' | '.join(ARM_CHECKPOINTS)}), "
             f"got {text!r}"
         )
-    return list(dict.fromkeys(arms))
+    return ["distilled", *dict.fromkeys(a for a in arms if a != "distilled")]
 
 
 def choose(means: dict[str, float], tie: float) -> str:
@@ -180,7 +181,10 @@ class Chooser:
         path = self.out / "scores" / split / cand.name / f"seed{seed}_{arm}_{digest}.npz"
         if path.is_file():
             return np.load(path)["confusion"]
-        cm = score_student(ck, self.scans(split))
+        try:
+            cm = score_student(ck, self.scans(split))
+        except ModelLoadError as exc:
+            raise BenchmarkError(f"candidate {cand.name}: {exc}") from None
         path.parent.mkdir(parents=True, exist_ok=True)
         np.savez_compressed(path, confusion=cm, key=json.dumps(key))
         return cm

@@ -31,6 +31,7 @@ from xmodelkd_ros.nets.checkpoint import (
     StudentCheckpoint,
     atomic_torch_save,
     load_student,
+    read_torch_file,
     save_student,
 )
 from xmodelkd_ros.nets.image_encoder import ImageEncoderConfig
@@ -96,8 +97,8 @@ def save_teacher(model: FusionTeacher, path: Path, provenance: dict[str, Any]) -
 def load_teacher(path: Path) -> FusionTeacher:
     if not path.is_file():
         raise CheckpointError(f"teacher checkpoint {path} not found: run --stage teacher first")
-    payload = torch.load(path, map_location="cpu", weights_only=True)
-    if payload.get("format") != TEACHER_FORMAT:
+    payload = read_torch_file(path)
+    if not isinstance(payload, dict) or payload.get("format") != TEACHER_FORMAT:
         raise CheckpointError(f"{path} is not a {TEACHER_FORMAT} checkpoint")
     model = FusionTeacher(TeacherConfig.from_dict(payload["teacher_config"]))
     model.load_state_dict(payload["state_dict"])
