@@ -278,9 +278,14 @@ class Chooser:
         if self.args.measure_all:  # every candidate on the same streets: reported, not chosen
             for a in self.arms:
                 for n, cm in cms[a].items():
-                    doc["ablation"].setdefault(n, {})[a] = float(
+                    doc["ablation"].setdefault(n, {"miou": {}, "gains": {}})["miou"][a] = float(
                         miou_from_confusion(cm.sum(1)).mean()
                     )
+            for n, row in doc["ablation"].items():  # a candidate's own student vs controls
+                for a in self.arms[1:]:
+                    if n in cms["distilled"] and n in cms[a]:
+                        g = paired_gain(cms["distilled"][n], cms[a][n], reps=self.args.bootstrap)
+                        row["gains"][a] = {"mean": g.mean, "ci95": list(g.ci)}
         return doc
 
     def run(self) -> int:
@@ -339,7 +344,9 @@ def choice_markdown(doc: dict[str, Any]) -> str:
     ]
     for c in doc["candidates"]:
         e = c["epochs"] or {}
-        cells = [f"{e.get('distilled_lineage', '?')} / {e.get('controls', '?')}"]
+        student = e.get("distilled_lineage", "?") if "distilled" in c["miou"] else "-"
+        controls = e.get("controls", "?") if set(c["miou"]) - {"distilled"} else "-"
+        cells = [f"{student} / {controls}"]
         for arm in arms:
             if arm not in c["miou"]:
                 cells.append("-")
@@ -380,12 +387,14 @@ def measure_markdown(m: dict[str, Any], choice_doc: dict[str, Any]) -> str:
             f"{x * 100:+.1f} [{lo * 100:+.1f}, {hi * 100:+.1f}]" for x, lo, hi in cells) + " |")
     if m["ablation"]:
         arms = choice_doc["arms"]
+        heads = [*arms, *(f"own distilled - {a} (95 % CI)" for a in arms[1:])]
         lines += ["", "Every candidate on the same test streets, mIoU (ablation; chose "
-                  "nothing):", "", "| candidate | " + " | ".join(arms) + " |",
-                  "| --- | " + " | ".join("---" for _ in arms) + " |"]  # fmt: skip
+                  "nothing):", "", "| candidate | " + " | ".join(heads) + " |",
+                  "| --- | " + " | ".join("---" for _ in heads) + " |"]  # fmt: skip
         for n, v in m["ablation"].items():
-            lines.append(f"| {n} | " + " | ".join(
-                _pct(v[a]) if a in v else "-" for a in arms) + " |")
+            cells = [_pct(v["miou"][a]) if a in v["miou"] else "-" for a in arms]
+            cells += [_gain(v["gains"][a]) if a in v["gains"] else "-" for a in arms[1:]]
+            lines.append(f"| {n} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
