@@ -17,8 +17,9 @@ from xmodelkd_ros.labels import CLASS_NAMES, NUM_CLASSES
 from xmodelkd_ros.training.choose import choose, main, parse_arm_list, parse_candidate
 
 SEEDS = 2
-TINY = ["--seeds", str(SEEDS), "--val-seeds", "104", "--val-scans", "1", "--test-seeds",
-        "9000", "--test-scans", "1", "--bootstrap", "20", "--no-progress"]  # fmt: skip
+TINY = ["--seeds", str(SEEDS), "--val-seeds", "104", "--val-scans", "1", "--bootstrap", "20",
+        "--no-progress"]  # fmt: skip
+MEASURE = ["--measure", "--test-seeds", "9000", "--test-scans", "1"]
 
 
 def _student(path: Path, init: int, road_bias: float | None = None) -> None:
@@ -81,7 +82,7 @@ def test_choice_matches_an_independent_miou_and_measure_runs_once(folders, tmp_p
     out = tmp_path / "choose"
     cands = [f"{n}={p}" for n, p in folders.items()]
     argv = [*(x for c in cands for x in ("--candidate", c)), "--out", str(out), *TINY]
-    assert main([*argv, "--measure", "--measure-all"]) == 0
+    assert main([*argv, *MEASURE, "--measure-all"]) == 0
     doc = json.loads((out / "choice.json").read_text())
     oracle = {
         n: {arm: np.mean([_brute_miou(p / "labels1" / f"seed{s}" / ck, [104], "val")
@@ -111,10 +112,10 @@ def test_choice_matches_an_independent_miou_and_measure_runs_once(folders, tmp_p
     # listing the copy first changes the choice: the same test streets refuse to measure it
     swapped = [cands[0], cands[2], cands[1]]
     argv2 = [*(x for c in swapped for x in ("--candidate", c)), "--out", str(out), *TINY]
-    assert main([*argv2, "--measure"]) == 2
+    assert main([*argv2, *MEASURE]) == 2
     # a rerun of the same choice reuses the cached scores
     n_scores = len(list((out / "scores").rglob("*.npz")))
-    assert main([*argv, "--measure"]) == 0
+    assert main([*argv, *MEASURE]) == 0
     assert len(list((out / "scores").rglob("*.npz"))) == n_scores
 
 
@@ -122,9 +123,11 @@ def test_choice_matches_an_independent_miou_and_measure_runs_once(folders, tmp_p
     "extra, needle",
     [
         (["--val-seeds", "9000"], "may not be used for val"),
-        (["--test-seeds", "104"], "may not be used for test"),
+        (["--measure", "--test-seeds", "104"], "may not be used for test"),
+        (["--measure"], "--measure needs --test-seeds"),
         (["--seeds", "3"], "no "),  # the folders have seeds 0-1 only
         (["--measure-all"], "needs --measure"),
+        (["--measure", "--test-seeds", "1-2"], "1 (train), 2 (train) may not be used"),
         (["--arms", "distilled,selftrain"], "no candidate for the selftrain arm"),
     ],
 )
