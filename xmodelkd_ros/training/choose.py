@@ -11,12 +11,14 @@ seed, their gain and the test streets' differed by up to 10 mIoU. So this comman
 the candidates on as many validation streets as asked (default 20 x 4 scans).
 
 Candidates are finished benchmark folders that differ in schedule (``NAME=DIR``, each with
-``labels<f>/seed<k>/student.pt`` and ``baseline.pt``, e.g. from ``benchmark --set
-schedule.student_epochs=88``). For each arm (``distilled``, ``baseline``) the candidate with
-the best mean validation mIoU over the seeds is chosen; candidates within ``--tie`` of the
-best go to the one listed first (list the cheapest first). ``--measure`` then scores the
-chosen student and the chosen baseline, paired by seed, on the test streets: the mean gain
-with the benchmark's two-level 95 % bootstrap interval. A measurement is recorded with the
+``labels<f>/seed<k>/student.pt``, ``baseline.pt`` and, with ``--arms selftrain``,
+``selftrain.pt``, e.g. from ``benchmark --set schedule.student_epochs=88``;
+``NAME:baseline=DIR`` makes a folder a candidate for the named arms only). For each arm
+(``distilled`` and its controls ``baseline``, ``selftrain``) the candidate with the best mean
+validation mIoU over the seeds is chosen; candidates within ``--tie`` of the best go to the
+one listed first (list the cheapest first). ``--measure`` then scores the chosen student
+and each chosen control, paired by seed, on the test streets: the mean gain with the
+benchmark's two-level 95 % bootstrap interval. A measurement is recorded with the
 choice it followed and is not repeated for another choice on the same ``--out``: a second
 look at the same test streets would make them validation streets.
 
