@@ -183,3 +183,16 @@ def test_arms_a_candidate_is_limited_to_and_the_selftrain_control(folders, tmp_p
     want = np.subtract(per_seed["distilled"], per_seed["selftrain"])
     assert doc["validation_gain"]["selftrain"]["per_seed"] == pytest.approx(list(want))
     assert "| road | - / ? | - |" in (out / "choice.md").read_text()
+
+
+def test_a_class_absent_from_the_scans_is_null_in_json_and_na_in_markdown() -> None:
+    from xmodelkd_ros.training.bench_report import gain_doc
+    from xmodelkd_ros.training.bench_stats import PairedGain
+    from xmodelkd_ros.training.choose import _gain
+
+    nan_road = np.zeros(NUM_CLASSES)
+    nan_road[CLASS_NAMES.index("road")] = np.nan
+    g = PairedGain(np.array([0.01]), 0.01, (0.0, 0.02), nan_road, nan_road, nan_road)
+    doc = json.loads(json.dumps(gain_doc(g), allow_nan=False))  # NaN would raise here
+    assert doc["per_class"]["road"] == {"mean": None, "ci95": [None, None]}
+    assert _gain(doc["per_class"]["road"]) == "n/a" and _gain(doc) == "+1.0 [+0.0, +2.0]"

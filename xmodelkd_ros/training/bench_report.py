@@ -30,7 +30,9 @@ def _num(v: Any) -> float | None:
     return None if np.isnan(v) else v
 
 
-def _gain_doc(g: Any) -> dict[str, Any]:
+def gain_doc(g: Any) -> dict[str, Any]:
+    """A :class:`~xmodelkd_ros.training.bench_stats.PairedGain` as JSON (a class absent from
+    the scans: null, never NaN, which is not JSON)."""
     return {
         "mean": g.mean,
         "ci95": list(g.ci),
@@ -85,8 +87,8 @@ def summarize(
                 for i, r in enumerate(seeds)
             ],
             "miou": {m: float(miou[m].mean()) for m in MODELS},
-            "gain": _gain_doc(gain),
-            "teacher_gain": _gain_doc(teacher_gain),
+            "gain": gain_doc(gain),
+            "teacher_gain": gain_doc(teacher_gain),
             "iou": {
                 m: {c: _num(v) for c, v in zip(CLASS_NAMES, nanmean(iou[m]), strict=True)}
                 for m in MODELS

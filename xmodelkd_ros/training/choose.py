@@ -44,6 +44,7 @@ import numpy as np
 from xmodelkd_ros.labels import CLASS_NAMES
 from xmodelkd_ros.runtime.metadata import ModelLoadError
 from xmodelkd_ros.sim.splits import SplitError, check_seeds
+from xmodelkd_ros.training.bench_report import gain_doc
 from xmodelkd_ros.training.bench_score import BenchmarkError, held_out_scans, score_student
 from xmodelkd_ros.training.bench_stats import miou_from_confusion, paired_gain
 from xmodelkd_ros.training.benchmark import _progress, git_commit, parse_fraction, parse_seeds
@@ -217,11 +218,8 @@ class Chooser:
         choice = {a: choose({n: float(v.mean()) for n, v in per_seed[a].items()},
                             self.args.tie) for a in self.arms}  # fmt: skip
         student = cms["distilled"][choice["distilled"]]
-        gains = {}
-        for a in self.arms[1:]:
-            g = paired_gain(student, cms[a][choice[a]], reps=self.args.bootstrap)
-            gains[a] = {"mean": g.mean, "ci95": list(g.ci),
-                        "per_seed": [float(x) for x in g.per_seed]}  # fmt: skip
+        gains = {a: gain_doc(paired_gain(student, cms[a][choice[a]], reps=self.args.bootstrap))
+                 for a in self.arms[1:]}  # fmt: skip
         commit, dirty = git_commit(Path(__file__).resolve().parent)
         return {
             "command": "python -m xmodelkd_ros.training.choose " + " ".join(self.args.argv),
@@ -230,7 +228,7 @@ class Chooser:
             "label_fraction": self.fraction,
             "seeds": self.seeds,
             "arms": self.arms,
-            "validation": {**self.street_set("val"), "n_scans": len(self.scans("val"))},
+            "validation": {**self.street_set("val"), "n_scans": int(student.shape[1])},
             "tie": self.args.tie,
             "candidates": [
                 {
@@ -268,15 +266,8 @@ class Chooser:
             "ablation": {},
         }
         for a in self.arms[1:]:
-            g = paired_gain(student, cms[a][chosen[a]], reps=self.args.bootstrap)
-            doc["gains"][a] = {
-                "mean": g.mean,
-                "ci95": list(g.ci),
-                "per_seed": [float(x) for x in g.per_seed],
-                "per_class": {c: [float(m), float(lo), float(hi)] for c, m, lo, hi in
-                              zip(CLASS_NAMES, g.class_mean, g.class_lo, g.class_hi,
-                                  strict=True)},
-            }  # fmt: skip
+            doc["gains"][a] = gain_doc(paired_gain(student, cms[a][chosen[a]],
+                                                   reps=self.args.bootstrap))  # fmt: skip
         if self.args.measure_all:  # every candidate on the same streets: reported, not chosen
             for a in self.arms:
                 for n, cm in cms[a].items():
@@ -287,7 +278,7 @@ class Chooser:
                 for a in self.arms[1:]:
                     if n in cms["distilled"] and n in cms[a]:
                         g = paired_gain(cms["distilled"][n], cms[a][n], reps=self.args.bootstrap)
-                        row["gains"][a] = {"mean": g.mean, "ci95": list(g.ci)}
+                        row["gains"][a] = gain_doc(g)
         return doc
 
     def run(self) -> int:
@@ -325,7 +316,10 @@ def _pct(x: float) -> str:
 
 
 def _gain(g: dict[str, Any]) -> str:
+    """``+x.x [+lo, +hi]`` of a :func:`gain_doc` entry (n/a for a class absent from the scans)."""
     lo, hi = g["ci95"]
+    if g["mean"] is None or lo is None or hi is None:
+        return "n/a"
     return f"{g['mean'] * 100:+.1f} [{lo * 100:+.1f}, {hi * 100:+.1f}]"
 
 
@@ -384,9 +378,8 @@ def measure_markdown(m: dict[str, Any], choice_doc: dict[str, Any]) -> str:
     lines += ["| class | " + " | ".join(f"distilled - {a} IoU (95 % CI)" for a in controls)
               + " |", "| --- | " + " | ".join("---" for _ in controls) + " |"]  # fmt: skip
     for c in CLASS_NAMES:
-        cells = [m["gains"][a]["per_class"][c] for a in controls]
-        lines.append(f"| {c} | " + " | ".join(
-            f"{x * 100:+.1f} [{lo * 100:+.1f}, {hi * 100:+.1f}]" for x, lo, hi in cells) + " |")
+        cells = [_gain(m["gains"][a]["per_class"][c]) for a in controls]
+        lines.append(f"| {c} | " + " | ".join(cells) + " |")
     if m["ablation"]:
         arms = choice_doc["arms"]
         heads = [*arms, *(f"own distilled - {a} (95 % CI)" for a in arms[1:])]
