@@ -83,6 +83,21 @@ class CheckpointHook(HookBase):
         trainer.save_checkpoint(trainer.epoch + 1, 0)
 
 
+class ProgressHook(HookBase):
+    """Tells the stage's loss where the stage is before each step (``set_progress``, a
+    fraction of its steps), for weights that follow a schedule
+    (``loss.distill.teacher_decay``). Computed from the global step, so a resumed run
+    continues the same schedule; a loss without ``set_progress`` is left alone."""
+
+    priority = 20
+
+    def before_step(self, trainer: Trainer) -> None:
+        set_progress = getattr(getattr(trainer.stage, "loss", None), "set_progress", None)
+        if set_progress is not None:
+            total = max(1, trainer.epochs * trainer.steps_per_epoch)
+            set_progress(trainer.global_step / total)
+
+
 class NonFiniteGuardHook(HookBase):
     """A NaN/inf loss on any rank skips the step on every rank before any weight changes:
     ``optim.nan_policy=stop`` checkpoints the last finite weights and exits with code 3,

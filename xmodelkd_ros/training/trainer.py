@@ -30,6 +30,7 @@ from xmodelkd_ros.training.hooks import (
     HookBase,
     LoggerHook,
     NonFiniteGuardHook,
+    ProgressHook,
     TensorBoardHook,
 )
 from xmodelkd_ros.training.recipe import intensity_range_of
@@ -50,6 +51,7 @@ def lr_lambda(warmup: int, total: int) -> Callable[[int], float]:
 
 def default_hooks(ctx: Context) -> list[HookBase]:
     hooks: list[HookBase] = [
+        ProgressHook(),
         NonFiniteGuardHook(str(ctx.recipe["optim"].get("nan_policy", "stop"))),
         LoggerHook(),
         CheckpointHook(),
