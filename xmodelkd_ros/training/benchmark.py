@@ -102,7 +102,9 @@ def git_commit(path: Path) -> tuple[str, bool]:
         return "unknown", False
 
 
-def _progress(enabled: bool, total: int, desc: str) -> Any:
+def progress_bar(enabled: bool, total: int, desc: str) -> Any:
+    """A tqdm bar over ``total`` items (the benchmark's and ``choose``'s long loops), or
+    None when progress is off (``--no-progress``, CI logs); callers update it if given."""
     if not enabled:
         return None
     from tqdm import tqdm
@@ -148,7 +150,7 @@ class Benchmark:
     def scans(self, recipe: dict[str, Any]) -> list[Any]:
         if self._scans is None:
             n = len(self.test_seeds) * self.args.test_scans
-            bar = _progress(self.args.progress, n, "test scans")
+            bar = progress_bar(self.args.progress, n, "test scans")
             self._scans = held_out_scans(
                 self.test_seeds, self.args.test_scans, self.args.test_stride, self.args.beams,
                 self.args.cameras, tuple(recipe["data"].get("render_size", [180, 320])), bar,
@@ -226,7 +228,7 @@ class Benchmark:
         )
         # seed-major: a run stopped early still has every fraction for its first seeds
         todo = [(f, s) for s in self.seeds for f in self.fractions]
-        bar = _progress(self.args.progress, len(todo), "benchmark (fraction, seed)")
+        bar = progress_bar(self.args.progress, len(todo), "benchmark (fraction, seed)")
         results: dict[float, list[dict[str, Any]]] = {f: [] for f in self.fractions}
         for f, s in todo:
             if bar is not None:

@@ -47,7 +47,12 @@ from xmodelkd_ros.sim.splits import SplitError, check_seeds
 from xmodelkd_ros.training.bench_report import gain_doc
 from xmodelkd_ros.training.bench_score import BenchmarkError, held_out_scans, score_student
 from xmodelkd_ros.training.bench_stats import miou_from_confusion, paired_gain
-from xmodelkd_ros.training.benchmark import _progress, git_commit, parse_fraction, parse_seeds
+from xmodelkd_ros.training.benchmark import (
+    git_commit,
+    parse_fraction,
+    parse_seeds,
+    progress_bar,
+)
 from xmodelkd_ros.training.stages import recipe_epochs
 
 #: arm -> the checkpoint of a benchmark run folder it is scored from
@@ -160,7 +165,7 @@ class Chooser:
     def scans(self, split: str) -> list[Any]:
         if split not in self._scans:
             st = self.street_set(split)
-            bar = _progress(self.args.progress, len(st["seeds"]) * st["scans"], f"{split} scans")
+            bar = progress_bar(self.args.progress, len(st["seeds"]) * st["scans"], f"{split} scans")
             self._scans[split] = held_out_scans(
                 st["seeds"], st["scans"], st["stride"], st["beams"], 0, (180, 320), bar, split
             )
@@ -195,7 +200,7 @@ class Chooser:
     def score_all(self, split: str, jobs: Sequence[tuple[str, Candidate]]
                   ) -> dict[str, dict[str, np.ndarray]]:  # fmt: skip
         """For each (arm, candidate): arm -> candidate name -> (S, N, K, K) confusions."""
-        bar = _progress(self.args.progress, len(jobs) * len(self.seeds),
+        bar = progress_bar(self.args.progress, len(jobs) * len(self.seeds),
                         f"scoring on {split} streets")  # fmt: skip
         out: dict[str, dict[str, np.ndarray]] = {}
         for arm, c in jobs:
