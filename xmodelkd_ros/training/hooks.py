@@ -94,8 +94,7 @@ class ProgressHook(HookBase):
     def before_step(self, trainer: Trainer) -> None:
         set_progress = getattr(getattr(trainer.stage, "loss", None), "set_progress", None)
         if set_progress is not None:
-            total = max(1, trainer.epochs * trainer.steps_per_epoch)
-            set_progress(trainer.global_step / total)
+            set_progress(trainer.global_step / trainer.total_steps)
 
 
 class NonFiniteGuardHook(HookBase):

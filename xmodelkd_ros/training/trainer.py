@@ -89,9 +89,10 @@ class Trainer:
         self.cap = r["schedule"].get("steps_per_epoch")
         n = len(self.source)
         self.steps_per_epoch = len(epoch_batches(ctx, n, 0, self.batch_size, self.cap))
-        total = max(1, self.epochs * self.steps_per_epoch)
+        #: The stage's optimizer steps: the end of the LR schedule and of ``set_progress``.
+        self.total_steps = max(1, self.epochs * self.steps_per_epoch)
         self.sched = torch.optim.lr_scheduler.LambdaLR(
-            self.optim, lr_lambda(int(o.get("warmup_steps", 0)), total)
+            self.optim, lr_lambda(int(o.get("warmup_steps", 0)), self.total_steps)
         )
         self.clip = float(o.get("grad_clip") or 0)
         self.dataset = PreparedDataset(
