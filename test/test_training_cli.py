@@ -210,3 +210,29 @@ def test_parallel_baseline_stops_with_the_pipeline(tmp_path, capsys):
     ck = torch.load(out / "baseline" / "last.pt", map_location="cpu", weights_only=True)
     assert not ck["done"] and ck["epoch"] < 80
     assert not (out / "baseline.pt").exists()
+
+
+class _ValueErrorAtStep(HookBase):
+    """A bug inside the training loop (not a recipe value): must keep its traceback."""
+
+    def before_step(self, trainer):
+        raise ValueError("unknown config in a hook: a bug, not the recipe")
+
+
+def test_recipe_value_errors_are_one_line_and_bugs_are_not(tmp_path, capsys):
+    # Values only the network builder rejects (no override check can see them) fail at
+    # the stage's start as one line naming the stage.
+    args = ["--stage", "teacher", "--out", str(tmp_path / "t"), *TINY]
+    assert main([*args, "model.image.arch=resnet7"]) == 2
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert "Traceback" not in err and len(lines) == 1
+    assert "bad recipe value (teacher stage)" in lines[0] and "resnet7" in lines[0]
+    assert main([*args, "optim.lr=fast"]) == 2
+    assert "bad recipe value (teacher stage)" in capsys.readouterr().err
+    # The same exception type raised while training is a bug: it propagates, whatever
+    # its text says (the former filter let any "unknown"/"config" ValueError pass as a
+    # recipe error).
+    with pytest.raises(ValueError, match="a bug, not the recipe"):
+        main(["--stage", "baseline", "--out", str(tmp_path / "b"), *TINY],
+             hooks=[_ValueErrorAtStep()])  # fmt: skip

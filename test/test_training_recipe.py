@@ -106,3 +106,19 @@ def test_a_new_dataset_is_one_decorated_class():
         assert build_source(recipe, "pretrain") == ["train"] * 3  # pretrain reads train
     finally:
         DATASETS._entries.pop("in_memory_test")
+
+
+def test_recipe_values_converts_plain_value_errors_only():
+    from xmodelkd_ros.nets.image_encoder import WeightLoadError
+    from xmodelkd_ros.training.recipe import recipe_values
+
+    for exc in (ValueError("x must be > 0"), TypeError("got an unexpected keyword 'y'")):
+        match = r"^bad recipe value \(the net\): "
+        with pytest.raises(RecipeError, match=match) as info, recipe_values("the net"):
+            raise exc
+        assert info.value.__cause__ is exc
+    typed = (RecipeError("typo"), WeightLoadError("bad weights"), KeyError("k"))
+    for exc in typed:  # typed errors keep their own type (and handler)
+        with pytest.raises(type(exc)) as info, recipe_values("the net"):
+            raise exc
+        assert info.value is exc

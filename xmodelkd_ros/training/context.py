@@ -23,6 +23,7 @@ from xmodelkd_ros.sparse import VoxelGridSpec
 from xmodelkd_ros.training import distributed as D
 from xmodelkd_ros.training.data.collate import collate
 from xmodelkd_ros.training.datasets import PreparedDataset, build_source
+from xmodelkd_ros.training.recipe import recipe_values
 
 
 class TrainingStoppedError(RuntimeError):
@@ -67,7 +68,8 @@ class Context:
 
     def source(self, split: str) -> Any:
         if split not in self.sources:
-            self.sources[split] = build_source(self.recipe, split)
+            with recipe_values(f"data, {split} split"):
+                self.sources[split] = build_source(self.recipe, split)
         return self.sources[split]
 
     @property

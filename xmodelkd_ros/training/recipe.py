@@ -14,7 +14,8 @@ install, colcon) under ``<prefix>/share/xmodelkd_ros/training``, where setup.py 
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,21 @@ BASE_KEY = "_base_"
 
 class RecipeError(ValueError):
     """A recipe cannot be found or an override names an unknown key / bad value."""
+
+
+@contextmanager
+def recipe_values(what: str) -> Iterator[None]:
+    """Where recipe values become objects (datasets, networks, losses, optimizer), a
+    ValueError or TypeError is the recipe's fault: re-raise it as a :class:`RecipeError`
+    naming ``what`` was being built, so the CLI prints one line instead of a traceback.
+    Errors raised later, while training, are bugs and keep their traceback; typed
+    subclasses (a RecipeError itself, WeightLoadError, ...) pass through unchanged."""
+    try:
+        yield
+    except (TypeError, ValueError) as exc:
+        if type(exc) not in (TypeError, ValueError):
+            raise
+        raise RecipeError(f"bad recipe value ({what}): {exc}") from exc
 
 
 def recipe_dirs() -> list[Path]:

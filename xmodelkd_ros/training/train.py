@@ -251,11 +251,6 @@ def main(argv: Sequence[str] | None = None, hooks: Sequence[HookBase] = ()) -> i
     except (DatasetError, CheckpointError, RecipeError, WeightLoadError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         code = 2
-    except (TypeError, ValueError) as exc:
-        if "config" not in str(exc) and "unknown" not in str(exc):
-            raise
-        print(f"error: bad recipe value: {exc}", file=sys.stderr)
-        code = 2
     finally:
         set_default_impl(previous_impl)
         for s, h in old.items():

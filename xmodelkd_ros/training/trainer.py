@@ -33,7 +33,7 @@ from xmodelkd_ros.training.hooks import (
     ProgressHook,
     TensorBoardHook,
 )
-from xmodelkd_ros.training.recipe import intensity_range_of
+from xmodelkd_ros.training.recipe import intensity_range_of, recipe_values
 from xmodelkd_ros.training.stages import StageKind, on_sparse_backend
 
 
@@ -71,41 +71,42 @@ class Trainer:
         stage_dir = ctx.out / kind.name
         stage_dir.mkdir(parents=True, exist_ok=True)
         self.stage_dir, self.last = stage_dir, stage_dir / "last.pt"
-        self.source = ctx.source(kind.split)
-        labelled = self.source if kind.split == "pretrain" else ctx.source("train")
-        self.class_names = class_names_of(labelled)
-        torch.manual_seed(ctx.seed * 1000 + kind.stream)  # same init for every run and rank
-        stage = on_sparse_backend(ctx, kind.build(ctx, len(self.class_names)))
-        self.stage: nn.Module = stage.to(ctx.device)
-        self.model: nn.Module = self.stage  # DDP-wrapped in train() when distributed
-        self.net_cfg = kind.network_config(self.stage)
-        self.params = [p for p in self.stage.parameters() if p.requires_grad]
-        o = r["optim"]
-        self.optim = torch.optim.AdamW(
-            self.params, lr=float(o["lr"]), weight_decay=float(o["weight_decay"])
-        )
-        self.epochs = kind.epochs(r)
-        self.batch_size = int(r["data"]["batch_size"])
-        self.cap = r["schedule"].get("steps_per_epoch")
-        n = len(self.source)
-        self.steps_per_epoch = len(epoch_batches(ctx, n, 0, self.batch_size, self.cap))
-        #: The stage's optimizer steps: the end of the LR schedule and of ``set_progress``.
-        self.total_steps = max(1, self.epochs * self.steps_per_epoch)
-        self.sched = torch.optim.lr_scheduler.LambdaLR(
-            self.optim, lr_lambda(int(o.get("warmup_steps", 0)), self.total_steps)
-        )
-        self.clip = float(o.get("grad_clip") or 0)
-        self.dataset = PreparedDataset(
-            self.source,
-            augment_config(r, True),
-            tuple(r["data"]["image_size"]),
-            ctx.seed,
-            kind.stream,
-            r["data"].get("max_points"),
-            int(r["data"].get("views", 1)),
-            use_images=kind.uses_images,
-            temporal=kind.uses_temporal,
-        )
+        with recipe_values(f"{kind.name} stage"):
+            self.source = ctx.source(kind.split)
+            labelled = self.source if kind.split == "pretrain" else ctx.source("train")
+            self.class_names = class_names_of(labelled)
+            torch.manual_seed(ctx.seed * 1000 + kind.stream)  # same init for every run and rank
+            stage = on_sparse_backend(ctx, kind.build(ctx, len(self.class_names)))
+            self.stage: nn.Module = stage.to(ctx.device)
+            self.model: nn.Module = self.stage  # DDP-wrapped in train() when distributed
+            self.net_cfg = kind.network_config(self.stage)
+            self.params = [p for p in self.stage.parameters() if p.requires_grad]
+            o = r["optim"]
+            self.optim = torch.optim.AdamW(
+                self.params, lr=float(o["lr"]), weight_decay=float(o["weight_decay"])
+            )
+            self.epochs = kind.epochs(r)
+            self.batch_size = int(r["data"]["batch_size"])
+            self.cap = r["schedule"].get("steps_per_epoch")
+            n = len(self.source)
+            self.steps_per_epoch = len(epoch_batches(ctx, n, 0, self.batch_size, self.cap))
+            #: The stage's optimizer steps: the end of the LR schedule and of ``set_progress``.
+            self.total_steps = max(1, self.epochs * self.steps_per_epoch)
+            self.sched = torch.optim.lr_scheduler.LambdaLR(
+                self.optim, lr_lambda(int(o.get("warmup_steps", 0)), self.total_steps)
+            )
+            self.clip = float(o.get("grad_clip") or 0)
+            self.dataset = PreparedDataset(
+                self.source,
+                augment_config(r, True),
+                tuple(r["data"]["image_size"]),
+                ctx.seed,
+                kind.stream,
+                r["data"].get("max_points"),
+                int(r["data"].get("views", 1)),
+                use_images=kind.uses_images,
+                temporal=kind.uses_temporal,
+            )
         # defaults + the run's own (ctx.hooks), lower priority first, stable
         self.hooks = sorted([*default_hooks(ctx), *ctx.hooks], key=lambda h: h.priority)
         # loop state (hooks read and write these)
