@@ -10,12 +10,8 @@ import pytest
 import torch
 
 from xmodelkd_ros.training.losses import (
-    DistillLoss,
-    DistillWeights,
     FeatureProjector,
     NonFiniteLossError,
-    TeacherLoss,
-    TeacherWeights,
     balanced_cross_entropy,
     check_finite,
     class_balance_weights,
@@ -24,6 +20,12 @@ from xmodelkd_ros.training.losses import (
     lovasz_softmax,
     multiview_infonce,
     segmentation_loss,
+)
+from xmodelkd_ros.training.objectives import (
+    DistillLoss,
+    DistillWeights,
+    TeacherLoss,
+    TeacherWeights,
 )
 
 
@@ -66,7 +68,7 @@ def _lovasz_reference(probs: np.ndarray, labels: np.ndarray) -> tuple[float, lis
     return float(np.mean(values)), grads
 
 
-def test_lovasz_perfect_prediction_is_zero():
+def test_lovasz_perfect_prediction_iszero_loss():
     labels = torch.tensor([0, 1, 2, 1, 2, 2])
     probs = torch.nn.functional.one_hot(labels, 4).double()
     assert lovasz_softmax(probs, labels).item() == pytest.approx(0.0, abs=1e-12)
@@ -109,7 +111,7 @@ def test_lovasz_value_and_gradient_match_definition(seed):
     np.testing.assert_allclose(probs.grad.numpy(), expect_grad, atol=1e-12)
 
 
-def test_lovasz_all_ignored_is_gradient_safe_zero():
+def test_lovasz_all_ignored_is_gradient_safezero_loss():
     probs = torch.rand(4, 3, requires_grad=True)
     loss = lovasz_softmax(probs, torch.zeros(4, dtype=torch.long), ignore_index=0)
     loss.backward()

@@ -11,19 +11,14 @@ import torch
 
 from xmodelkd_ros.nets.student import StudentConfig, StudentNet
 from xmodelkd_ros.training.data.sample import IGNORE_INDEX
-from xmodelkd_ros.training.losses import (
-    DistillLoss,
-    DistillWeights,
-    confidence_mask,
-    multiview_infonce,
-    multiview_share,
-)
+from xmodelkd_ros.training.losses import confidence_mask, multiview_infonce, multiview_share
 from xmodelkd_ros.training.method_steps import (
     JointLoss,
     JointWeights,
     kd_region,
     pseudo_labels,
 )
+from xmodelkd_ros.training.objectives import DistillLoss, DistillWeights
 
 
 def _reference_infonce(f3, f2, point_idx, t):

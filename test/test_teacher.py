@@ -17,7 +17,7 @@ from xmodelkd_ros.nets.teacher import (
     average_views,
 )
 from xmodelkd_ros.sim.fixtures import synthetic_scan
-from xmodelkd_ros.training.losses import TeacherLoss, TeacherWeights
+from xmodelkd_ros.training.objectives import TeacherLoss, TeacherWeights
 
 H, W = 64, 96
 

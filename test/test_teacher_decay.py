@@ -15,13 +15,11 @@ from hypothesis import strategies as st
 from training_hooks import TINY
 
 from xmodelkd_ros.training.hooks import HookBase
-from xmodelkd_ros.training.losses import (
+from xmodelkd_ros.training.losses import feature_distill, kd_kl, lovasz_softmax
+from xmodelkd_ros.training.objectives import (
     TEACHER_DECAYS,
     DistillLoss,
     DistillWeights,
-    feature_distill,
-    kd_kl,
-    lovasz_softmax,
     teacher_decay_factor,
 )
 from xmodelkd_ros.training.train import main
@@ -30,7 +28,7 @@ _progress = st.floats(min_value=0.0, max_value=1.0, allow_nan=False)
 
 
 @given(p=_progress, q=_progress)
-def test_decay_factor_falls_from_one_to_zero(p, q):
+def test_decay_factor_falls_from_one_tozero_loss(p, q):
     lo, hi = min(p, q), max(p, q)
     for kind in TEACHER_DECAYS:
         f_lo, f_hi = teacher_decay_factor(kind, lo), teacher_decay_factor(kind, hi)

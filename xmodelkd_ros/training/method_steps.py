@@ -28,15 +28,14 @@ from xmodelkd_ros.nets.teacher import FusionTeacher, PointPixelCorrespondence, T
 from xmodelkd_ros.training.data.collate import Batch
 from xmodelkd_ros.training.data.sample import IGNORE_INDEX
 from xmodelkd_ros.training.losses import (
-    DistillLoss,
-    _zero,
     confidence_mask,
     kd_kl,
     multiview_infonce,
     multiview_share,
     segmentation_loss,
-    settings_from_dict,
+    zero_loss,
 )
+from xmodelkd_ros.training.objectives import DistillLoss, settings_from_dict
 
 
 def batch_labels(batch: Batch) -> Tensor:
@@ -124,7 +123,7 @@ class JointLoss(nn.Module):
             )
             parts["contrastive"] = (w.contrastive, nce)
             logs["multiview_share"] = multiview_share(point_idx)
-        total = _zero(out.logits) + _zero(out.logits_3d)
+        total = zero_loss(out.logits) + zero_loss(out.logits_3d)
         for scale, value in parts.values():
             total = total + scale * value
         log = {name: value.detach() for name, (_, value) in parts.items()}

@@ -40,19 +40,19 @@ from xmodelkd_ros.nets.teacher import FusionTeacher, PointPixelCorrespondence, T
 from xmodelkd_ros.training.context import Context, grid_of
 from xmodelkd_ros.training.data.collate import Batch
 from xmodelkd_ros.training.data.sample import IGNORE_INDEX
-from xmodelkd_ros.training.losses import (
-    DistillLoss,
-    DistillWeights,
-    TeacherLoss,
-    TeacherWeights,
-    confidence_mask,
-)
+from xmodelkd_ros.training.losses import confidence_mask
 from xmodelkd_ros.training.method_steps import (
     JointLoss,
     JointStep,
     JointWeights,
     SelfTrainStep,
     kd_region,
+)
+from xmodelkd_ros.training.objectives import (
+    DistillLoss,
+    DistillWeights,
+    TeacherLoss,
+    TeacherWeights,
 )
 from xmodelkd_ros.training.recipe import RecipeError
 from xmodelkd_ros.training.registry import Registry
