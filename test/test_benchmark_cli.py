@@ -9,7 +9,8 @@ import pytest
 from training_hooks import BENCH_TINY
 
 from xmodelkd_ros.labels import CLASS_NAMES
-from xmodelkd_ros.training.benchmark import main, parse_seeds
+from xmodelkd_ros.training.bench_cli import parse_seeds
+from xmodelkd_ros.training.benchmark import main
 
 TINY = ["--regimes", "1.0,0.5", *BENCH_TINY]
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -30,8 +29,18 @@ from typing import Any
 
 import numpy as np
 
-from xmodelkd_ros.sim.splits import SplitError, check_seeds
+from xmodelkd_ros.sim.splits import check_seeds
 from xmodelkd_ros.training.bench_arms import ARMS, method_markdown, method_summary, parse_arms
+from xmodelkd_ros.training.bench_cli import (
+    add_report_args,
+    add_test_street_args,
+    git_commit,
+    parse_fraction,
+    parse_fractions,
+    parse_seeds,
+    progress_bar,
+    run_tool,
+)
 from xmodelkd_ros.training.bench_score import (
     BenchmarkError,
     class_counts,
@@ -52,64 +61,6 @@ QUICK_SET = [
     "data.val_scans=3",
 ]
 QUICK_TEST = {"test_seeds": "9000-9001", "test_scans": 2, "seeds": 2}
-
-
-def parse_seeds(text: str) -> list[int]:
-    """``"9000-9003"`` or ``"9000,9005,9007"`` (or a mix) -> list of ints."""
-    out: list[int] = []
-    for part in str(text).split(","):
-        part = part.strip()
-        if not part:
-            continue
-        try:
-            if "-" in part:
-                a, b = part.split("-", 1)
-                out += list(range(int(a), int(b) + 1))
-            else:
-                out.append(int(part))
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"bad seed list {text!r}") from None
-    if not out:
-        raise argparse.ArgumentTypeError(f"no seeds in {text!r}")
-    return out
-
-
-def parse_fractions(text: str) -> list[float]:
-    """``"1.0,0.1"`` -> [1.0, 0.1]; every fraction in (0, 1]."""
-    try:
-        out = [float(p) for p in str(text).split(",") if p.strip()]
-    except ValueError:
-        out = []
-    if not out or any(not 0.0 < f <= 1.0 for f in out):
-        raise argparse.ArgumentTypeError(f"label fractions must be in (0, 1]: {text!r}")
-    return out
-
-
-def parse_fraction(text: str) -> float:
-    (f,) = parse_fractions(text)
-    return f
-
-
-def git_commit(path: Path) -> tuple[str, bool]:
-    """(commit hash, working tree dirty) of the repository holding ``path``."""
-    try:
-        rev = subprocess.run(["git", "-C", str(path), "rev-parse", "HEAD"],
-                             capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
-        st = subprocess.run(["git", "-C", str(path), "status", "--porcelain", "--", "."],
-                            capture_output=True, text=True, check=True).stdout  # fmt: skip
-        return rev, any(not line.startswith("??") for line in st.splitlines())
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown", False
-
-
-def progress_bar(enabled: bool, total: int, desc: str) -> Any:
-    """A tqdm bar over ``total`` items (the benchmark's and ``choose``'s long loops), or
-    None when progress is off (``--no-progress``, CI logs); callers update it if given."""
-    if not enabled:
-        return None
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, dynamic_ncols=True)
 
 
 class Benchmark:
@@ -289,13 +240,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--recipe", default="synthetic", help="training recipe (name or YAML path)")
     p.add_argument("--out", default="runs/benchmark", help="output folder")
     p.add_argument("--seeds", type=int, default=3, help="training seeds 0..N-1 (paired runs)")
-    p.add_argument("--test-seeds", type=parse_seeds, default=parse_seeds("9000-9003"),
-                   help="held-out test streets (world seeds from the reserved range "
-                   "9000-9999), e.g. 9000-9003 or 9000,9010")  # fmt: skip
-    p.add_argument("--test-scans", type=int, default=8, help="scans per test street")
-    p.add_argument("--test-stride", type=int, default=10, help="frames between test scans")
-    p.add_argument("--beams", type=int, default=32, choices=(16, 32, 64),
-                   help="LiDAR of the test streets")  # fmt: skip
+    add_test_street_args(p, parse_seeds("9000-9003"), "held-out test streets (world seeds "
+                         "from the reserved range 9000-9999), e.g. 9000-9003 or 9000,9010")
     p.add_argument("--cameras", type=int, default=3, help="cameras of the test rig (teacher)")
     p.add_argument("--label-fraction", type=parse_fraction, default=1.0,
                    help="share of training scans with labels (the rest: images only)")  # fmt: skip
@@ -311,13 +257,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true",
                    help="plumbing check: 2 seeds, 2+2 epochs, 8 training scans, 2 test streets "
                    "x 2 scans (its numbers mean nothing)")  # fmt: skip
-    p.add_argument("--bootstrap", type=int, default=2000, help="bootstrap replicates")
     p.add_argument("--threads", type=int, help="torch CPU threads for training")
     p.add_argument("--parallel-baseline", action="store_true",
                    help="train each seed's baseline in a second process beside its teacher -> "
                    "distill (train --parallel-baseline; same weights, less wall time on 2+ "
                    "cores)")  # fmt: skip
-    p.add_argument("--no-progress", dest="progress", action="store_false", help="no tqdm")
+    add_report_args(p)
     return p
 
 
@@ -334,15 +279,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("error: --seeds, --test-scans and --cameras (the teacher's) must be >= 1",
               file=sys.stderr)  # fmt: skip
         return 2
-    try:
+
+    def work() -> int:
         Benchmark(args).run()
-    except (BenchmarkError, SplitError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted: run the same command again to continue", file=sys.stderr)
-        return 130
-    return 0
+        return 0
+
+    return run_tool(work)
 
 
 if __name__ == "__main__":

@@ -43,16 +43,19 @@ import numpy as np
 
 from xmodelkd_ros.labels import CLASS_NAMES
 from xmodelkd_ros.runtime.metadata import ModelLoadError
-from xmodelkd_ros.sim.splits import SplitError, check_seeds
-from xmodelkd_ros.training.bench_report import gain_doc
-from xmodelkd_ros.training.bench_score import BenchmarkError, held_out_scans, score_student
-from xmodelkd_ros.training.bench_stats import miou_from_confusion, paired_gain
-from xmodelkd_ros.training.benchmark import (
+from xmodelkd_ros.sim.splits import check_seeds
+from xmodelkd_ros.training.bench_cli import (
+    add_report_args,
+    add_test_street_args,
     git_commit,
     parse_fraction,
     parse_seeds,
     progress_bar,
+    run_tool,
 )
+from xmodelkd_ros.training.bench_report import gain_doc
+from xmodelkd_ros.training.bench_score import BenchmarkError, held_out_scans, score_student
+from xmodelkd_ros.training.bench_stats import miou_from_confusion, paired_gain
 from xmodelkd_ros.training.stages import recipe_epochs
 
 #: arm -> the checkpoint of a benchmark run folder it is scored from
@@ -430,15 +433,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="score the chosen arms on the test streets (once per --out)")  # fmt: skip
     p.add_argument("--measure-all", action="store_true",
                    help="with --measure: every candidate too (an ablation)")  # fmt: skip
-    p.add_argument("--test-seeds", type=parse_seeds, default=None,
-                   help="with --measure (required): held-out test streets from the reserved "
-                   "range 9000-9999 that the candidates were not compared on before, e.g. "
-                   "9004-9011 when the benchmark used its default 9000-9003")  # fmt: skip
-    p.add_argument("--test-scans", type=int, default=8, help="scans per test street")
-    p.add_argument("--test-stride", type=int, default=10, help="frames between test scans")
-    p.add_argument("--beams", type=int, default=32, choices=(16, 32, 64), help="LiDAR beams")
-    p.add_argument("--bootstrap", type=int, default=2000, help="bootstrap replicates")
-    p.add_argument("--no-progress", dest="progress", action="store_false", help="no tqdm")
+    add_test_street_args(p, None, "with --measure (required): held-out test streets from the "
+                         "reserved range 9000-9999 that the candidates were not compared on "
+                         "before, e.g. 9004-9011 when the benchmark used its default 9000-9003")
+    add_report_args(p)
     return p
 
 
@@ -461,17 +459,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if problems:
         print(f"error: {'; '.join(problems)}", file=sys.stderr)
         return 2
-    try:
+
+    def work() -> int:
         check_seeds("val", args.val_seeds)
         if args.test_seeds is not None:
             check_seeds("test", args.test_seeds)
         return Chooser(args).run()
-    except (BenchmarkError, SplitError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted: run the same command again to continue", file=sys.stderr)
-        return 130
+
+    return run_tool(work)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,103 @@
+"""Command-line pieces the held-out tools share (``benchmark``, ``choose``): seed and
+label-fraction parsing, the test-street and report options, the commit stamp, progress
+bars, and the one-line error handling of their ``main``. Both tools score students on
+reserved streets the same way, so their options and errors read the same."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from xmodelkd_ros.sim.splits import SplitError
+from xmodelkd_ros.training.bench_score import BenchmarkError
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``"9000-9003"`` or ``"9000,9005,9007"`` (or a mix) -> list of ints."""
+    out: list[int] = []
+    for part in str(text).split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            if "-" in part:
+                a, b = part.split("-", 1)
+                out += list(range(int(a), int(b) + 1))
+            else:
+                out.append(int(part))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"bad seed list {text!r}") from None
+    if not out:
+        raise argparse.ArgumentTypeError(f"no seeds in {text!r}")
+    return out
+
+
+def parse_fractions(text: str) -> list[float]:
+    """``"1.0,0.1"`` -> [1.0, 0.1]; every fraction in (0, 1]."""
+    try:
+        out = [float(p) for p in str(text).split(",") if p.strip()]
+    except ValueError:
+        out = []
+    if not out or any(not 0.0 < f <= 1.0 for f in out):
+        raise argparse.ArgumentTypeError(f"label fractions must be in (0, 1]: {text!r}")
+    return out
+
+
+def parse_fraction(text: str) -> float:
+    (f,) = parse_fractions(text)
+    return f
+
+
+def git_commit(path: Path) -> tuple[str, bool]:
+    """(commit hash, working tree dirty) of the repository holding ``path``."""
+    try:
+        rev = subprocess.run(["git", "-C", str(path), "rev-parse", "HEAD"],
+                             capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+        st = subprocess.run(["git", "-C", str(path), "status", "--porcelain", "--", "."],
+                            capture_output=True, text=True, check=True).stdout  # fmt: skip
+        return rev, any(not line.startswith("??") for line in st.splitlines())
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown", False
+
+
+def progress_bar(enabled: bool, total: int, desc: str) -> Any:
+    """A tqdm bar over ``total`` items (the benchmark's and ``choose``'s long loops), or
+    None when progress is off (``--no-progress``, CI logs); callers update it if given."""
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, dynamic_ncols=True)
+
+
+def add_test_street_args(p: argparse.ArgumentParser, seeds: list[int] | None, help: str) -> None:
+    """``--test-seeds`` (default ``seeds``; ``help`` says what they must be), ``--test-scans``,
+    ``--test-stride`` and ``--beams``: which held-out scans are rendered and scored."""
+    p.add_argument("--test-seeds", type=parse_seeds, default=seeds, help=help)
+    p.add_argument("--test-scans", type=int, default=8, help="scans per test street")
+    p.add_argument("--test-stride", type=int, default=10, help="frames between test scans")
+    p.add_argument("--beams", type=int, default=32, choices=(16, 32, 64),
+                   help="LiDAR beams of the test streets")  # fmt: skip
+
+
+def add_report_args(p: argparse.ArgumentParser) -> None:
+    """``--bootstrap`` (replicates of the paired-gain interval) and ``--no-progress``."""
+    p.add_argument("--bootstrap", type=int, default=2000, help="bootstrap replicates")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no tqdm")
+
+
+def run_tool(work: Callable[[], int]) -> int:
+    """Run a tool's work: its expected failures as one ``error:`` line (exit 2), Ctrl-C as
+    the hint that the same command continues (exit 130; both tools resume)."""
+    try:
+        return work()
+    except (BenchmarkError, SplitError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: run the same command again to continue", file=sys.stderr)
+        return 130
