@@ -86,3 +86,18 @@ def test_bad_arguments_exit_2_with_one_line(tmp_path, capsys, argv) -> None:
     err = capsys.readouterr().err.strip().splitlines()
     assert err and "error" in err[-1] and "Traceback" not in "".join(err)
     assert not (tmp_path / "b" / "labels1").exists()
+
+
+@pytest.mark.parametrize("tool", ["benchmark", "choose"])
+def test_shared_options_parse_alike_and_help_states_no_false_default(tool) -> None:
+    import importlib
+
+    parser = importlib.import_module(f"xmodelkd_ros.training.{tool}").build_parser()
+    base = ["--candidate", "a=x", "--candidate", "b=y"] if tool == "choose" else []
+    args = parser.parse_args([*base, "--test-seeds", "9000-9001,9005", "--beams", "16"])
+    assert args.test_seeds == [9000, 9001, 9005] and args.beams == 16
+    assert (args.test_scans, args.test_stride, args.bootstrap) == (8, 10, 2000)
+    assert args.progress is True
+    assert parser.parse_args([*base, "--no-progress"]).progress is False
+    text = parser.format_help()
+    assert "no tqdm progress bars" in text and "(default: True)" not in text

@@ -87,7 +87,10 @@ def add_test_street_args(p: argparse.ArgumentParser, seeds: list[int] | None, he
 def add_report_args(p: argparse.ArgumentParser) -> None:
     """``--bootstrap`` (replicates of the paired-gain interval) and ``--no-progress``."""
     p.add_argument("--bootstrap", type=int, default=2000, help="bootstrap replicates")
-    p.add_argument("--no-progress", dest="progress", action="store_false", help="no tqdm")
+    # the default lives on the parser, not the flag: help would print "(default: True)"
+    p.set_defaults(progress=True)
+    p.add_argument("--no-progress", dest="progress", action="store_false",
+                   default=argparse.SUPPRESS, help="no tqdm progress bars")  # fmt: skip
 
 
 def run_tool(work: Callable[[], int]) -> int:
