@@ -184,13 +184,13 @@ def test_point_head_needs_the_folded_shape() -> None:
     assert net._folded_head() is None
 
 
-def test_failed_build_is_reported_and_eager_runs(tmp_path, monkeypatch) -> None:
+def test_failed_build_is_reported_and_eager_runs(tmp_path, monkeypatch, request) -> None:
     with pytest.raises(fused.FusedUnavailableError, match=r"failed on fused_conv\.cpp"):
         fused.build_library("/bin/false", tmp_path / "x.so")
     assert not list(tmp_path.iterdir())  # no half-written library left behind
-    monkeypatch.setattr(fused, "_lib", None)
-    monkeypatch.setattr(fused, "_reason", None)
     monkeypatch.setattr(fused, "compiler", lambda: None)
+    fused.reset()
+    request.addfinalizer(fused.reset)  # runs before monkeypatch restores the compiler
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         ok, why = fused.available()

@@ -198,7 +198,7 @@ def test_unavailable_library_falls_back(monkeypatch):
     def unavailable():
         raise fused.FusedUnavailableError("no compiler (test)")
 
-    monkeypatch.setattr(fused, "_library", unavailable)
+    monkeypatch.setattr(fused, "library", unavailable)
     coords = torch.tensor([[0, 1, 1, 1], [0, 2, 1, 1], [1, 0, 0, 0]])
     with pytest.raises(fused.FusedUnavailableError):
         fused_maps.submanifold_table(coords, (4, 4, 4))

@@ -30,13 +30,14 @@ import platform
 import shutil
 import subprocess
 import tempfile
-import threading
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 from torch import Tensor
+
+from .built_once import BuiltOnce
 
 __all__ = [
     "FusedUnavailableError", "available", "disabled", "enabled", "point_head", "set_enabled",
@@ -86,9 +87,6 @@ SIGNATURES: dict[str, tuple[list[type], type | None]] = {
     "xk_point_labels": ([_PTR, _I64, _I64, _PTR, _I64, _PTR, _PTR], _I64),
 }  # fmt: skip
 
-_lock = threading.Lock()
-_lib: ctypes.CDLL | None = None
-_reason: str | None = None  # why the kernel is unavailable (None: not tried yet / fine)
 _enabled = os.environ.get("XMODELKD_FUSED_CONV", "1").strip().lower() not in ("0", "false", "no")
 
 
@@ -198,37 +196,40 @@ def _load() -> ctypes.CDLL:
     return lib
 
 
-def _library() -> ctypes.CDLL:
-    global _lib, _reason
+def _warn_unavailable(reason: str) -> None:
+    warnings.warn(
+        f"fused CPU kernels unavailable, using eager torch ops: {reason}",
+        RuntimeWarning,
+        stacklevel=5,  # the code that called the fused kernel (get, library, kernel fn)
+    )
+
+
+_LIBRARY: BuiltOnce[ctypes.CDLL] = BuiltOnce(
+    _load, FusedUnavailableError, (OSError, subprocess.SubprocessError), _warn_unavailable
+)
+
+
+def library() -> ctypes.CDLL:
+    """The loaded kernels (built on the first call); :class:`FusedUnavailableError` with
+    the reason where they cannot be, or while turned off (:func:`set_enabled`)."""
     if not _enabled:
         raise FusedUnavailableError("turned off (XMODELKD_FUSED_CONV=0 or set_enabled(False))")
-    if _lib is not None:
-        return _lib
-    if _reason is not None:
-        raise FusedUnavailableError(_reason)
-    with _lock:
-        if _lib is None and _reason is None:
-            try:
-                _lib = _load()
-            except (FusedUnavailableError, OSError, subprocess.SubprocessError) as exc:
-                _reason = str(exc) or type(exc).__name__
-                warnings.warn(
-                    f"fused CPU kernels unavailable, using eager torch ops: {_reason}",
-                    RuntimeWarning,
-                    stacklevel=3,
-                )
-    if _lib is None:
-        raise FusedUnavailableError(str(_reason))
-    return _lib
+    return _LIBRARY.get()
 
 
 def available() -> tuple[bool, str]:
     """(usable, why not): builds the kernel on the first call."""
     try:
-        _library()
+        library()
     except FusedUnavailableError as exc:
         return False, str(exc)
     return True, ""
+
+
+def reset() -> None:
+    """Forget the loaded kernels and any failure (tests change the environment); the
+    next call builds or loads again (a built library stays in the cache)."""
+    _LIBRARY.reset()
 
 
 def enabled() -> bool:
@@ -287,7 +288,7 @@ def sparse_conv(
 
     float32 CPU tensors only; raises :class:`FusedUnavailableError` when the kernel is not.
     """
-    lib = _library()
+    lib = library()
     K, cin, cout = weight_k.shape
     for name, t in (("x", x), ("weight", weight_k), ("bias", bias), ("residual", residual)):
         if t is not None and (t.dtype != torch.float32 or t.device.type != "cpu"):
@@ -332,7 +333,7 @@ def point_head(
     ``relu(. @ W3 + b3)``, ``. @ W4 + b4``. ``layers`` are the four ``(weight, bias)``
     of ``nn.Linear`` (weight ``(out, in)``), BatchNorm folded in beforehand.
     """
-    lib = _library()
+    lib = library()
     if len(layers) != 4:
         raise ValueError(f"the fused point head takes 4 linear layers, got {len(layers)}")
     tensors = [point_feats, voxel_x, mean, std, *(t for wb in layers for t in wb)]

@@ -56,7 +56,7 @@ def submanifold_table(
     """Same as :func:`.maps.submanifold_table` (odd ``kernel_size``), in C++."""
     if kernel_size % 2 != 1:
         raise ValueError("submanifold conv needs an odd kernel size")
-    lib = fused._library()
+    lib = fused.library()
     c = _coords(coords)
     m = c.shape[0]
     table = torch.empty(m, kernel_size**3, dtype=torch.int64)
@@ -74,7 +74,7 @@ def downsample2(
     """Kernel 2, stride 2: (coarse coords, down table, inverse table), i.e.
     :func:`.maps.downsample`'s coords and table plus their :func:`.maps.transpose_table`,
     in C++ and in one pass."""
-    lib = fused._library()
+    lib = fused.library()
     c = _coords(coords)
     m = c.shape[0]
     coarse = torch.empty(m, 4, dtype=torch.int64)  # at most one coarse voxel per fine one
@@ -94,7 +94,7 @@ def table_pairs(table: Tensor, num_in: int, threads: int | None = None) -> ConvP
     if table.device.type != "cpu" or table.dim() != 2:
         raise TypeError(f"table must be a 2-D CPU tensor, got {tuple(table.shape)} "
                         f"on {table.device}")  # fmt: skip
-    lib = fused._library()
+    lib = fused.library()
     t = table.to(torch.int64).contiguous()
     m_out, K = t.shape
     nt = chunks = _threads(threads, t.numel())

@@ -48,7 +48,7 @@ def voxelize(
     index_bits, key_bits = max(n - 1, 0).bit_length(), max(num_keys - 1, 0).bit_length()
     if index_bits + key_bits > 64:
         raise UnsupportedInputError(f"{num_keys} voxel keys x {n} points exceed 64 bits")
-    lib = fused._library()
+    lib = fused.library()
     pts = points.contiguous()
     batch = None if batch_index is None else batch_index.to(torch.int64).contiguous()
     lo, hi, size = (torch.tensor(v, dtype=torch.float64) for v in (range_min, range_max,
@@ -89,7 +89,7 @@ def point_labels(
     if not ok:
         raise ValueError("point_labels needs (N,) bool valid, uint16 labels, float32 confidence"
                          " (contiguous, writeable) and at least one class")  # fmt: skip
-    lib = fused._library()
+    lib = fused.library()
     lg = logits.contiguous()
     rows = lib.xk_point_labels(lg.data_ptr(), lg.shape[0], lg.shape[1], valid.ctypes.data, n,
                                labels.ctypes.data, confidence.ctypes.data)  # fmt: skip

@@ -26,10 +26,10 @@ import ctypes
 import os
 import re
 import sys
-import threading
 from pathlib import Path
 
 from . import fused
+from .built_once import BuiltOnce
 from .graph_nodes import DOMAIN
 
 __all__ = [
@@ -84,11 +84,6 @@ def runtime_api_version(version: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
-_lock = threading.Lock()
-_path: Path | None = None
-_reason: str | None = None
-
-
 def _build() -> Path:
     try:
         import onnxruntime as ort
@@ -123,30 +118,18 @@ def _build() -> Path:
     return path
 
 
+_LIBRARY: BuiltOnce[Path] = BuiltOnce(_build, OrtOpsUnavailableError)
+
+
 def library_path() -> Path:
     """The built library (built on the first call); :class:`OrtOpsUnavailableError`
     with the reason where it cannot be."""
-    global _path, _reason
-    if _path is not None:
-        return _path
-    with _lock:
-        if _path is None and _reason is None:
-            try:
-                _path = _build()
-            except (OrtOpsUnavailableError, OSError) as exc:
-                _reason = str(exc) or type(exc).__name__
-    if _path is None:
-        raise OrtOpsUnavailableError(str(_reason))
-    return _path
+    return _LIBRARY.get()
 
 
 def available() -> tuple[bool, str]:
     """(usable, why not): builds the library on the first call."""
-    try:
-        library_path()
-    except OrtOpsUnavailableError as exc:
-        return False, str(exc)
-    return True, ""
+    return _LIBRARY.available()
 
 
 def session_options(options: object | None = None) -> object:
@@ -160,6 +143,4 @@ def session_options(options: object | None = None) -> object:
 
 def reset() -> None:
     """Forget the built library and any failure (tests change the environment)."""
-    global _path, _reason
-    with _lock:
-        _path, _reason = None, None
+    _LIBRARY.reset()
