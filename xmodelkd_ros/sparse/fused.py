@@ -40,8 +40,8 @@ from torch import Tensor
 from .built_once import BuiltOnce
 
 __all__ = [
-    "FusedUnavailableError", "available", "disabled", "enabled", "point_head", "set_enabled",
-    "sparse_conv",
+    "FusedUnavailableError", "available", "disabled", "enabled", "library", "point_head",
+    "reset", "set_enabled", "sparse_conv",
 ]  # fmt: skip
 
 #: compiled together into one library (one build, one OpenMP runtime); the first defines
