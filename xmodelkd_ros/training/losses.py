@@ -19,6 +19,8 @@ Why each exists (README.md, "The method"):
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -52,6 +54,18 @@ def _constant(t: Tensor) -> Tensor:
 def zero_loss(ref: Tensor) -> Tensor:
     """A zero that still depends on ``ref`` so ``backward`` works and gives zero gradients."""
     return ref.sum() * 0.0
+
+
+def weighted_sum(
+    terms: Mapping[str, tuple[float, Tensor]], start: Tensor
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """``start + weight * value`` summed over ``terms`` in order, and each term's detached
+    value for the log: the common tail of every stage objective. ``start`` is a zero tied
+    to the outputs (:func:`zero_loss`), so ``backward`` works when no term is active."""
+    total = start
+    for weight, value in terms.values():
+        total = total + weight * value
+    return total, {name: value.detach() for name, (_, value) in terms.items()}
 
 
 # --------------------------------------------------------------------------- segmentation

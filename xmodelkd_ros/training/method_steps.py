@@ -33,6 +33,7 @@ from xmodelkd_ros.training.losses import (
     multiview_infonce,
     multiview_share,
     segmentation_loss,
+    weighted_sum,
     zero_loss,
 )
 from xmodelkd_ros.training.objectives import DistillLoss, settings_from_dict
@@ -123,10 +124,7 @@ class JointLoss(nn.Module):
             )
             parts["contrastive"] = (w.contrastive, nce)
             logs["multiview_share"] = multiview_share(point_idx)
-        total = zero_loss(out.logits) + zero_loss(out.logits_3d)
-        for scale, value in parts.values():
-            total = total + scale * value
-        log = {name: value.detach() for name, (_, value) in parts.items()}
+        total, log = weighted_sum(parts, zero_loss(out.logits) + zero_loss(out.logits_3d))
         return total, {**log, "total": total.detach(), **logs}
 
 

@@ -29,6 +29,7 @@ from xmodelkd_ros.training.losses import (
     multiview_infonce,
     multiview_share,
     segmentation_loss,
+    weighted_sum,
     zero_loss,
 )
 
@@ -165,44 +166,41 @@ class DistillLoss(nn.Module):
         """
         w = self.weights
         logits, feats = student.logits, student.features
-        parts: dict[str, Tensor] = {}
+        t = self.teacher_scale
+        terms: dict[str, tuple[float, Tensor]] = {}
         valid = labels != w.ignore_index
         if w.ce:
-            parts["ce"] = (
+            ce = (
                 balanced_cross_entropy(logits[valid], labels[valid], w.ce_balance)
                 if bool(valid.any())
                 else zero_loss(logits)
             )
+            terms["ce"] = (w.ce, ce)
         if w.lovasz:
-            parts["lovasz"] = lovasz_softmax(torch.softmax(logits, 1), labels, w.ignore_index)
+            probs = torch.softmax(logits, 1)
+            terms["lovasz"] = (w.lovasz, lovasz_softmax(probs, labels, w.ignore_index))
         if teacher is not None:
-            cls = cw = cw_all = None
+            cw = cw_all = None
             if w.kd_balance and (w.kd or w.kd_all):
                 cls = torch.where(valid, labels, teacher.logits.detach().argmax(1))
                 n_cls = logits.shape[1]
                 cw = class_balance_weights(cls, n_cls, w.kd_balance, fov_mask)
                 cw_all = class_balance_weights(cls, n_cls, w.kd_balance, all_mask)
             if w.kd:
-                parts["kd"] = kd_kl(logits, teacher.logits, w.kd_temperature, fov_mask, cw)
+                kd = kd_kl(logits, teacher.logits, w.kd_temperature, fov_mask, cw)
+                terms["kd"] = (w.kd * t, kd)
             if w.feat:
-                parts["feat"] = feature_distill(
-                    feats, teacher.features, self.head, fov_mask, w.feat_kind
-                )
+                feat = feature_distill(feats, teacher.features, self.head, fov_mask, w.feat_kind)
+                terms["feat"] = (w.feat * t, feat)
             if w.kd_all:
-                parts["kd_all"] = kd_kl(
-                    logits, teacher.logits_3d, w.kd_temperature, all_mask, cw_all
-                )
+                kd_all = kd_kl(logits, teacher.logits_3d, w.kd_temperature, all_mask, cw_all)
+                terms["kd_all"] = (w.kd_all * t, kd_all)
             if w.feat_all and self.head_3d is not None:
-                parts["feat_all"] = feature_distill(
+                feat_all = feature_distill(
                     feats, teacher.features_3d, self.head_3d, all_mask, w.feat_kind
                 )
-        t = self.teacher_scale
-        scale = {"ce": w.ce, "lovasz": w.lovasz, "kd": w.kd * t, "feat": w.feat * t,
-                 "kd_all": w.kd_all * t, "feat_all": w.feat_all * t}
-        total = zero_loss(logits)
-        for name, value in parts.items():
-            total = total + scale[name] * value
-        log = {name: value.detach() for name, value in parts.items()}
+                terms["feat_all"] = (w.feat_all * t, feat_all)
+        total, log = weighted_sum(terms, zero_loss(logits))
         if teacher is not None and w.teacher_decay != "none":
             log["teacher_scale"] = torch.tensor(t, device=logits.device)
         log["total"] = total.detach()
@@ -251,27 +249,19 @@ class TeacherLoss(nn.Module):
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """``point_idx`` (K,): the point of each correspondence (rows of ``out.proj_2d``)."""
         w = self.weights
-        parts: dict[str, Tensor] = {}
-        scale: dict[str, float] = {}
+        terms: dict[str, tuple[float, Tensor]] = {}
         if w.fused:
-            parts["seg_fused"] = segmentation_loss(
-                out.logits, labels, w.ignore_index, w.lovasz, w.ce_balance
-            )
-            scale["seg_fused"] = w.fused
+            seg = segmentation_loss(out.logits, labels, w.ignore_index, w.lovasz, w.ce_balance)
+            terms["seg_fused"] = (w.fused, seg)
         if w.branch_3d:
-            parts["seg_3d"] = segmentation_loss(
-                out.logits_3d, labels, w.ignore_index, w.lovasz, w.ce_balance
-            )
-            scale["seg_3d"] = w.branch_3d
+            seg = segmentation_loss(out.logits_3d, labels, w.ignore_index, w.lovasz, w.ce_balance)
+            terms["seg_3d"] = (w.branch_3d, seg)
         if w.contrastive:
-            parts["contrastive"] = multiview_infonce(
+            nce = multiview_infonce(
                 out.proj_3d, out.proj_2d, point_idx, w.temperature, w.max_points, generator
             )
-            scale["contrastive"] = w.contrastive
-        total = zero_loss(out.logits)
-        for name, value in parts.items():
-            total = total + scale[name] * value
-        log = {name: value.detach() for name, value in parts.items()}
+            terms["contrastive"] = (w.contrastive, nce)
+        total, log = weighted_sum(terms, zero_loss(out.logits))
         log["total"] = total.detach()
         if w.contrastive:
             log["multiview_share"] = multiview_share(point_idx)  # logged, not optimised
