@@ -209,21 +209,20 @@ _LIBRARY: BuiltOnce[ctypes.CDLL] = BuiltOnce(
 )
 
 
+_TURNED_OFF = "turned off (XMODELKD_FUSED_CONV=0 or set_enabled(False))"
+
+
 def library() -> ctypes.CDLL:
     """The loaded kernels (built on the first call); :class:`FusedUnavailableError` with
     the reason where they cannot be, or while turned off (:func:`set_enabled`)."""
     if not _enabled:
-        raise FusedUnavailableError("turned off (XMODELKD_FUSED_CONV=0 or set_enabled(False))")
+        raise FusedUnavailableError(_TURNED_OFF)
     return _LIBRARY.get()
 
 
 def available() -> tuple[bool, str]:
     """(usable, why not): builds the kernel on the first call."""
-    try:
-        library()
-    except FusedUnavailableError as exc:
-        return False, str(exc)
-    return True, ""
+    return _LIBRARY.available() if _enabled else (False, _TURNED_OFF)
 
 
 def reset() -> None:
