@@ -19,6 +19,7 @@ from xmodelkd_ros.training.method_steps import (
     pseudo_labels,
 )
 from xmodelkd_ros.training.objectives import DistillLoss, DistillWeights
+from xmodelkd_ros.training.recipe import RecipeError
 
 
 def _reference_infonce(f3, f2, point_idx, t):
@@ -121,7 +122,7 @@ def test_joint_kl_teaches_the_3d_branch_only_in_view():
 
 
 def test_joint_weights_are_checked():
-    with pytest.raises(ValueError, match=r"unknown loss\.joint"):
+    with pytest.raises(RecipeError, match=r"unknown loss\.joint"):  # the recipe's fault, typed
         JointWeights.from_dict({"kdd": 1.0})
     with pytest.raises(ValueError, match="kd_mask"):
         JointWeights.from_dict({"kd_mask": "everywhere"})

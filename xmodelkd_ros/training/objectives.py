@@ -32,6 +32,7 @@ from xmodelkd_ros.training.losses import (
     weighted_sum,
     zero_loss,
 )
+from xmodelkd_ros.training.recipe import RecipeError
 
 
 class _StudentLike(Protocol):
@@ -44,10 +45,11 @@ _Settings = TypeVar("_Settings")
 
 def settings_from_dict(cls: type[_Settings], data: Mapping[str, Any], what: str) -> _Settings:
     """A loss-settings dataclass from its recipe section, strictly: a misspelled key is an
-    error naming it (``unknown <what>: [...]``), never a silently ignored setting."""
+    error naming it (``unknown <what>: [...]``), never a silently ignored setting; a
+    :class:`RecipeError`, since the recipe is where the key was misspelled."""
     unknown = sorted(set(data) - set(cls.__dataclass_fields__))  # type: ignore[attr-defined]
     if unknown:
-        raise ValueError(f"unknown {what}: {unknown}")
+        raise RecipeError(f"unknown {what}: {unknown}")
     return cls(**data)
 
 

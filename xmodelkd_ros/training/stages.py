@@ -479,7 +479,7 @@ class SelfTrainStage(_ControlKind):
         st = dict((ctx.recipe.get("loss") or {}).get("selftrain") or {})
         unknown = sorted(set(st) - {"confidence", "labeller"})
         if unknown:
-            raise ValueError(f"unknown loss.selftrain settings: {unknown}")
+            raise RecipeError(f"unknown loss.selftrain settings: {unknown}")
         student = StudentNet(student_cfg_of(ctx.recipe, num_classes))
         path = ctx.out / str(st.get("labeller", BaselineStage.final))
         if not path.is_file():
