@@ -15,6 +15,7 @@ import torch
 
 from xmodelkd_ros.labels import CLASS_NAMES, NUM_CLASSES
 from xmodelkd_ros.training.choose import choose, main, parse_arm_list, parse_candidate
+from xmodelkd_ros.training.choose_report import edge_lines, grid_edges
 
 SEEDS = 2
 TINY = ["--seeds", str(SEEDS), "--val-seeds", "104", "--val-scans", "1", "--bootstrap", "20",
@@ -109,6 +110,10 @@ def test_choice_matches_an_independent_miou_and_measure_runs_once(folders, tmp_p
     assert set(m["gains"]) == {"baseline"}
     assert set(m["gains"]["baseline"]["per_class"]) == set(CLASS_NAMES)
     assert "measured once" in (out / "measure.md").read_text()
+    # the fixture folders state no epochs (no recipe.json): the reports cannot vouch for a bracket
+    assert doc["edges"]["distilled"]["edge"] == "unknown"
+    for report in ("choice.md", "measure.md"):
+        assert "states no epochs" in (out / report).read_text()
     # listing the copy first changes the choice: the same test streets refuse to measure it
     swapped = [cands[0], cands[2], cands[1]]
     argv2 = [*(x for c in swapped for x in ("--candidate", c)), "--out", str(out), *TINY]
@@ -188,11 +193,49 @@ def test_arms_a_candidate_is_limited_to_and_the_selftrain_control(folders, tmp_p
 def test_a_class_absent_from_the_scans_is_null_in_json_and_na_in_markdown() -> None:
     from xmodelkd_ros.training.bench_report import gain_doc
     from xmodelkd_ros.training.bench_stats import PairedGain
-    from xmodelkd_ros.training.choose import _gain
+    from xmodelkd_ros.training.choose_report import gain_text
 
     nan_road = np.zeros(NUM_CLASSES)
     nan_road[CLASS_NAMES.index("road")] = np.nan
     g = PairedGain(np.array([0.01]), 0.01, (0.0, 0.02), nan_road, nan_road, nan_road)
     doc = json.loads(json.dumps(gain_doc(g), allow_nan=False))  # NaN would raise here
     assert doc["per_class"]["road"] == {"mean": None, "ci95": [None, None]}
-    assert _gain(doc["per_class"]["road"]) == "n/a" and _gain(doc) == "+1.0 [+0.0, +2.0]"
+    assert gain_text(doc["per_class"]["road"]) == "n/a" and gain_text(doc) == "+1.0 [+0.0, +2.0]"
+
+
+def _cand(name: str, lineage: int | None, controls: int | None, arms: tuple[str, ...]) -> dict:
+    epochs = None if lineage is None else {"distilled_lineage": lineage, "controls": controls}
+    return {"name": name, "epochs": epochs, "miou": dict.fromkeys(arms, 0.5)}
+
+
+def test_grid_edges_say_where_a_choice_is_not_bracketed() -> None:
+    doc = {
+        "arms": ["distilled", "baseline", "selftrain"],
+        "candidates": [
+            _cand("a", 24, 24, ("distilled", "baseline", "selftrain")),
+            _cand("s96", 96, 24, ("distilled",)),
+            _cand("b80", 24, 80, ("baseline",)),
+            _cand("b128", 24, 128, ("baseline",)),
+        ],
+        "choice": {"distilled": "s96", "baseline": "b80", "selftrain": "a"},
+    }
+    edges = grid_edges(doc)
+    assert edges["distilled"] == {"epochs": 96, "grid": [24, 96], "edge": "longest"}
+    assert edges["baseline"] == {"epochs": 80, "grid": [24, 80, 128], "edge": None}
+    assert edges["selftrain"]["edge"] == "single"
+    doc["choice"]["baseline"] = "a"
+    assert grid_edges(doc)["baseline"]["edge"] == "shortest"
+    text = "\n".join(edge_lines(grid_edges(doc)))
+    assert "distilled: 96 epochs, the longest of its grid (24, 96)" in text
+    assert "baseline: 24 epochs, the shortest" in text and "selftrain: one length only" in text
+    doc["choice"]["baseline"] = "b80"
+    doc["choice"]["distilled"] = "a"
+    doc["candidates"][2] = _cand("b80", None, None, ("baseline",))  # a folder without recipe.json
+    edges = grid_edges(doc)
+    assert edges["baseline"]["edge"] == "unknown" and edges["distilled"]["edge"] == "shortest"
+    bracketed = {**doc, "arms": ["distilled", "baseline"],
+                 "candidates": [_cand("a", 24, 24, ("distilled", "baseline")),
+                                _cand("b", 48, 48, ("distilled", "baseline")),
+                                _cand("c", 96, 96, ("distilled", "baseline"))],
+                 "choice": {"distilled": "b", "baseline": "b"}}  # fmt: skip
+    assert edge_lines(grid_edges(bracketed)) == []

@@ -23,7 +23,8 @@ choice it followed and is not repeated for another choice on the same ``--out``:
 look at the same test streets would make them validation streets.
 
 Outputs in ``--out``: ``choice.json`` / ``choice.md`` (validation mIoU per candidate, arm and
-seed; the choice) and, with ``--measure``, ``measure.json`` / ``measure.md``. Scores are
+seed; the choice; which arms' choices sit at their grid's edge, :mod:`.choose_report`) and,
+with ``--measure``, ``measure.json`` / ``measure.md``. Scores are
 cached per (split, candidate, seed, arm) under ``scores/``; a rerun scores only what is new.
 """
 
@@ -41,7 +42,6 @@ from typing import Any
 
 import numpy as np
 
-from xmodelkd_ros.labels import CLASS_NAMES
 from xmodelkd_ros.runtime.metadata import ModelLoadError
 from xmodelkd_ros.sim.splits import check_seeds
 from xmodelkd_ros.training.bench_cli import (
@@ -56,6 +56,12 @@ from xmodelkd_ros.training.bench_cli import (
 from xmodelkd_ros.training.bench_report import gain_doc
 from xmodelkd_ros.training.bench_score import BenchmarkError, held_out_scans, score_student
 from xmodelkd_ros.training.bench_stats import miou_from_confusion, paired_gain
+from xmodelkd_ros.training.choose_report import (
+    choice_markdown,
+    gain_text,
+    grid_edges,
+    measure_markdown,
+)
 from xmodelkd_ros.training.stages import recipe_epochs
 
 #: arm -> the checkpoint of a benchmark run folder it is scored from
@@ -229,7 +235,7 @@ class Chooser:
         gains = {a: gain_doc(paired_gain(student, cms[a][choice[a]], reps=self.args.bootstrap))
                  for a in self.arms[1:]}  # fmt: skip
         commit, dirty = git_commit(Path(__file__).resolve().parent)
-        return {
+        doc = {
             "command": "python -m xmodelkd_ros.training.choose " + " ".join(self.args.argv),
             "commit": commit,
             "dirty": dirty,
@@ -253,6 +259,8 @@ class Chooser:
             "choice": choice,
             "validation_gain": gains,
         }
+        doc["edges"] = grid_edges(doc)
+        return doc
 
     def run_measure(self, choice_doc: dict[str, Any]) -> dict[str, Any]:
         """Score the chosen arms (and, with ``--measure-all``, every candidate) on the test
@@ -299,6 +307,10 @@ class Chooser:
         (self.out / "choice.md").write_text(choice_markdown(doc))
         self.log("choose: " + ", ".join(f"{a} {n}" for a, n in doc["choice"].items())
                  + f" ({self.out / 'choice.md'})")  # fmt: skip
+        for arm, e in doc["edges"].items():
+            if e["edge"] is not None:
+                self.log(f"choose: {arm} is not bracketed by its grid ({e['edge']}: "
+                         f"{e['epochs']} of {e['grid']}); see choice.md")  # fmt: skip
         if not self.args.measure:
             return 0
         done = self.out / "measure.json"
@@ -315,90 +327,8 @@ class Chooser:
         done.write_text(json.dumps(m, indent=1))
         (self.out / "measure.md").write_text(measure_markdown(m, doc))
         for a, g in m["gains"].items():
-            self.log(f"measure: distilled - {a} {_gain(g)} mIoU ({self.out / 'measure.md'})")
+            self.log(f"measure: distilled - {a} {gain_text(g)} mIoU ({self.out / 'measure.md'})")
         return 0
-
-
-def _pct(x: float) -> str:
-    return f"{x * 100:.1f}"
-
-
-def _gain(g: dict[str, Any]) -> str:
-    """``+x.x [+lo, +hi]`` of a :func:`gain_doc` entry (n/a for a class absent from the scans)."""
-    lo, hi = g["ci95"]
-    if g["mean"] is None or lo is None or hi is None:
-        return "n/a"
-    return f"{g['mean'] * 100:+.1f} [{lo * 100:+.1f}, {hi * 100:+.1f}]"
-
-
-def choice_markdown(doc: dict[str, Any]) -> str:
-    v = doc["validation"]
-    arms = doc["arms"]
-    lines = [
-        "# Schedules chosen on the validation streets",
-        "",
-        f"Validation streets {v['seeds'][0]}-{v['seeds'][-1]} ({len(v['seeds'])} streets x "
-        f"{v['scans']} scans = {v['n_scans']}), seeds {doc['seeds']}, label fraction "
-        f"{doc['label_fraction']:g}; mIoU (%) mean over seeds, per seed in brackets; ties "
-        f"within {doc['tie'] * 100:.1f} go to the candidate listed first; '-' = not a "
-        f"candidate for that arm. Commit {doc['commit'][:10]}.",
-        "",
-        "| candidate | epochs (student lineage / controls) | " + " | ".join(arms) + " |",
-        "| --- | --- | " + " | ".join("---" for _ in arms) + " |",
-    ]
-    for c in doc["candidates"]:
-        e = c["epochs"] or {}
-        student = e.get("distilled_lineage", "?") if "distilled" in c["miou"] else "-"
-        controls = e.get("controls", "?") if set(c["miou"]) - {"distilled"} else "-"
-        cells = [f"{student} / {controls}"]
-        for arm in arms:
-            if arm not in c["miou"]:
-                cells.append("-")
-                continue
-            mark = "**" if doc["choice"][arm] == c["name"] else ""
-            seeds = " / ".join(_pct(x) for x in c["per_seed"][arm])
-            cells.append(f"{mark}{_pct(c['miou'][arm])}{mark} ({seeds})")
-        lines.append(f"| {c['name']} | " + " | ".join(cells) + " |")
-    chosen = ", ".join(f"{a} **{n}**" for a, n in doc["choice"].items())
-    gains = "; ".join(f"distilled - {a} {_gain(g)}" for a, g in doc["validation_gain"].items())
-    lines += ["", f"Chosen: {chosen}. Validation gains of the chosen arms: {gains} mIoU "
-              "(validation numbers, not a claim).", ""]  # fmt: skip
-    return "\n".join(lines)
-
-
-def measure_markdown(m: dict[str, Any], choice_doc: dict[str, Any]) -> str:
-    t = m["test"]
-    controls = list(m["gains"])
-    lines = [
-        "# The chosen arms on the test streets (measured once)",
-        "",
-        f"Test streets {t['seeds']} x {t['scans']} scans ({t['n_scans']}), seeds "
-        f"{choice_doc['seeds']}; chosen on validation: "
-        + ", ".join(f"{a} {n}" for a, n in m["choice"].items()) + ". mIoU: "
-        + ", ".join(f"{a} {_pct(v)}" for a, v in m["miou"].items()) + ".",
-        "",
-    ]
-    for a, g in m["gains"].items():
-        lines.append(f"**distilled - {a} {_gain(g)} mIoU** (95 % CI, two-level bootstrap over "
-                     "seeds and test scans); per seed "
-                     + " / ".join(f"{x * 100:+.1f}" for x in g["per_seed"]))  # fmt: skip
-        lines.append("")
-    lines += ["| class | " + " | ".join(f"distilled - {a} IoU (95 % CI)" for a in controls)
-              + " |", "| --- | " + " | ".join("---" for _ in controls) + " |"]  # fmt: skip
-    for c in CLASS_NAMES:
-        cells = [_gain(m["gains"][a]["per_class"][c]) for a in controls]
-        lines.append(f"| {c} | " + " | ".join(cells) + " |")
-    if m["ablation"]:
-        arms = choice_doc["arms"]
-        heads = [*arms, *(f"own distilled - {a} (95 % CI)" for a in arms[1:])]
-        lines += ["", "Every candidate on the same test streets, mIoU (ablation; chose "
-                  "nothing):", "", "| candidate | " + " | ".join(heads) + " |",
-                  "| --- | " + " | ".join("---" for _ in heads) + " |"]  # fmt: skip
-        for n, v in m["ablation"].items():
-            cells = [_pct(v["miou"][a]) if a in v["miou"] else "-" for a in arms]
-            cells += [_gain(v["gains"][a]) if a in v["gains"] else "-" for a in arms[1:]]
-            lines.append(f"| {n} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
 
 
 def build_parser() -> argparse.ArgumentParser:
