@@ -1,11 +1,11 @@
 """The fused C++ kernels (sparse/fused.py) against independent computations.
 
 Oracles: dense ``F.conv3d`` / ``conv_transpose3d`` on the scattered grid for the conv,
-a float64 pair-list sum for random LiDAR-like tables (fused and eager float32 within the
-rounding bound of their summation), and the
-eager point branch for the point head. Every vectorised width (16..128 channels) and the
-generic path (other widths) are covered, on 1 and 2 threads (the kernel splits output
-rows between threads; a race would show as a mismatch).
+a float64 pair-list sum for random LiDAR-like tables (fused and eager float32 each within
+the rounding bound of a float32 sum), and the eager point branch for the point head. Every
+vectorised width (16..128 channels) and the generic path (other widths) are covered, on 1
+and 2 threads (the kernel splits output rows between threads; a race would show as a
+mismatch).
 """
 
 from __future__ import annotations
