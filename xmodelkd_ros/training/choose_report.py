@@ -82,6 +82,7 @@ def gain_text(g: dict[str, Any]) -> str:
 
 
 def choice_markdown(doc: dict[str, Any]) -> str:
+    """``choice.md`` of a ``choice.json`` document (with its ``edges``, :func:`grid_edges`)."""
     v = doc["validation"]
     arms = doc["arms"]
     lines = [
@@ -113,7 +114,7 @@ def choice_markdown(doc: dict[str, Any]) -> str:
     gains = "; ".join(f"distilled - {a} {gain_text(g)}" for a, g in doc["validation_gain"].items())
     lines += ["", f"Chosen: {chosen}. Validation gains of the chosen arms: {gains} mIoU "
               "(validation numbers, not a claim).", ""]  # fmt: skip
-    return "\n".join(lines + edge_lines(grid_edges(doc)))
+    return "\n".join(lines + edge_lines(doc["edges"]))
 
 
 def measure_markdown(m: dict[str, Any], choice_doc: dict[str, Any]) -> str:
@@ -127,7 +128,7 @@ def measure_markdown(m: dict[str, Any], choice_doc: dict[str, Any]) -> str:
         + ", ".join(f"{a} {n}" for a, n in m["choice"].items()) + ". mIoU: "
         + ", ".join(f"{a} {pct(v)}" for a, v in m["miou"].items()) + ".",
         "",
-        *edge_lines(grid_edges(choice_doc)),
+        *edge_lines(choice_doc["edges"]),
     ]
     for a, g in m["gains"].items():
         lines.append(f"**distilled - {a} {gain_text(g)} mIoU** (95 % CI, two-level bootstrap over "
