@@ -20,6 +20,7 @@ never compares ``kind`` strings; a new stage is one ``@STAGE_KINDS.register`` cl
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -53,6 +54,7 @@ from xmodelkd_ros.training.objectives import (
     DistillWeights,
     TeacherLoss,
     TeacherWeights,
+    settings_from_dict,
 )
 from xmodelkd_ros.training.recipe import RecipeError
 from xmodelkd_ros.training.registry import Registry
@@ -463,6 +465,14 @@ class BaselineStage(_ControlKind):
     final = "baseline.pt"
 
 
+@dataclass(frozen=True)
+class SelfTrainSettings:
+    """``loss.selftrain`` (see :class:`SelfTrainStage`)."""
+
+    confidence: float = 0.5
+    labeller: str = BaselineStage.final
+
+
 @STAGE_KINDS.register("selftrain")
 class SelfTrainStage(_ControlKind):
     """LiDAR-only self-training (the control of the label-scarce regime): same epochs,
@@ -476,12 +486,10 @@ class SelfTrainStage(_ControlKind):
     final = "selftrain.pt"
 
     def build(self, ctx: Context, num_classes: int) -> nn.Module:
-        st = dict((ctx.recipe.get("loss") or {}).get("selftrain") or {})
-        unknown = sorted(set(st) - {"confidence", "labeller"})
-        if unknown:
-            raise RecipeError(f"unknown loss.selftrain settings: {unknown}")
+        section = (ctx.recipe.get("loss") or {}).get("selftrain") or {}
+        st = settings_from_dict(SelfTrainSettings, section, "loss.selftrain settings")
         student = StudentNet(student_cfg_of(ctx.recipe, num_classes))
-        path = ctx.out / str(st.get("labeller", BaselineStage.final))
+        path = ctx.out / str(st.labeller)
         if not path.is_file():
             raise CheckpointError(f"selftrain needs the LiDAR-only labeller {path}: "
                                   "run --stage baseline first")  # fmt: skip
@@ -489,7 +497,7 @@ class SelfTrainStage(_ControlKind):
         for p in labeller.parameters():
             p.requires_grad_(False)
         loss = self.loss(ctx, student, None)
-        return SelfTrainStep(student, loss, labeller.eval(), float(st.get("confidence", 0.5)))
+        return SelfTrainStep(student, loss, labeller.eval(), float(st.confidence))
 
 
 @STAGE_KINDS.register("joint")
