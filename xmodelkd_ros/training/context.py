@@ -24,6 +24,7 @@ from xmodelkd_ros.training import distributed as D
 from xmodelkd_ros.training.data.collate import collate
 from xmodelkd_ros.training.datasets import PreparedDataset, build_source
 from xmodelkd_ros.training.recipe import recipe_values
+from xmodelkd_ros.training.recipe_types import ModelSection, Recipe
 
 
 class TrainingStoppedError(RuntimeError):
@@ -48,7 +49,7 @@ class StopFlag:
 
 @dataclass
 class Context:
-    recipe: dict[str, Any]
+    recipe: Recipe
     out: Path
     device: torch.device
     dist: D.DistInfo
@@ -74,12 +75,12 @@ class Context:
 
     @property
     def seed(self) -> int:
-        return int(self.recipe.get("seed", 0))
+        return self.recipe.seed
 
 
-def grid_of(recipe: dict[str, Any]) -> VoxelGridSpec:
-    m = recipe["model"]
-    return default_grid(float(m.get("voxel_size", 0.1)), float(m.get("xy_range", 51.2)))
+def grid_of(model: ModelSection) -> VoxelGridSpec:
+    """The voxel grid of the recipe's ``model`` section."""
+    return default_grid(model.voxel_size, model.xy_range)
 
 
 def make_loader(
@@ -90,12 +91,12 @@ def make_loader(
         batch_sampler=batches,
         collate_fn=partial(
             collate,
-            grid=grid_of(ctx.recipe),
+            grid=grid_of(ctx.recipe.model),
             num_levels=num_levels,
             in_channels=in_channels,
-            image_hw=tuple(ctx.recipe["data"]["image_size"]),
+            image_hw=tuple(ctx.recipe.data.image_size),
         ),
-        num_workers=int(ctx.recipe["data"].get("workers", 0)),
+        num_workers=ctx.recipe.data.workers,
     )
 
 

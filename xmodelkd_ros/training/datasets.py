@@ -16,37 +16,37 @@ from torch.utils.data import Dataset
 from xmodelkd_ros.training.augment import AugmentConfig, Prepared, prepare_sample
 from xmodelkd_ros.training.data.sample import Sample
 from xmodelkd_ros.training.data.semantickitti import DatasetError, SemanticKITTI
-from xmodelkd_ros.training.recipe import get
+from xmodelkd_ros.training.recipe_types import AugmentSection, DataSection, Recipe
 from xmodelkd_ros.training.registry import Registry
 
 #: ``data.dataset`` -> reader factory: ``build(recipe, part)`` with part "train" or "val".
 DATASETS: Registry[type] = Registry("data.dataset", DatasetError)
 
 
-def build_source(recipe: dict[str, Any], split: str) -> Any:
+def build_source(recipe: Recipe, split: str) -> Any:
     """The reader for ``split`` ("train", "val" or "pretrain") of the recipe's dataset."""
-    data = recipe["data"]
-    if split == "pretrain" and data.get("pretrain", "train") == "bag":
-        return _bag_source(data)
+    if split == "pretrain" and recipe.data.pretrain == "bag":
+        return _bag_source(recipe.data)
     part = "train" if split == "pretrain" else split
-    return DATASETS.get(data.get("dataset", "synthetic")).build(recipe, part)
+    return DATASETS.get(recipe.data.dataset).build(recipe, part)
 
 
-def _bag_source(data: dict[str, Any]) -> Any:
+def _bag_source(data: DataSection) -> Any:
     """``data.pretrain=bag``: unlabeled LiDAR + camera pairs from a ROS 2 bag."""
     from xmodelkd_ros.training.data.rosbag import RosbagPairs
 
-    bag = data.get("bag") or {}
-    if not bag.get("path") or not bag.get("calibration"):
+    bag = data.bag
+    if not bag.path or not bag.calibration:
         raise DatasetError("data.pretrain=bag needs data.bag.path and data.bag.calibration")
     return RosbagPairs(
-        bag["path"],
-        bag.get("lidar_topic", "/points"),
-        list(bag.get("camera_topics") or []),
-        bag["calibration"],
-        max_dt=float(bag.get("max_dt", 0.05)),
-        limit=bag.get("limit"),
-    )
+        bag.path, bag.lidar_topic, list(bag.camera_topics), bag.calibration,
+        max_dt=bag.max_dt, limit=bag.limit,
+    )  # fmt: skip
+
+
+def _temporal_views(data: DataSection, part: str) -> int:
+    """Temporal views feed the contrastive term of training; evaluation never uses them."""
+    return data.temporal_views if part == "train" else 0
 
 
 @DATASETS.register("synthetic")
@@ -55,25 +55,28 @@ class SyntheticData:
     SemanticKITTI layout (what ``python -m xmodelkd_ros.sim`` writes)."""
 
     @staticmethod
-    def build(recipe: dict[str, Any], part: str) -> Any:
-        data = recipe["data"]
-        if data.get("root") is not None:
+    def build(recipe: Recipe, part: str) -> Any:
+        data = recipe.data
+        if data.root is not None:
             return SemanticKittiData.build(recipe, part)
         from xmodelkd_ros.sim.splits import SplitError
         from xmodelkd_ros.training.data.synthetic import SyntheticWorld
 
-        h, w = data.get("render_size", [180, 320])
+        scans = data.scans_of(part)
+        if scans is None:
+            raise DatasetError(f"data.{part}_scans is not set (scans of the synthetic world)")
+        h, w = data.render_size
         try:
             return SyntheticWorld(
-                seed=data[f"{part}_seeds"],
-                scans=int(data[f"{part}_scans"]),
-                stride=int(data.get("stride", 1)),
-                sim_kwargs={"cameras": int(data.get("cameras", 3)), "width": w, "height": h},
+                seed=getattr(data, f"{part}_seeds"),
+                scans=scans,
+                stride=data.stride,
+                sim_kwargs={"cameras": data.cameras, "width": w, "height": h},
                 split=part,
-                label_fraction=float(data.get("label_fraction", 1.0) if part == "train" else 1),
-                label_seed=int(recipe.get("seed", 0)),
-                temporal_views=int(data.get("temporal_views", 0)) if part == "train" else 0,
-                temporal_step=int(data.get("temporal_step", 5)),
+                label_fraction=data.label_fraction if part == "train" else 1.0,
+                label_seed=recipe.seed,
+                temporal_views=_temporal_views(data, part),
+                temporal_step=data.temporal_step,
             )
         except SplitError as exc:
             raise DatasetError(str(exc)) from None
@@ -84,21 +87,21 @@ class SemanticKittiData:
     """SemanticKITTI's official layout under ``data.root``."""
 
     @staticmethod
-    def build(recipe: dict[str, Any], part: str) -> Any:
-        data = recipe["data"]
-        if not data.get("root"):
+    def build(recipe: Recipe, part: str) -> Any:
+        data = recipe.data
+        if not data.root:
             raise DatasetError("data.root is not set: --set data.root=/path/to/semantickitti")
-        seqs = get(recipe, f"data.sequences.{part}")
+        seqs = data.sequences.get(part)
         if not seqs:
             raise DatasetError(f"data.sequences.{part} is empty")
         return SemanticKITTI(
-            data["root"],
+            data.root,
             list(seqs),
-            cameras=data.get("kitti_cameras"),
-            limit=data.get(f"{part}_limit") or data.get(f"{part}_scans"),
-            stride=int(data.get("stride", 1)),
-            temporal_views=int(data.get("temporal_views", 0)) if part == "train" else 0,
-            temporal_step=int(data.get("temporal_step", 5)),
+            cameras=data.kitti_cameras,
+            limit=data.limit_of(part) or data.scans_of(part),
+            stride=data.stride,
+            temporal_views=_temporal_views(data, part),
+            temporal_step=data.temporal_step,
         )
 
 
@@ -107,20 +110,20 @@ class NuScenesData:
     """nuScenes-lidarseg through nuscenes-devkit."""
 
     @staticmethod
-    def build(recipe: dict[str, Any], part: str) -> Any:
+    def build(recipe: Recipe, part: str) -> Any:
         from xmodelkd_ros.training.data.nuscenes import NuScenesLidarseg
 
-        data = recipe["data"]
-        if not data.get("root"):
+        data = recipe.data
+        if not data.root:
             raise DatasetError("data.root is not set: --set data.root=/path/to/nuscenes")
         return NuScenesLidarseg(
-            data["root"],
-            version=data.get("version", "v1.0-trainval"),
-            split=data.get(f"{part}_split", part),
-            cameras=data.get("nuscenes_cameras"),
-            limit=data.get(f"{part}_limit"),
-            temporal_views=int(data.get("temporal_views", 0)) if part == "train" else 0,
-            temporal_step=int(data.get("temporal_step", 1)),
+            data.root,
+            version=data.version,
+            split=getattr(data, f"{part}_split"),
+            cameras=data.nuscenes_cameras,
+            limit=data.limit_of(part),
+            temporal_views=_temporal_views(data, part),
+            temporal_step=data.temporal_step,
         )
 
 
@@ -133,16 +136,16 @@ def class_names_of(source: Any) -> list[str]:
     return names
 
 
-def augment_config(recipe: dict[str, Any], enabled: bool) -> AugmentConfig:
-    a = dict(recipe.get("augment") or {})
+def augment_config(section: AugmentSection, enabled: bool) -> AugmentConfig:
+    """The recipe's ``augment`` section as the data pipeline's config."""
     return AugmentConfig(
         enabled=enabled,
-        rotate_deg=float(a.get("rotate_deg", 180.0)),
-        flip=bool(a.get("flip", True)),
-        scale=tuple(a.get("scale", (0.95, 1.05))),
-        jitter=float(a.get("jitter", 0.01)),
-        color_jitter=float(a.get("color_jitter", 0.2)),
-        crop_scale=tuple(a.get("crop_scale", (0.8, 1.0))),
+        rotate_deg=section.rotate_deg,
+        flip=section.flip,
+        scale=tuple(section.scale),
+        jitter=section.jitter,
+        color_jitter=section.color_jitter,
+        crop_scale=tuple(section.crop_scale),
     )
 
 

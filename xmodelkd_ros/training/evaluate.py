@@ -7,6 +7,7 @@ later re-evaluation agree.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
@@ -14,18 +15,13 @@ import torch
 from torch import nn
 
 from xmodelkd_ros.nets.checkpoint import CheckpointError, load_student
-from xmodelkd_ros.nets.teacher import FusionTeacher
+from xmodelkd_ros.nets.teacher import FusionTeacher, PointPixelCorrespondence
 from xmodelkd_ros.training.context import Context, make_loader, progress
 from xmodelkd_ros.training.data.semantickitti import DatasetError
 from xmodelkd_ros.training.datasets import PreparedDataset, augment_config, class_names_of
 from xmodelkd_ros.training.metrics import ConfusionMatrix, SegMetrics
 from xmodelkd_ros.training.report import write_report
-from xmodelkd_ros.training.stages import (
-    EVAL_STREAM,
-    correspondence,
-    load_teacher,
-    recipe_epochs,
-)
+from xmodelkd_ros.training.stages import EVAL_STREAM, load_teacher, recipe_epochs
 
 
 @torch.no_grad()
@@ -37,15 +33,15 @@ def evaluate(ctx: Context, name: str, net: nn.Module, class_names: Sequence[str]
     cfg = net.config.student if is_teacher else net.config
     ds = PreparedDataset(
         src,
-        augment_config(r, False),
-        tuple(r["data"]["image_size"]),
+        augment_config(r.augment, False),
+        tuple(r.data.image_size),
         ctx.seed,
         EVAL_STREAM,
-        r["data"].get("eval_max_points"),
+        r.data.eval_max_points,
         1,
         use_images=is_teacher,
     )
-    bs = int(r["data"].get("eval_batch_size", 1))
+    bs = r.data.eval_batch_size
     batches = [list(range(i, min(i + bs, len(src)))) for i in range(0, len(src), bs)]
     loader = make_loader(ctx, ds, batches, cfg.num_levels, cfg.in_channels)
     was_training = net.training
@@ -56,7 +52,8 @@ def evaluate(ctx: Context, name: str, net: nn.Module, class_names: Sequence[str]
         if batch.labels is None:
             raise DatasetError("the validation split has no labels")
         if is_teacher:
-            logits = net(batch.inputs, batch.images, correspondence(batch)).logits
+            pairs = PointPixelCorrespondence.from_batch(batch)
+            logits = net(batch.inputs, batch.images, pairs).logits
         else:
             i = batch.inputs
             logits = net(i.voxel_feats, i.point_feats, i.point2voxel, i.maps).logits
@@ -96,12 +93,12 @@ def finish_report(
     r = ctx.recipe
     e = recipe_epochs(r)
     meta = {
-        "recipe": r.get("_source"),
-        "dataset": r["data"].get("dataset"),
+        "recipe": r.source,
+        "dataset": r.data.dataset,
         "seed": ctx.seed,
         "validation scans": len(ctx.source("val")),
-        "distilled student init": r["model"].get("student_init", "scratch"),
-        "distillation weights": (r.get("loss") or {}).get("distill"),
+        "distilled student init": r.model.student_init,
+        "distillation weights": dataclasses.asdict(r.loss.distill),
         "epochs (teacher / distilled / LiDAR-only controls)": " / ".join(
             str(e[k]) for k in ("teacher", "distilled", "controls")
         ),

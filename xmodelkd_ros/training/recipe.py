@@ -1,11 +1,14 @@
 """Training recipes: YAML files under the top-level ``training/`` folder, every key
 overridable from the command line (``--set optim.lr=0.002 data.train_scans=40``).
 
-A recipe is a nested dict; overrides may only replace keys the recipe already has, so
-a typo fails loudly instead of training with a silently ignored setting. A recipe may
-start from others (``_base_: _base_real.yaml``, a path relative to the recipe, or a
-list of them): the bases are deep-merged first, the recipe's own keys on top, and
-``--set`` last. Files whose name starts with ``_`` are bases, not recipes.
+A recipe file is YAML; what it becomes is a typed :class:`~xmodelkd_ros.training.
+recipe_types.Recipe` (one dataclass per section, defaults in one place). OmegaConf does the
+merging and the type checks: a key the schema does not have, or a value of the wrong type,
+fails loudly with the key's name instead of training with a silently ignored setting. A
+recipe may start from others (``_base_: _base_real.yaml``, a path relative to the recipe, or
+a list of them): the bases are deep-merged first, the recipe's own keys on top, and
+``--set`` last. Files whose name starts with ``_`` are bases, not recipes. The base chain
+is resolved here (relative paths, cycles, missing files named) before OmegaConf sees it.
 
 Recipes are found in the source tree, and in an installed tree (pip wheel, ``--prefix``
 install, colcon) under ``<prefix>/share/xmodelkd_ros/training``, where setup.py puts them.
@@ -14,21 +17,35 @@ install, colcon) under ``<prefix>/share/xmodelkd_ros/training``, where setup.py 
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import yaml
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from xmodelkd_ros.training.recipe_types import Recipe, RecipeError
+
+__all__ = [
+    "Recipe",
+    "RecipeError",
+    "known_recipes",
+    "load_recipe",
+    "recipe_from_dict",
+    "recipe_path",
+    "recipe_values",
+    "show_recipe",
+    "with_overrides",
+    "write_recipe",
+]
 
 PACKAGE = "xmodelkd_ros"
 #: The top-level ``training/`` folder of the source tree (recipes are data, not code).
 RECIPE_DIR = Path(__file__).resolve().parents[2] / "training"
 BASE_KEY = "_base_"
-
-
-class RecipeError(ValueError):
-    """A recipe cannot be found or an override names an unknown key / bad value."""
 
 
 @contextmanager
@@ -70,9 +87,10 @@ def known_recipes() -> list[str]:
 
 
 def recipe_path(name_or_path: str) -> Path:
-    """``synthetic`` -> ``training/synthetic.yaml``; an existing path is used as is."""
+    """``synthetic`` -> ``training/synthetic.yaml``; an existing path (a YAML recipe, or a
+    run's resolved ``recipe.json``) is used as is."""
     p = Path(name_or_path)
-    if p.suffix in (".yaml", ".yml") and p.is_file():
+    if p.suffix in (".yaml", ".yml", ".json") and p.is_file():
         return p
     for d in recipe_dirs():
         if (d / f"{name_or_path}.yaml").is_file():
@@ -115,62 +133,78 @@ def _read(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
     return deep_merge(merged, recipe)
 
 
-def load_recipe(name_or_path: str, overrides: Iterable[str] = ()) -> dict[str, Any]:
-    """Load a recipe and apply ``key.path=value`` overrides (values parsed as YAML)."""
-    path = recipe_path(name_or_path)
-    recipe = apply_overrides(_read(path), overrides)
-    recipe["_source"] = str(path)
-    return recipe
-
-
-def apply_overrides(recipe: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
-    """Return a copy of ``recipe`` with each ``a.b.c=value`` applied."""
-    out = copy.deepcopy(recipe)
+def _as_recipe(doc: dict[str, Any], overrides: Iterable[str], where: str) -> Recipe:
+    """``doc`` (a merged recipe file) and ``key=value`` overrides on the typed schema: an
+    unknown key or a value of the wrong type is a one-line :class:`RecipeError` naming
+    the key; checks beyond types run in the sections' ``__post_init__``."""
+    try:
+        config = OmegaConf.merge(OmegaConf.structured(Recipe), doc)
+    except OmegaConfBaseException as exc:
+        raise RecipeError(f"{where}: {_one_line(exc)}") from None
     for item in overrides:
         if "=" not in item:
             raise RecipeError(f"--set expects key=value, got {item!r}")
-        key, raw = item.split("=", 1)
-        parts = key.strip().split(".")
-        node: Any = out
-        for depth, part in enumerate(parts):
-            if not isinstance(node, dict) or part not in node:
-                where = ".".join(parts[:depth]) or "<top level>"
-                options = sorted(node) if isinstance(node, dict) else []
-                raise RecipeError(
-                    f"unknown recipe key {key!r}: {where} has no {part!r} "
-                    f"(keys there: {', '.join(map(str, options))})"
-                )
-            if depth == len(parts) - 1:
-                try:
-                    value = yaml.safe_load(raw) if raw != "" else None
-                except yaml.YAMLError as exc:
-                    raise RecipeError(f"--set {key}: cannot parse value {raw!r}: {exc}") from None
-                if isinstance(node[part], dict) and not isinstance(value, dict):
-                    raise RecipeError(f"--set {key}: is a section, set its keys instead")
-                node[part] = value
-            else:
-                node = node[part]
+        key = item.split("=", 1)[0].strip()
+        try:
+            config = OmegaConf.merge(config, OmegaConf.from_dotlist([item]))
+        except OmegaConfBaseException as exc:
+            raise RecipeError(f"--set {key}: {_one_line(exc)}") from None
+    try:
+        recipe = OmegaConf.to_object(config)
+    except OmegaConfBaseException as exc:
+        raise RecipeError(f"{where}: {_one_line(exc)}") from None
+    assert isinstance(recipe, Recipe)
+    return recipe
+
+
+def _one_line(exc: OmegaConfBaseException) -> str:
+    """OmegaConf's message without its multi-line context, with the key it concerns."""
+    msg = str(getattr(exc, "msg", None) or exc).splitlines()[0]
+    key = getattr(exc, "full_key", None)
+    return f"{key}: {msg}" if key and key not in msg else msg
+
+
+def load_recipe(name_or_path: str, overrides: Iterable[str] = ()) -> Recipe:
+    """Load a recipe (its ``_base_`` files merged underneath) and apply ``key.path=value``
+    overrides, onto the typed sections of :class:`Recipe`."""
+    path = recipe_path(name_or_path)
+    if path.suffix == ".json":  # a run's recipe.json: already resolved, keeps its source
+        try:
+            doc = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise RecipeError(f"{path}: cannot read a resolved recipe: {exc}") from None
+        if not isinstance(doc, dict):
+            raise RecipeError(f"{path}: a recipe must be a mapping")
+        return recipe_from_dict(doc, overrides)
+    recipe = _as_recipe(_read(path), overrides, str(path))
+    recipe.source = str(path)
+    return recipe
+
+
+def recipe_from_dict(doc: dict[str, Any], overrides: Iterable[str] = ()) -> Recipe:
+    """A :class:`Recipe` from a resolved recipe document (``recipe.json`` of a run, a
+    checkpoint's provenance); its ``_source`` key, when present, becomes ``source``."""
+    doc = dict(doc)
+    source = doc.pop("_source", None)
+    recipe = _as_recipe(doc, overrides, str(source or "recipe"))
+    recipe.source = source
+    return recipe
+
+
+def with_overrides(recipe: Recipe, overrides: Iterable[str]) -> Recipe:
+    """A copy of ``recipe`` with ``key=value`` overrides applied (same checks as --set)."""
+    out = _as_recipe(recipe.to_dict(), overrides, "recipe")
+    out.source = recipe.source
     return out
 
 
-def get(recipe: dict[str, Any], dotted: str, default: Any = None) -> Any:
-    """``get(r, "optim.lr")``; missing keys give ``default``."""
-    node: Any = recipe
-    for part in dotted.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return default
-        node = node[part]
-    return node
+def write_recipe(recipe: Recipe, path: Path) -> None:
+    """``recipe.json``: the resolved recipe and the file it came from; what a child
+    process (``--recipe path``) and the tools reading a run folder load back."""
+    doc = {**recipe.to_dict(), "_source": recipe.source}
+    path.write_text(json.dumps(doc, indent=1))
 
 
-def intensity_range_of(recipe: dict[str, Any]) -> list[float]:
-    """``data.intensity_range`` as ``[lo, hi]``: the scale of the intensity channel the
-    readers deliver (and so the model learns); export writes it into ``model.json``."""
-    value = get(recipe, "data.intensity_range", [0.0, 1.0])
-    try:
-        lo, hi = (float(v) for v in value)
-    except (TypeError, ValueError):
-        raise RecipeError(f"data.intensity_range must be [lo, hi], got {value!r}") from None
-    if not lo < hi:
-        raise RecipeError(f"data.intensity_range needs lo < hi, got {value!r}")
-    return [lo, hi]
+def show_recipe(recipe: Recipe) -> str:
+    """The resolved recipe as YAML (``--show-recipe``)."""
+    return yaml.safe_dump(recipe.to_dict(), sort_keys=False)

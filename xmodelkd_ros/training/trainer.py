@@ -33,7 +33,7 @@ from xmodelkd_ros.training.hooks import (
     ProgressHook,
     TensorBoardHook,
 )
-from xmodelkd_ros.training.recipe import intensity_range_of, recipe_values
+from xmodelkd_ros.training.recipe import recipe_values
 from xmodelkd_ros.training.stages import StageKind, on_sparse_backend
 
 
@@ -52,7 +52,7 @@ def lr_lambda(warmup: int, total: int) -> Callable[[int], float]:
 def default_hooks(ctx: Context) -> list[HookBase]:
     hooks: list[HookBase] = [
         ProgressHook(),
-        NonFiniteGuardHook(str(ctx.recipe["optim"].get("nan_policy", "stop"))),
+        NonFiniteGuardHook(ctx.recipe.optim.nan_policy),
         LoggerHook(),
         CheckpointHook(),
         EvaluationHook(),
@@ -81,29 +81,27 @@ class Trainer:
             self.model: nn.Module = self.stage  # DDP-wrapped in train() when distributed
             self.net_cfg = kind.network_config(self.stage)
             self.params = [p for p in self.stage.parameters() if p.requires_grad]
-            o = r["optim"]
-            self.optim = torch.optim.AdamW(
-                self.params, lr=float(o["lr"]), weight_decay=float(o["weight_decay"])
-            )
+            o = r.optim
+            self.optim = torch.optim.AdamW(self.params, lr=o.lr, weight_decay=o.weight_decay)
             self.epochs = kind.epochs(r)
-            self.batch_size = int(r["data"]["batch_size"])
-            self.cap = r["schedule"].get("steps_per_epoch")
+            self.batch_size = r.data.batch_size
+            self.cap = r.schedule.steps_per_epoch
             n = len(self.source)
             self.steps_per_epoch = len(epoch_batches(ctx, n, 0, self.batch_size, self.cap))
             #: The stage's optimizer steps: the end of the LR schedule and of ``set_progress``.
             self.total_steps = max(1, self.epochs * self.steps_per_epoch)
             self.sched = torch.optim.lr_scheduler.LambdaLR(
-                self.optim, lr_lambda(int(o.get("warmup_steps", 0)), self.total_steps)
+                self.optim, lr_lambda(o.warmup_steps, self.total_steps)
             )
-            self.clip = float(o.get("grad_clip") or 0)
+            self.clip = float(o.grad_clip or 0)
             self.dataset = PreparedDataset(
                 self.source,
-                augment_config(r, True),
-                tuple(r["data"]["image_size"]),
+                augment_config(r.augment, True),
+                tuple(r.data.image_size),
                 ctx.seed,
                 kind.stream,
-                r["data"].get("max_points"),
-                int(r["data"].get("views", 1)),
+                r.data.max_points,
+                r.data.views,
                 use_images=kind.uses_images,
                 temporal=kind.uses_temporal,
             )
@@ -233,14 +231,14 @@ class Trainer:
         ctx, r = self.ctx, self.ctx.recipe
         if ctx.dist.is_main:
             provenance = {
-                "recipe": {k: v for k, v in r.items() if not k.startswith("_")},
-                "recipe_file": r.get("_source"),
-                "dataset": r["data"].get("dataset"),
+                "recipe": r.to_dict(),
+                "recipe_file": r.source,
+                "dataset": r.data.dataset,
                 "stage": self.name,
                 "epochs": self.epochs,
                 "metrics": {k: v for k, v in self.metrics.items() if k != "confusion"},
                 # the input intensity scale the model learned; export copies it to model.json
-                "intensity_range": intensity_range_of(r),
+                "intensity_range": [float(v) for v in r.data.intensity_range],
             }
             final = ctx.out / self.kind.final
             self.kind.save(ctx, self.stage, final, self.class_names, provenance)

@@ -1,0 +1,354 @@
+"""The training recipe as typed sections: one dataclass per section, defaults in one place.
+
+Why typed: a recipe is read by the datasets, the stage kinds, the trainer, the reports,
+the benchmark and the demo. As a nested dict every reader repeated its own fallback
+(``data.get("render_size", [180, 320])`` in three modules) and a value's type was found
+out where it was used. Here each section states its keys, their types and their defaults
+once; :mod:`~xmodelkd_ros.training.recipe` loads YAML files (with ``_base_``
+inheritance) and ``--set`` overrides onto these classes through OmegaConf, which rejects
+an unknown key or a value of the wrong type with the key's dotted name, and the code reads
+attributes (``recipe.data.render_size``).
+
+The defaults are those of the default recipe (``training/synthetic.yaml``); the YAML
+recipes still state every value they rely on, so a recipe file reads on its own. Model
+sections that override a network's own config (``model.student``, ``model.image``) default
+to ``None`` per key: unset keys keep the network's defaults (``nets/``), which stay the one
+place those are defined. Checks that need more than a type (choices, ranges) run in
+``__post_init__`` and raise :class:`RecipeError`, so every bad value fails at load time.
+No torch here: ``--show-recipe`` and tools read recipes without importing the networks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Optional, Union
+
+# OmegaConf reads these annotations at run time: keep ``Optional`` / ``Union`` (not
+# ``X | None``), which its type resolution understands on every supported Python.
+# ruff: noqa: UP007, UP045
+
+
+class RecipeError(ValueError):
+    """A recipe cannot be found, or names an unknown key, or has a bad value."""
+
+
+def _choice(what: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise RecipeError(f"{what} must be {' | '.join(choices)}, got {value!r}")
+
+
+@dataclass
+class BagSection:
+    """``data.bag``: an unlabeled ROS 2 bag for ``data.pretrain: bag``."""
+
+    path: Optional[str] = None
+    lidar_topic: str = "/points"
+    camera_topics: list[str] = field(default_factory=list)
+    #: calibration YAML (cameras' intrinsics and LiDAR->camera extrinsics)
+    calibration: Optional[str] = None
+    #: largest LiDAR-camera stamp difference paired, seconds
+    max_dt: float = 0.05
+    #: use only the first N scans (null = all)
+    limit: Optional[int] = None
+
+
+@dataclass
+class DataSection:
+    """``data``: where scans come from, how many, and how they are batched."""
+
+    #: a registered reader: synthetic | semantickitti | nuscenes
+    dataset: str = "synthetic"
+    #: dataset folder; synthetic: null = generate on the fly, a folder = SemanticKITTI layout
+    root: Optional[str] = None
+    # --- synthetic world: streets are world seeds (xmodelkd_ros.sim.splits)
+    train_seeds: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5, 6, 7, 8])
+    val_seeds: list[int] = field(default_factory=lambda: [101, 102, 103])
+    #: scans in total, round-robin over the streets (a folder: the first N; null = all)
+    train_scans: Optional[int] = None
+    val_scans: Optional[int] = None
+    #: simulated rig cameras and their resolution (H, W)
+    cameras: int = 3
+    render_size: list[int] = field(default_factory=lambda: [180, 320])
+    #: share of training scans with labels (the rest: images only)
+    label_fraction: float = 1.0
+    # --- SemanticKITTI layout
+    sequences: dict[str, list[str]] = field(default_factory=dict)
+    kitti_cameras: Optional[list[str]] = None
+    # --- nuScenes
+    version: str = "v1.0-trainval"
+    train_split: str = "train"
+    val_split: str = "val"
+    #: null = all six
+    nuscenes_cameras: Optional[list[str]] = None
+    # --- every dataset
+    #: use only the first N scans of a split (null = all)
+    train_limit: Optional[int] = None
+    val_limit: Optional[int] = None
+    #: frames between a street's / sequence's used scans
+    stride: int = 1
+    #: network image size after crop/resize (H, W)
+    image_size: list[int] = field(default_factory=lambda: [128, 224])
+    #: intensity scale the readers deliver (and so the model learns; export writes it)
+    intensity_range: list[float] = field(default_factory=lambda: [0.0, 1.0])
+    #: augmented copies of every image (2 = two-view contrastive)
+    views: int = 1
+    #: temporal views on each side, and the frames between them
+    temporal_views: int = 0
+    temporal_step: int = 5
+    #: random subsample per training / evaluation scan (null = all points)
+    max_points: Optional[int] = None
+    eval_max_points: Optional[int] = None
+    batch_size: int = 2
+    eval_batch_size: int = 2
+    #: DataLoader worker processes
+    workers: int = 0
+    #: pretrain stage data: train (labels unused) | bag
+    pretrain: str = "train"
+    bag: BagSection = field(default_factory=BagSection)
+
+    def __post_init__(self) -> None:
+        _choice("data.pretrain", self.pretrain, ("train", "bag"))
+        try:
+            lo, hi = (float(v) for v in self.intensity_range)
+        except (TypeError, ValueError):
+            raise RecipeError(
+                f"data.intensity_range must be [lo, hi], got {self.intensity_range!r}"
+            ) from None
+        if not lo < hi:
+            raise RecipeError(f"data.intensity_range needs lo < hi, got {self.intensity_range!r}")
+        for name in ("render_size", "image_size"):
+            if len(getattr(self, name)) != 2:
+                raise RecipeError(f"data.{name} must be [H, W], got {getattr(self, name)!r}")
+
+    def scans_of(self, part: str) -> Optional[int]:
+        """``train_scans`` / ``val_scans``."""
+        return getattr(self, f"{part}_scans")
+
+    def limit_of(self, part: str) -> Optional[int]:
+        """``train_limit`` / ``val_limit``."""
+        return getattr(self, f"{part}_limit")
+
+
+@dataclass
+class AugmentSection:
+    """``augment``: the training-time augmentation (evaluation uses none)."""
+
+    rotate_deg: float = 180.0
+    flip: bool = True
+    scale: list[float] = field(default_factory=lambda: [0.95, 1.05])
+    jitter: float = 0.01
+    color_jitter: float = 0.2
+    crop_scale: list[float] = field(default_factory=lambda: [0.8, 1.0])
+
+
+@dataclass
+class StudentOverrides:
+    """``model.student``: overrides of the preset's ``StudentConfig`` (null = preset's)."""
+
+    enc_widths: Optional[list[int]] = None
+    dec_widths: Optional[list[int]] = None
+    blocks: Optional[int] = None
+    in_mean: Optional[list[float]] = None
+    in_std: Optional[list[float]] = None
+
+
+@dataclass
+class ImageOverrides:
+    """``model.image``: the 2D branch's ``ImageEncoderConfig`` (null = its default)."""
+
+    arch: Optional[str] = None
+    out_channels: Optional[int] = None
+    out_stride: Optional[int] = None
+    fpn_stages: Optional[list[int]] = None
+    normalize_input: Optional[bool] = None
+    mean: Optional[list[float]] = None
+    std: Optional[list[float]] = None
+
+
+def set_keys(section: Any) -> dict[str, Any]:
+    """The keys of an overrides section that are set (not null)."""
+    return {k: v for k, v in dataclasses.asdict(section).items() if v is not None}
+
+
+@dataclass
+class ModelSection:
+    """``model``: the student / 3D branch, the 2D branch and the voxel grid."""
+
+    #: StudentNet preset: small | base
+    preset: str = "small"
+    student: StudentOverrides = field(default_factory=StudentOverrides)
+    voxel_size: float = 0.1
+    xy_range: float = 51.2
+    image: ImageOverrides = field(default_factory=ImageOverrides)
+    contrast_dim: int = 64
+    #: a torchvision ResNet checkpoint for the 2D branch (null = random init)
+    image_weights: Optional[str] = None
+    #: distill: teacher3d (start from the teacher's 3D branch) | scratch
+    student_init: str = "teacher3d"
+
+    def __post_init__(self) -> None:
+        _choice("model.student_init", self.student_init, ("scratch", "teacher3d"))
+
+
+@dataclass
+class ScheduleSection:
+    """``schedule``: epochs per stage and the step cap."""
+
+    #: label-free contrastive epochs before the teacher stage
+    pretrain_epochs: int = 0
+    teacher_epochs: int = 40
+    student_epochs: int = 24
+    #: the LiDAR-only controls' epochs: lineage | student | a positive integer
+    control_epochs: Union[int, str] = "lineage"
+    #: cap on steps per epoch (null = one pass over the training scans)
+    steps_per_epoch: Optional[int] = None
+
+    def __post_init__(self) -> None:
+        value = self.control_epochs
+        if value in ("lineage", "student"):
+            return
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return
+        raise RecipeError(
+            f"schedule.control_epochs must be lineage, student or a positive integer, "
+            f"got {value!r}"
+        )
+
+
+@dataclass
+class OptimSection:
+    """``optim``: AdamW, its warmup + cosine schedule, and the sparse kernels."""
+
+    lr: float = 0.004
+    weight_decay: float = 0.0001
+    warmup_steps: int = 5
+    #: gradient-norm clip (null or 0 = off)
+    grad_clip: Optional[float] = 10.0
+    #: what a non-finite loss does: stop | skip
+    nan_policy: str = "stop"
+    #: pairs (training, CPU) | gather | spconv (CUDA only)
+    sparse_impl: str = "pairs"
+
+    def __post_init__(self) -> None:
+        _choice("optim.nan_policy", self.nan_policy, ("stop", "skip"))
+
+
+@dataclass
+class TeacherLossSection:
+    """``loss.teacher``: the fusion teacher's terms (``TeacherWeights``)."""
+
+    fused: float = 1.0
+    branch_3d: float = 1.0
+    lovasz: float = 1.0
+    contrastive: float = 0.1
+    temperature: float = 0.07
+    max_points: int = 1024
+    ce_balance: float = 1.0
+
+
+@dataclass
+class PretrainLossSection:
+    """``loss.pretrain``: label-free multi-view InfoNCE."""
+
+    contrastive: float = 1.0
+    temperature: float = 0.07
+    max_points: int = 1024
+
+
+@dataclass
+class DistillLossSection:
+    """``loss.distill``: the student's terms (``DistillWeights``)."""
+
+    ce: float = 1.0
+    lovasz: float = 1.0
+    kd: float = 1.0
+    kd_temperature: float = 2.0
+    feat: float = 1.0
+    feat_kind: str = "cosine"
+    kd_all: float = 0.5
+    feat_all: float = 0.0
+    ce_balance: float = 1.0
+    kd_balance: float = 0.0
+    #: none | linear | cosine
+    teacher_decay: str = "none"
+
+
+@dataclass
+class SelfTrainLossSection:
+    """``loss.selftrain``: pseudo-labels' minimum confidence and their labeller in <out>."""
+
+    confidence: float = 0.5
+    labeller: str = "baseline.pt"
+
+
+@dataclass
+class JointLossSection:
+    """``loss.joint``: 2DPASS-style joint training (``JointWeights``)."""
+
+    fused: float = 1.0
+    branch_3d: float = 1.0
+    lovasz: float = 1.0
+    ce_balance: float = 1.0
+    kd: float = 1.0
+    kd_temperature: float = 1.0
+    kd_mask: str = "fov"
+    kd_min_confidence: float = 0.0
+    contrastive: float = 0.0
+    temperature: float = 0.07
+    max_points: int = 1024
+
+
+@dataclass
+class LossSection:
+    """``loss``: one subsection per stage objective, and where KD applies."""
+
+    teacher: TeacherLossSection = field(default_factory=TeacherLossSection)
+    pretrain: PretrainLossSection = field(default_factory=PretrainLossSection)
+    distill: DistillLossSection = field(default_factory=DistillLossSection)
+    #: where the KD / feature terms apply: fov | fov_correct (teacher right)
+    kd_mask: str = "fov"
+    #: and only where the teacher's top probability reaches this (0 = off)
+    kd_min_confidence: float = 0.0
+    selftrain: SelfTrainLossSection = field(default_factory=SelfTrainLossSection)
+    joint: JointLossSection = field(default_factory=JointLossSection)
+
+    def __post_init__(self) -> None:
+        _choice("loss.kd_mask", self.kd_mask, ("fov", "fov_correct"))
+        _choice("loss.joint.kd_mask", self.joint.kd_mask, ("fov", "fov_correct"))
+
+
+@dataclass
+class LogSection:
+    """``log``: progress bars and TensorBoard scalars."""
+
+    progress: bool = True
+    tensorboard: bool = True
+
+
+@dataclass
+class Recipe:
+    """A whole training recipe; ``source`` is the file it was loaded from (not a key)."""
+
+    seed: int = 0
+    #: output folder (checkpoints, logs, report)
+    out: str = "runs/default"
+    #: auto | cpu | cuda | cuda:N
+    device: str = "auto"
+    #: torch CPU threads (null = torch's default)
+    threads: Optional[int] = None
+    data: DataSection = field(default_factory=DataSection)
+    augment: AugmentSection = field(default_factory=AugmentSection)
+    model: ModelSection = field(default_factory=ModelSection)
+    schedule: ScheduleSection = field(default_factory=ScheduleSection)
+    optim: OptimSection = field(default_factory=OptimSection)
+    loss: LossSection = field(default_factory=LossSection)
+    log: LogSection = field(default_factory=LogSection)
+    source: Optional[str] = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The recipe's keys and values (``source`` aside): what ``--show-recipe`` prints,
+        ``recipe.json`` and a checkpoint's provenance hold."""
+        doc = dataclasses.asdict(self)
+        doc.pop("source")
+        return doc
