@@ -21,6 +21,8 @@ CORE = [
     "tqdm>=4.60",
     "pillow>=9",
     "rosbags>=0.10",
+    # typed training recipes (structured configs; Union types need 2.4)
+    "omegaconf>=2.4",
 ]
 EXTRAS = {
     # For machines without a ROS 2 distribution (CI, laptops): pip wheels of rclpy + Fast DDS.
