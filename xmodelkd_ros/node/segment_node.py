@@ -1,12 +1,12 @@
 """The live ROS 2 LiDAR segmentation node (``ros2 run xmodelkd_ros segment_node``): wiring.
 
-Why it is built this way (the pipeline itself is :mod:`xmodelkd_ros.node_processing`,
-the cameras :mod:`xmodelkd_ros.node_cameras`, the health rules
-:mod:`xmodelkd_ros.node_diagnostics`, the parameters :mod:`xmodelkd_ros.node_params` and
-:mod:`xmodelkd_ros.node_ros_params`):
+Why it is built this way (the pipeline itself is :mod:`xmodelkd_ros.node.processing`,
+the cameras :mod:`xmodelkd_ros.node.cameras`, the health rules
+:mod:`xmodelkd_ros.node.diagnostics`, the parameters :mod:`xmodelkd_ros.node.params` and
+:mod:`xmodelkd_ros.node.ros_params`):
 
 * Subscription callbacks only stamp scans and hand them to one inference worker
-  through a latest-only slot (:mod:`xmodelkd_ros.slot`). A model slower than the
+  through a latest-only slot (:mod:`xmodelkd_ros.node.slot`). A model slower than the
   sensor then drops stale scans (counted) instead of queueing them, so latency and
   memory stay bounded under a burst.
 * Segmentation never waits for a camera: the labeled cloud is published as soon as
@@ -39,21 +39,21 @@ from xmodelkd_ros.msgs import (
     encode_labeled_cloud,
     stamp_ns,
 )
-from xmodelkd_ros.node_cameras import OverlayJob, OverlayRenderer, load_camera_calibration
-from xmodelkd_ros.node_diagnostics import StatsSnapshot, diagnostics
-from xmodelkd_ros.node_params import (
+from xmodelkd_ros.node.cameras import OverlayJob, OverlayRenderer, load_camera_calibration
+from xmodelkd_ros.node.diagnostics import StatsSnapshot, diagnostics
+from xmodelkd_ros.node.params import (
     ConfigError,
     NodeConfig,
     check_params_files,
 )
-from xmodelkd_ros.node_processing import (
+from xmodelkd_ros.node.processing import (
     ScanProcessor,
     StartupError,
     load_segmenter,
     model_intensity_range,
     warm_up,
 )
-from xmodelkd_ros.slot import FrameSlot, SlotClosedError
+from xmodelkd_ros.node.slot import FrameSlot, SlotClosedError
 from xmodelkd_ros.stats import RateMeter, StageLatencies
 from xmodelkd_ros.sync import LidarAnchoredSync, ScanOrder
 
@@ -79,7 +79,7 @@ try:  # rclpy is only needed when the node actually runs
     from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2, PointField
     from std_msgs.msg import Float64
 
-    from xmodelkd_ros.node_ros_params import NodeParameters
+    from xmodelkd_ros.node.ros_params import NodeParameters
 
     _RCLPY_ERROR: str | None = None
 except ImportError as _exc:  # pragma: no cover - exercised where ROS is absent
