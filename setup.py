@@ -82,7 +82,7 @@ setup(
     license="Apache-2.0",
     entry_points={
         "console_scripts": [
-            "segment_node = xmodelkd_ros.node.segment_node:main",
+            "segment_node = xmodelkd_ros.node.main:main",
         ],
     },
 )
