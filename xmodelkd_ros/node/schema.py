@@ -155,7 +155,8 @@ def stale(schema_path: Path = SCHEMA_PATH, readme_path: Path = README_PATH) -> l
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    ap = argparse.ArgumentParser(prog="python -m xmodelkd_ros.node.schema",
+                                 description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     group = ap.add_mutually_exclusive_group(required=True)
     group.add_argument("--write", action="store_true", help="regenerate schema and README table")
