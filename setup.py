@@ -84,7 +84,7 @@ setup(
     license="Apache-2.0",
     entry_points={
         "console_scripts": [
-            "segment_node = xmodelkd_ros.node:main",
+            "segment_node = xmodelkd_ros.node.main:main",
         ],
     },
 )

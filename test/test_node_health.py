@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from xmodelkd_ros.node_diagnostics import ERROR, OK, WARN, StatsSnapshot, diagnostics
-from xmodelkd_ros.node_params import (
+from xmodelkd_ros.node.diagnostics import ERROR, OK, WARN, StatsSnapshot, diagnostics
+from xmodelkd_ros.node.params import (
     ConfigError,
     check_params_file,
     check_params_files,
@@ -20,7 +20,7 @@ from xmodelkd_ros.node_params import (
     parse_config,
     unknown_parameters,
 )
-from xmodelkd_ros.node_processing import (
+from xmodelkd_ros.node.processing import (
     INTENSITY_TOLERANCE,
     IntensityGuard,
     ScanProcessor,
@@ -250,7 +250,7 @@ def test_max_points_reaches_the_runtime_only_when_set(tmp_path, monkeypatch):
     """Contract with the runtime: ``from_model_dir(..., max_points=N)`` overrides the
     TensorRT profile; 0 leaves model.json's value (the keyword is not passed at all)."""
     import xmodelkd_ros.runtime as runtime
-    from xmodelkd_ros.node_processing import StartupError, load_segmenter
+    from xmodelkd_ros.node.processing import StartupError, load_segmenter
 
     calls = []
 
@@ -274,8 +274,8 @@ def test_max_points_reaches_the_runtime_only_when_set(tmp_path, monkeypatch):
 
 def test_descriptors_carry_ranges_choices_and_read_only():
     pytest.importorskip("rcl_interfaces", reason="ROS message packages are not installed")
-    from xmodelkd_ros.node_params import PARAM_SPECS
-    from xmodelkd_ros.node_ros_params import descriptor
+    from xmodelkd_ros.node.params import PARAM_SPECS
+    from xmodelkd_ros.node.ros_params import descriptor
 
     specs = {s.name: s for s in PARAM_SPECS}
     alpha = descriptor(specs["output.overlay_alpha"])

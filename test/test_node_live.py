@@ -1,4 +1,4 @@
-"""The node's live-path promises over real Fast DDS (issue 11): a dead camera costs no
+"""The node's live-path promises over real Fast DDS: a dead camera costs no
 latency, parameters behave at runtime, params-file errors are one line, lost data is
 noticed. Same harness as test_node_ros (node in its own process, own ROS domain)."""
 
@@ -167,7 +167,7 @@ def test_params_file_errors_are_one_line(content, expect, ros_env, tmp_path):
     path = tmp_path / "p.yaml"
     if content is not None:
         path.write_text(content)
-    r = subprocess.run([sys.executable, "-m", "xmodelkd_ros.node", "--ros-args",
+    r = subprocess.run([sys.executable, "-m", "xmodelkd_ros.node.main", "--ros-args",
                         "--params-file", str(path)], env=ros_env, capture_output=True,
                        text=True, timeout=120)  # fmt: skip
     out = r.stdout + r.stderr
@@ -182,7 +182,7 @@ def test_unknown_key_is_warned_before_a_startup_error(ros_env, tmp_path):
     path = tmp_path / "p.yaml"
     path.write_text(yaml.safe_dump({"/**": {"ros__parameters": {
         "model": str(tmp_path / "missing"), "bakend": "torch"}}}))  # fmt: skip
-    r = subprocess.run([sys.executable, "-m", "xmodelkd_ros.node", "--ros-args",
+    r = subprocess.run([sys.executable, "-m", "xmodelkd_ros.node.main", "--ros-args",
                         "--params-file", str(path)], env=ros_env, capture_output=True,
                        text=True, timeout=120)  # fmt: skip
     out = r.stdout + r.stderr
@@ -291,7 +291,7 @@ def test_main_treats_a_context_shut_down_under_the_executor_as_a_stop(
     import rclpy
     from rclpy.impl.implementation_singleton import rclpy_implementation
 
-    from xmodelkd_ros import node as node_mod
+    from xmodelkd_ros.node import main as node_mod
 
     class RacingExecutor:
         def add_node(self, node: Any) -> None:

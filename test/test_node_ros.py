@@ -1,6 +1,6 @@
 """The live node end to end over real middleware (Fast DDS on loopback).
 
-The node runs in its own process (``python -m xmodelkd_ros.node``) with an untrained
+The node runs in its own process (``python -m xmodelkd_ros.node.main``) with an untrained
 student checkpoint -- the real network, never a stand-in. This test process publishes
 scans and images built from the synthetic world and receives the node's outputs and
 ``/diagnostics``. Every test has its own ROS domain (see conftest) and kills its child
@@ -125,13 +125,13 @@ def wait_output(peer: Any, stamp: int, node: Any, timeout: float = 30.0) -> None
 
 
 class NodeProcess:
-    """``python -m xmodelkd_ros.node`` with a params file, output to a log file."""
+    """``python -m xmodelkd_ros.node.main`` with a params file, output to a log file."""
 
     def __init__(self, params: dict[str, Any], tmp: Path, env: dict[str, str]) -> None:
         self.params_file = tmp / "params.yaml"
         self.params_file.write_text(yaml.safe_dump({"/**": {"ros__parameters": params}}))
         self.log_file = tmp / "node.log"
-        cmd = [sys.executable, "-m", "xmodelkd_ros.node", "--ros-args",
+        cmd = [sys.executable, "-m", "xmodelkd_ros.node.main", "--ros-args",
                "--params-file", str(self.params_file)]  # fmt: skip
         self._log = open(self.log_file, "w")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(cmd, env=env, stdout=self._log,
@@ -541,7 +541,7 @@ def test_startup_errors_are_one_line(params, expect, student_checkpoint, ros_env
     p = {k: (subst.get(v, v) if isinstance(v, str) else v) for k, v in params.items()}
     pf = tmp_path / "p.yaml"
     pf.write_text(yaml.safe_dump({"/**": {"ros__parameters": p}}))
-    r = subprocess.run([sys.executable, "-m", "xmodelkd_ros.node", "--ros-args",
+    r = subprocess.run([sys.executable, "-m", "xmodelkd_ros.node.main", "--ros-args",
                         "--params-file", str(pf)], env=ros_env, capture_output=True,
                        text=True, timeout=120)  # fmt: skip
     out = r.stdout + r.stderr

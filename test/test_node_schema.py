@@ -11,14 +11,14 @@ from typing import Any
 import pytest
 import yaml
 
-from xmodelkd_ros import node_schema
-from xmodelkd_ros.node_params import PARAM_SPECS, ConfigError, parse_config
+from xmodelkd_ros.node import schema as node_schema
+from xmodelkd_ros.node.params import PARAM_SPECS, ConfigError, parse_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_schema_and_readme_are_current():
-    """Fails when PARAM_SPECS changed without `python -m xmodelkd_ros.node_schema --write`."""
+    """Fails when PARAM_SPECS changed without `python -m xmodelkd_ros.node.schema --write`."""
     assert node_schema.stale() == []
     assert node_schema.main(["--check"]) == 0
 

@@ -15,15 +15,15 @@ import yaml
 
 from xmodelkd_ros.geometry import PinholeCamera
 from xmodelkd_ros.labels import CLASS_NAMES, PALETTE
-from xmodelkd_ros.node_params import (
+from xmodelkd_ros.node.overlay import draw_overlay
+from xmodelkd_ros.node.params import (
     PARAM_SPECS,
     ConfigError,
     camera_param_specs,
     class_labels,
     parse_config,
 )
-from xmodelkd_ros.overlay import draw_overlay
-from xmodelkd_ros.slot import FrameSlot, SlotClosedError
+from xmodelkd_ros.node.slot import FrameSlot, SlotClosedError
 from xmodelkd_ros.stats import LatencyWindow, RateMeter, StageLatencies
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -293,8 +293,8 @@ def test_node_loader_bounds_inference_threads(model_dir: Path, form: str) -> Non
     ONNX Runtime's intra-op pool; 0 leaves both at their defaults."""
     from dataclasses import replace
 
-    from xmodelkd_ros.node_params import parse_config
-    from xmodelkd_ros.node_processing import load_segmenter
+    from xmodelkd_ros.node.params import parse_config
+    from xmodelkd_ros.node.processing import load_segmenter
 
     path = model_dir if form == "model_dir" else model_dir / "student.pt"
     base = parse_config({"model": str(path), "backend": "torch"}).model

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from xmodelkd_ros.dds import config_path
-from xmodelkd_ros.node import NODE_NAME
+from xmodelkd_ros.node.segment_node import NODE_NAME
 from xmodelkd_ros.procenv import child_env
 from xmodelkd_ros.replay.bag import CAMERA_INFO, IMAGE_TYPES, BagPlan
 from xmodelkd_ros.replay.options import ReplayError
@@ -128,7 +128,7 @@ class NodeProcess:
         self.params_path = workdir / "replay_params.yaml"
         self.params_path.write_text(yaml.safe_dump({"/**": {"ros__parameters": params}}))
         self.log_path = workdir / "node.log"
-        cmd = [sys.executable, "-m", "xmodelkd_ros.node", "--ros-args"]
+        cmd = [sys.executable, "-m", "xmodelkd_ros.node.main", "--ros-args"]
         if params_file is not None:
             cmd += ["--params-file", str(params_file)]
         cmd += ["--params-file", str(self.params_path)]

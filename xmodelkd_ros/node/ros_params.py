@@ -1,7 +1,7 @@
 """Declaring the node's parameters on an rclpy node and applying runtime changes.
 
 Why apart from the node's wiring: this is the one place that turns
-:data:`~xmodelkd_ros.node_params.PARAM_SPECS` into ROS descriptors (description,
+:data:`~xmodelkd_ros.node.params.PARAM_SPECS` into ROS descriptors (description,
 range, ``read_only``), keeps the values the node runs with, re-validates a runtime set
 as a whole (a refused set names the parameter and the reason, and never takes the
 node down) and warns about parameters given for the node that it never declares.
@@ -20,7 +20,7 @@ from rcl_interfaces.msg import (
 )
 from rclpy.parameter import Parameter
 
-from xmodelkd_ros.node_params import (
+from xmodelkd_ros.node.params import (
     PARAM_SPECS,
     NodeConfig,
     ParamSpec,
@@ -53,7 +53,7 @@ def descriptor(spec: ParamSpec) -> ParameterDescriptor:
 class NodeParameters:
     """Declares every parameter on ``node``; :attr:`config` is the validated result.
 
-    Raises :class:`~xmodelkd_ros.node_params.ConfigError` (or rclpy's
+    Raises :class:`~xmodelkd_ros.node.params.ConfigError` (or rclpy's
     ParameterException for a wrong type or range) when the given values cannot run.
     ``on_change`` receives the new :class:`NodeConfig` after an accepted runtime set.
     """

@@ -4,7 +4,7 @@ Why a separate module: the parameter table is the node's user interface on a veh
 Keeping it as data lets the node declare every parameter with its description, range
 and ``read_only`` flag (so ``ros2 param describe`` explains it and ``ros2 param set``
 refuses what cannot change while running), lets the JSON schema and the README table be
-generated from it (:mod:`xmodelkd_ros.node_schema`), lets ``config/segment.yaml`` be
+generated from it (:mod:`xmodelkd_ros.node.schema`), lets ``config/segment.yaml`` be
 checked against it in tests, and lets bad values fail at startup with one sentence
 naming the parameter instead of a traceback from deep inside the pipeline.
 """
@@ -20,8 +20,8 @@ import numpy as np
 import yaml
 
 from xmodelkd_ros.labels import CLASS_NAMES
+from xmodelkd_ros.node.slot import POLICIES
 from xmodelkd_ros.runtime import BACKENDS
-from xmodelkd_ros.slot import POLICIES
 
 QOS_CHOICES = ("sensor_data", "reliable")
 #: What the node does when a scan's intensity lies outside the model's trained range.

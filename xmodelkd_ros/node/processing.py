@@ -1,9 +1,9 @@
 """What the node does to one scan, without ROS: load the model, decode, guard intensity,
 segment.
 
-Why apart from :mod:`xmodelkd_ros.node`: the node file wires topics, timers and threads;
-this is the pipeline those wires feed (as Autoware's lidar_frnet keeps its node and its
-preprocess -> inference -> postprocess library apart). It runs against the real
+Why apart from :mod:`xmodelkd_ros.node.segment_node`: the node file wires topics, timers
+and threads; this is the pipeline those wires feed (as Autoware's lidar_frnet keeps its
+node and its preprocess -> inference -> postprocess library apart). It runs against the real
 :class:`~xmodelkd_ros.runtime.Segmenter` and is testable without rclpy; message classes
 are injected, so tests pass the stand-ins of :mod:`xmodelkd_ros.msgs`.
 
@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from xmodelkd_ros.msgs import DecodedCloud, decode_cloud
-from xmodelkd_ros.node_params import INTENSITY_POLICIES, InputConfig, ModelConfig
+from xmodelkd_ros.node.params import INTENSITY_POLICIES, InputConfig, ModelConfig
 
 #: Fraction of the model's intensity span an input may exceed before it counts as outside
 #: (float rounding and drivers that clip a little above their nominal maximum).

@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from xmodelkd_ros.node_params import NodeConfig
+from xmodelkd_ros.node.params import NodeConfig
 from xmodelkd_ros.sync import OrderStats, SyncStats
 
 OK, WARN, ERROR = 0, 1, 2  # diagnostic_msgs/DiagnosticStatus levels

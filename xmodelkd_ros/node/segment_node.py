@@ -1,12 +1,12 @@
 """The live ROS 2 LiDAR segmentation node (``ros2 run xmodelkd_ros segment_node``): wiring.
 
-Why it is built this way (the pipeline itself is :mod:`xmodelkd_ros.node_processing`,
-the cameras :mod:`xmodelkd_ros.node_cameras`, the health rules
-:mod:`xmodelkd_ros.node_diagnostics`, the parameters :mod:`xmodelkd_ros.node_params` and
-:mod:`xmodelkd_ros.node_ros_params`):
+Why it is built this way (the pipeline itself is :mod:`xmodelkd_ros.node.processing`,
+the cameras :mod:`xmodelkd_ros.node.cameras`, the health rules
+:mod:`xmodelkd_ros.node.diagnostics`, the parameters :mod:`xmodelkd_ros.node.params` and
+:mod:`xmodelkd_ros.node.ros_params`):
 
 * Subscription callbacks only stamp scans and hand them to one inference worker
-  through a latest-only slot (:mod:`xmodelkd_ros.slot`). A model slower than the
+  through a latest-only slot (:mod:`xmodelkd_ros.node.slot`). A model slower than the
   sensor then drops stale scans (counted) instead of queueing them, so latency and
   memory stay bounded under a burst.
 * Segmentation never waits for a camera: the labeled cloud is published as soon as
@@ -18,7 +18,8 @@ the cameras :mod:`xmodelkd_ros.node_cameras`, the health rules
 * Every parameter is declared with its description, range and ``read_only`` flag;
   the others are re-validated and applied by an on-set callback. Startup problems
   (params file, missing/corrupt model, bad parameter) end the process with one log
-  line and exit code 1, no traceback; misspelled parameters are warned about.
+  line and exit code 1, no traceback (:mod:`xmodelkd_ros.node.main`); misspelled
+  parameters are warned about.
 * It runs the real student network through :class:`~xmodelkd_ros.runtime.Segmenter`
   (TensorRT, ONNX Runtime or PyTorch) -- never a stand-in.
 """
@@ -26,10 +27,8 @@ the cameras :mod:`xmodelkd_ros.node_cameras`, the health rules
 from __future__ import annotations
 
 import os
-import sys
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 from xmodelkd_ros.msgs import (
@@ -39,21 +38,17 @@ from xmodelkd_ros.msgs import (
     encode_labeled_cloud,
     stamp_ns,
 )
-from xmodelkd_ros.node_cameras import OverlayJob, OverlayRenderer, load_camera_calibration
-from xmodelkd_ros.node_diagnostics import StatsSnapshot, diagnostics
-from xmodelkd_ros.node_params import (
-    ConfigError,
-    NodeConfig,
-    check_params_files,
-)
-from xmodelkd_ros.node_processing import (
+from xmodelkd_ros.node.cameras import OverlayJob, OverlayRenderer, load_camera_calibration
+from xmodelkd_ros.node.diagnostics import StatsSnapshot, diagnostics
+from xmodelkd_ros.node.params import NodeConfig
+from xmodelkd_ros.node.processing import (
     ScanProcessor,
     StartupError,
     load_segmenter,
     model_intensity_range,
     warm_up,
 )
-from xmodelkd_ros.slot import FrameSlot, SlotClosedError
+from xmodelkd_ros.node.slot import FrameSlot, SlotClosedError
 from xmodelkd_ros.stats import RateMeter, StageLatencies
 from xmodelkd_ros.sync import LidarAnchoredSync, ScanOrder
 
@@ -66,24 +61,23 @@ LATENCY_STAGES = ("decode", "voxelize", "maps", "inference", "postprocess", "enc
                   "total", "pipeline")  # fmt: skip
 
 try:  # rclpy is only needed when the node actually runs
-    import rclpy
     from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
     from rclpy.event_handler import (
         SubscriptionEventCallbacks,
         UnsupportedEventTypeError,
         qos_policy_name_from_kind,
     )
-    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
     from rclpy.node import Node
     from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
     from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2, PointField
     from std_msgs.msg import Float64
 
-    from xmodelkd_ros.node_ros_params import NodeParameters
+    from xmodelkd_ros.node.ros_params import NodeParameters
 
-    _RCLPY_ERROR: str | None = None
+    #: Why rclpy (or a message package) did not import; None where ROS is installed.
+    RCLPY_ERROR: str | None = None
 except ImportError as _exc:  # pragma: no cover - exercised where ROS is absent
-    _RCLPY_ERROR = str(_exc)
+    RCLPY_ERROR = str(_exc)
     Node = object  # type: ignore[misc,assignment]
 
 
@@ -427,86 +421,3 @@ class SegmentNode(Node):
         for t in self._threads:
             t.join(timeout=10.0)
         self._started = False
-
-
-def _build_only(node: SegmentNode) -> None:
-    cfg = node.cfg.model
-    if not Path(cfg.path).is_dir():
-        raise StartupError(f"build_only needs an exported model dir, got {cfg.path}")
-    from xmodelkd_ros.runtime import build_only
-
-    try:
-        path = build_only(cfg.path, cfg.engine_cache_dir or None, fp16=cfg.fp16)
-    except Exception as exc:
-        raise StartupError(f"TensorRT engine build failed: {exc}") from None
-    node.get_logger().info(f"build_only: TensorRT engine ready at {path}")
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``segment_node``; returns the process exit code."""
-    args = list(sys.argv if argv is None else argv)
-    if _RCLPY_ERROR is not None:
-        _fatal(None, f"rclpy is not importable ({_RCLPY_ERROR})")
-        return 1
-    try:
-        check_params_files(args)
-    except ConfigError as exc:
-        _fatal(None, str(exc))
-        return 1
-    try:
-        rclpy.init(args=args)
-    except Exception as exc:  # rcl's own argument / params-file parser: one line too
-        _fatal(None, f"cannot start ROS: {exc}")
-        return 1
-    node: SegmentNode | None = None
-    try:
-        try:
-            node = SegmentNode()
-            if node.cfg.model.build_only:
-                _build_only(node)
-                return 0
-            node.start()
-        except (StartupError, ConfigError) as exc:
-            _fatal(node, str(exc))
-            return 1
-        except rclpy.exceptions.ParameterException as exc:
-            _fatal(node, f"bad parameter: {exc}")
-            return 1
-        except Exception as exc:  # unexpected, but still one line, not a traceback
-            _fatal(node, f"startup failed: {type(exc).__name__}: {exc}")
-            return 1
-        executor = SingleThreadedExecutor()
-        executor.add_node(node)
-        try:
-            executor.spin()
-        except (KeyboardInterrupt, ExternalShutdownException):
-            pass
-        except Exception:
-            # rclpy's signal handler shuts the context down from its own thread; landing
-            # while the executor builds a wait set, that surfaces as rcl's "context is not
-            # valid" RCLError instead of ExternalShutdownException (seen once in CI: a
-            # SIGINT'd node exited 1 with a traceback). With the context down it is the
-            # requested stop; with ROS still up it is a real error and propagates.
-            if node.context.ok():
-                raise
-        return 0
-    finally:
-        if node is not None:
-            node.stop()
-            node.destroy_node()
-        rclpy.try_shutdown()
-
-
-def _fatal(node: SegmentNode | None, message: str) -> None:
-    # One line, whatever the exception text looked like (torch errors span paragraphs).
-    message = " ".join(message.split())
-    if len(message) > 400:
-        message = message[:397] + "..."
-    if node is not None:
-        node.get_logger().fatal(message)
-    else:
-        print(f"[FATAL] [{NODE_NAME}]: {message}", file=sys.stderr, flush=True)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

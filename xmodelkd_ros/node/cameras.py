@@ -18,9 +18,9 @@ import numpy as np
 
 from xmodelkd_ros.geometry import PinholeCamera, load_calibration
 from xmodelkd_ros.msgs import MessageFormatError, decode_camera_info, image_to_rgb
-from xmodelkd_ros.node_params import CamerasConfig
-from xmodelkd_ros.node_processing import StartupError
-from xmodelkd_ros.overlay import draw_overlay
+from xmodelkd_ros.node.overlay import draw_overlay
+from xmodelkd_ros.node.params import CamerasConfig
+from xmodelkd_ros.node.processing import StartupError
 
 
 @dataclass(frozen=True)
