@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from xmodelkd_ros.training.recipe import RecipeError, apply_overrides, load_recipe
+from xmodelkd_ros.training.recipe import RecipeError, load_recipe
+from xmodelkd_ros.training.recipe_types import Recipe, ScheduleSection
 from xmodelkd_ros.training.stages import (
     BaselineStage,
     DistillStage,
@@ -14,18 +15,18 @@ from xmodelkd_ros.training.stages import (
 )
 
 
-def _recipe(*overrides: str) -> dict:
-    return apply_overrides(load_recipe("synthetic"), overrides)
+def _recipe(*overrides: str) -> Recipe:
+    return load_recipe("synthetic", overrides)
 
 
 def test_default_recipe_gives_controls_the_students_lineage():
     r = _recipe()
-    s = r["schedule"]
-    assert r["model"]["student_init"] == "teacher3d" and s["control_epochs"] == "lineage"
-    expected = s["pretrain_epochs"] + s["teacher_epochs"] + s["student_epochs"]
+    s = r.schedule
+    assert r.model.student_init == "teacher3d" and s.control_epochs == "lineage"
+    expected = s.pretrain_epochs + s.teacher_epochs + s.student_epochs
     assert lineage_epochs(r) == expected == 64
     assert BaselineStage().epochs(r) == SelfTrainStage().epochs(r) == expected
-    assert DistillStage().epochs(r) == s["student_epochs"]
+    assert DistillStage().epochs(r) == s.student_epochs
 
 
 @pytest.mark.parametrize(
@@ -47,7 +48,8 @@ def test_bad_control_epochs_is_a_recipe_error(value):
         control_epochs(_recipe(f"schedule.control_epochs={value}"))
 
 
-def test_recipes_without_the_key_keep_the_first_protocol():
-    r = _recipe()
-    del r["schedule"]["control_epochs"]
-    assert control_epochs(r) == r["schedule"]["student_epochs"]
+def test_the_schedules_default_is_the_lineage():
+    """A recipe that does not state it gets what every shipped recipe states."""
+    assert ScheduleSection().control_epochs == "lineage"
+    r = _recipe("schedule.control_epochs=student")
+    assert control_epochs(r) == r.schedule.student_epochs

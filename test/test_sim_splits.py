@@ -73,9 +73,9 @@ def test_every_class_in_the_evaluation_splits_with_the_stated_minimum() -> None:
     test = _counts(args.test_seeds, args.test_scans, args.test_stride)
     missing = [c for c, k in zip(CLASS_NAMES, test[1:], strict=True) if k < MIN_CLASS_POINTS]
     assert not missing, f"test split below {MIN_CLASS_POINTS} points: {missing}"
-    data = load_recipe("synthetic")["data"]
-    per = data["val_scans"] // len(data["val_seeds"])
-    val = _counts(data["val_seeds"], per, data["stride"])
+    data = load_recipe("synthetic").data
+    per = data.val_scans // len(data.val_seeds)
+    val = _counts(data.val_seeds, per, data.stride)
     low = [c for c, k in zip(CLASS_NAMES, val[1:], strict=True) if k < MIN_CLASS_POINTS]
     assert not low, f"validation split below {MIN_CLASS_POINTS} points: {low}"
 

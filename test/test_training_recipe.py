@@ -1,4 +1,5 @@
-"""Recipes: _base_ inheritance, overrides, intensity range; the registries behind them."""
+"""Recipes: _base_ inheritance, typed overrides, value checks, the resolved recipe a run
+writes; the registries behind them."""
 
 from __future__ import annotations
 
@@ -11,10 +12,14 @@ from xmodelkd_ros.training.recipe import (
     RECIPE_DIR,
     RecipeError,
     deep_merge,
-    intensity_range_of,
     known_recipes,
     load_recipe,
+    recipe_from_dict,
+    show_recipe,
+    with_overrides,
+    write_recipe,
 )
+from xmodelkd_ros.training.recipe_types import DataSection, Recipe
 from xmodelkd_ros.training.registry import Registry
 from xmodelkd_ros.training.stages import STAGE_KINDS
 from xmodelkd_ros.training.train import STAGE_CHOICES
@@ -26,20 +31,66 @@ def _write(path, doc):
 
 
 def test_base_is_merged_under_the_recipe_then_overrides(tmp_path):
-    _write(tmp_path / "_a.yaml", {"optim": {"lr": 1.0, "wd": 2.0}, "log": {"x": 1}, "l": [1, 2]})
-    _write(tmp_path / "_b.yaml", {"_base_": "_a.yaml", "optim": {"wd": 3.0}, "l": [9]})
+    _write(tmp_path / "_a.yaml", {"optim": {"lr": 1.0, "weight_decay": 2.0},
+                                  "log": {"progress": False}, "data": {"train_seeds": [1, 2]}})
+    _write(tmp_path / "_b.yaml", {"_base_": "_a.yaml", "optim": {"weight_decay": 3.0},
+                                  "data": {"train_seeds": [9]}})  # fmt: skip
     r = _write(tmp_path / "r.yaml", {"_base_": ["_b.yaml"], "optim": {"lr": 4.0}, "data": {}})
-    got = load_recipe(str(r), ["log.x=5"])
-    assert got["optim"] == {"lr": 4.0, "wd": 3.0}  # recipe over base over base's base
-    assert got["l"] == [9] and got["log"] == {"x": 5} and "_base_" not in got
-    with pytest.raises(RecipeError, match=r"unknown recipe key 'optim\.lrr'"):
-        load_recipe(str(r), ["optim.lrr=1"])  # merged keys only, typos still fail
+    got = load_recipe(str(r), ["log.tensorboard=false"])
+    # recipe over base over base's base; lists are replaced, not merged
+    assert (got.optim.lr, got.optim.weight_decay) == (4.0, 3.0)
+    assert got.data.train_seeds == [9] and not got.log.progress and not got.log.tensorboard
+    assert got.source == str(r) and got.optim.warmup_steps == Recipe().optim.warmup_steps
+    with pytest.raises(RecipeError, match=r"optim\.lrr"):
+        load_recipe(str(r), ["optim.lrr=1"])  # typos fail, naming the key
     _write(tmp_path / "_a.yaml", {"_base_": "r.yaml"})
     with pytest.raises(RecipeError, match="cycle"):
         load_recipe(str(r))
     _write(tmp_path / "_b.yaml", {"_base_": "missing.yaml"})
     with pytest.raises(RecipeError, match=r"missing\.yaml not found"):
         load_recipe(str(r))
+
+
+@pytest.mark.parametrize(
+    ("override", "problem"),
+    [
+        ("optim.lr=fast", r"^--set optim\.lr: .*fast"),
+        ("data.batch_size=2.5", r"^--set data\.batch_size: "),
+        ("data.render_size=x", r"^--set data\.render_size: "),
+        ("model.student_init=teacher", r"model\.student_init must be scratch \| teacher3d"),
+        ("optim.nan_policy=ignore", r"optim\.nan_policy must be stop \| skip"),
+        ("loss.kd_mask=all", r"loss\.kd_mask must be fov \| fov_correct"),
+        ("data.pretrain=folder", r"data\.pretrain must be train \| bag"),
+        ("data.image_size=[128]", r"data\.image_size must be \[H, W\]"),
+        ("loss.teacher.fusd=1", r"^--set loss\.teacher\.fusd: .*fusd"),
+        ("optim.lr", r"--set expects key=value"),
+    ],
+)
+def test_bad_values_are_one_line_errors_naming_the_key(override, problem):
+    with pytest.raises(RecipeError, match=problem) as info:
+        load_recipe("synthetic", [override])
+    assert "\n" not in str(info.value)
+
+
+def test_a_bad_key_in_a_file_names_the_file(tmp_path):
+    r = _write(tmp_path / "r.yaml", {"_base_": str(RECIPE_DIR / "synthetic.yaml"),
+                                     "model": {"voxle_size": 0.2}})  # fmt: skip
+    with pytest.raises(RecipeError, match=r"r\.yaml: .*voxle_size"):
+        load_recipe(str(r))
+
+
+def test_overrides_are_typed_and_the_resolved_recipe_round_trips(tmp_path):
+    r = load_recipe("synthetic", ["optim.lr=2e-3", "data.train_scans=4", "schedule.control_epochs=7"])
+    assert r.optim.lr == 0.002 and isinstance(r.optim.lr, float)
+    assert r.data.train_scans == 4 and r.schedule.control_epochs == 7
+    write_recipe(r, tmp_path / "recipe.json")
+    again = load_recipe(str(tmp_path / "recipe.json"))  # a run's recipe reproduces it
+    assert again == r and again.source == r.source
+    assert recipe_from_dict(r.to_dict()).to_dict() == r.to_dict()
+    changed = with_overrides(r, ["seed=3"])
+    assert changed.seed == 3 and r.seed == 0 and changed.source == r.source
+    shown = yaml.safe_load(show_recipe(r))
+    assert shown == r.to_dict() and "source" not in shown
 
 
 def test_deep_merge_does_not_alias_its_inputs():
@@ -51,25 +102,23 @@ def test_deep_merge_does_not_alias_its_inputs():
 
 def test_shipped_recipes_share_a_base_and_carry_no_test_knobs():
     assert known_recipes() == ["nuscenes", "semantickitti", "synthetic", "synthetic_scarce"]
-    kitti, nus = load_recipe("semantickitti"), load_recipe("nuscenes")
+    kitti, nus = load_recipe("semantickitti").to_dict(), load_recipe("nuscenes").to_dict()
     for key in ("optim", "loss", "log", "schedule"):
         assert {k: v for k, v in kitti[key].items() if not k.endswith("_epochs")} == {
             k: v for k, v in nus[key].items() if not k.endswith("_epochs")
         }
     for name in known_recipes():
         r = load_recipe(name)
-        assert "debug" not in r, name
-        assert intensity_range_of(r) == [0.0, 1.0], name
+        assert "debug" not in r.to_dict(), name
+        assert r.data.intensity_range == [0.0, 1.0], name
         assert "_base_" in (RECIPE_DIR / f"{name}.yaml").read_text() or name == "synthetic"
 
 
 def test_intensity_range_is_checked():
-    r = load_recipe("synthetic")
     for bad in ("[1, 0]", "[0]", "fast", "[0, x]"):
         with pytest.raises(RecipeError, match="intensity_range"):
-            intensity_range_of(load_recipe("synthetic", [f"data.intensity_range={bad}"]))
-    del r["data"]["intensity_range"]
-    assert intensity_range_of(r) == [0.0, 1.0]  # the readers' scale when unset
+            load_recipe("synthetic", [f"data.intensity_range={bad}"])
+    assert DataSection().intensity_range == [0.0, 1.0]  # the readers' scale when unset
 
 
 def test_registry_rejects_duplicates_and_names_the_known_entries():
