@@ -422,7 +422,7 @@ def control_epochs(recipe: dict[str, Any]) -> int:
 
     ``schedule.control_epochs``: ``lineage`` (the recipes' default) gives them as many
     epochs as stand behind the distilled student's weights (:func:`lineage_epochs`), so a
-    gain measured against them is not a gain of training length (README, "Results": with
+    gain measured against them is not a gain of training length (docs/results.md: with
     full labels a 40-epoch baseline erased the +3.8 measured against a 24-epoch one);
     ``student`` the student stage's own ``student_epochs`` (the first protocol, kept to
     reproduce its numbers); or a positive integer.
