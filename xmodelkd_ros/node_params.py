@@ -3,7 +3,7 @@
 Why a separate module: the parameter table is the node's user interface on a vehicle.
 Keeping it as data lets the node declare every parameter with its description, range
 and ``read_only`` flag (so ``ros2 param describe`` explains it and ``ros2 param set``
-refuses what cannot change while running), lets the JSON schema and docs/parameters.md be
+refuses what cannot change while running), lets the JSON schema and the README table be
 generated from it (:mod:`xmodelkd_ros.node_schema`), lets ``config/segment.yaml`` be
 checked against it in tests, and lets bad values fail at startup with one sentence
 naming the parameter instead of a traceback from deep inside the pipeline.

@@ -1,7 +1,7 @@
 """The node's parameter schema and docs/parameters.md table, from :data:`PARAM_SPECS`.
 
 Why generated: a parameter documented in three places (the declarations, a JSON schema
-for tools and editors, the docs) drifts. Here :mod:`xmodelkd_ros.node_params` is the
+for tools and editors, the README) drifts. Here :mod:`xmodelkd_ros.node_params` is the
 one source; ``schema/segment.schema.json`` (Autoware's layout: types, ``minimum`` /
 ``maximum``, ``enum``, ``additionalProperties: false``) and the docs/parameters.md table between its
 marker comments are rendered from it, and a test fails when either is stale::
