@@ -62,7 +62,7 @@ BEGIN, END = "<!-- bench_runtime:begin -->", "<!-- bench_runtime:end -->"
 
 
 def replace_block(path: Path, text: str) -> None:
-    """Put ``text`` between the BEGIN/END markers of ``path`` (README's Performance)."""
+    """Put ``text`` between the BEGIN/END markers of ``path`` (docs/performance.md)."""
     doc = path.read_text()
     if BEGIN not in doc or END not in doc:
         raise SystemExit(f"error: {path} has no {BEGIN} ... {END} block")

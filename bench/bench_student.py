@@ -1,8 +1,8 @@
 """Student network cost on this CPU: parameters, input building and forward per preset.
 
 Scans come from the synthetic world (32- and 64-beam LiDAR), so point counts and voxel
-occupancy look like a real drive rather than uniform noise. Prints one table; the README
-quotes it. Run: ``python bench/bench_student.py [--repeats 5] [--threads 2]``.
+occupancy look like a real drive rather than uniform noise. Prints one table, which
+docs/performance.md points to. Run: ``python bench/bench_student.py [--repeats 5] [--threads 2]``.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ Arguments (``ros2 launch xmodelkd_ros segment.launch.py --show-args``):
   shared memory), a path, or ``none``. Never applied when the environment already chose a
   DDS configuration (``FASTDDS_DEFAULT_PROFILES_FILE``, a non-Fast-DDS
   ``RMW_IMPLEMENTATION``, ``CYCLONEDDS_URI``). The profile matters most on the LiDAR
-  driver's side: see the README, "Large point clouds over DDS".
+  driver's side: see docs/large-clouds-dds.md.
 """
 
 import os

@@ -5,10 +5,10 @@ segment and is cut into ~50 fragments; a best-effort publisher (how many LiDAR d
 publish) loses the whole cloud with any one fragment: the node then silently gets
 nothing (0/30 here without the profile). The shipped ``config/fastdds_large_data.xml``
 on the publisher's side must fix that. Here a separate process (this file run as a
-script) publishes BEST_EFFORT clouds of ~3 MB with the profile, exactly as the README
-tells users to run their driver; the real node (``python -m xmodelkd_ros.node.main`` with
-the package's ``segment.yaml``, best-effort input as shipped, started as the replay
-starts it) must count >= 99 % of them in its own ``scans_received``. Only Fast DDS is
+script) publishes BEST_EFFORT clouds of ~3 MB with the profile, exactly as
+docs/large-clouds-dds.md tells users to run their driver; the real node
+(``python -m xmodelkd_ros.node.main`` with the package's ``segment.yaml``, best-effort
+input as shipped, started as the replay starts it) must count >= 99 % of them in its own ``scans_received``. Only Fast DDS is
 installed here; the control without the profile is measured in
 ``bench/bench_replay.py`` (machine-dependent, so not asserted).
 """
@@ -151,7 +151,7 @@ def test_best_effort_3mb_clouds_reach_the_node_with_the_shipped_profile(
 
     own = (PROFILE_ENV, LEGACY_PROFILE_ENV, "CYCLONEDDS_URI")  # a profile of the caller's
     env = {k: v for k, v in ros_env.items() if k not in own}
-    env.update(large_data_env(env))  # what the launch file and the README set
+    env.update(large_data_env(env))  # what the launch file and docs/large-clouds-dds.md set
     assert env[PROFILE_ENV].endswith("config/fastdds_large_data.xml")
     diag = _Diagnostics(ros_domain)
     node = NodeProcess({"model": str(exported_model), "backend": "onnxruntime",

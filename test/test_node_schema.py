@@ -1,4 +1,4 @@
-"""The generated parameter schema and README table are current, and the schema means
+"""The generated parameter schema and docs/parameters.md table are current, and the schema means
 what PARAM_SPECS means (checked with a small independent validator, no jsonschema)."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from xmodelkd_ros.node.params import PARAM_SPECS, ConfigError, parse_config
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_schema_and_readme_are_current():
+def test_schema_and_parameter_doc_are_current():
     """Fails when PARAM_SPECS changed without `python -m xmodelkd_ros.node.schema --write`."""
     assert node_schema.stale() == []
     assert node_schema.main(["--check"]) == 0
@@ -29,15 +29,15 @@ def test_check_reports_stale_files(tmp_path):
     readme.write_text(f"intro\n{node_schema.BEGIN}\nold table\n{node_schema.END}\nrest\n")
     assert node_schema.stale(schema, readme) == [str(schema), str(readme)]
     schema.write_text(node_schema.schema_text())
-    readme.write_text(node_schema.render_readme(readme.read_text()))
+    readme.write_text(node_schema.render_doc(readme.read_text()))
     assert node_schema.stale(schema, readme) == []
     assert readme.read_text().startswith("intro\n") and readme.read_text().endswith("rest\n")
     with pytest.raises(ValueError, match="markers"):
-        node_schema.render_readme("no markers here")
+        node_schema.render_doc("no markers here")
 
 
-def test_readme_table_has_every_parameter_once():
-    table = node_schema.readme_table()
+def test_doc_table_has_every_parameter_once():
+    table = node_schema.doc_table()
     names = re.findall(r"^\| `([^`]+)` \|", table, flags=re.M)
     assert names[: len(PARAM_SPECS)] == [s.name for s in PARAM_SPECS]
     assert len(names) == len(set(names))

@@ -52,5 +52,5 @@ def test_bad_calls_are_recipe_errors(tmp_path):
     with pytest.raises(RecipeError, match="parallel_baseline needs stage all"):
         train(recipe, "baseline", parallel_baseline=True)
     recipe.optim.sparse_impl = "dense"
-    with pytest.raises(RecipeError, match="unknown optim.sparse_impl 'dense'"):
+    with pytest.raises(RecipeError, match=r"unknown optim\.sparse_impl 'dense'"):
         train(recipe, "baseline")

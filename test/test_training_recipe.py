@@ -80,7 +80,8 @@ def test_a_bad_key_in_a_file_names_the_file(tmp_path):
 
 
 def test_overrides_are_typed_and_the_resolved_recipe_round_trips(tmp_path):
-    r = load_recipe("synthetic", ["optim.lr=2e-3", "data.train_scans=4", "schedule.control_epochs=7"])
+    sets = ["optim.lr=2e-3", "data.train_scans=4", "schedule.control_epochs=7"]
+    r = load_recipe("synthetic", sets)
     assert r.optim.lr == 0.002 and isinstance(r.optim.lr, float)
     assert r.data.train_scans == 4 and r.schedule.control_epochs == 7
     write_recipe(r, tmp_path / "recipe.json")

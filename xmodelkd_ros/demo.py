@@ -299,7 +299,7 @@ def _ms(v: float | None) -> str:
 
 def training_epochs(recipe_json: Path) -> dict[str, int]:
     """Epochs behind each compared model (the baseline trains as long as the distilled
-    student's lineage by default, README "Results"); empty without the run's recipe."""
+    student's lineage by default, docs/results.md); empty without the run's recipe."""
     from xmodelkd_ros.training.stages import recipe_epochs
 
     if not recipe_json.is_file():

@@ -1,6 +1,6 @@
 """The fusion teacher: the student's sparse U-Net plus a 2D image branch, fused per point.
 
-Why it looks like this (README.md, "The method", steps 1-2):
+Why it looks like this (docs/method.md, steps 1-2):
 
 * The 3D branch *is* a :class:`StudentNet` (same architecture as the deployed student), so
   the teacher's 3D-only features/logits are directly comparable to the student's and can

@@ -3,10 +3,10 @@
 Why a separate module: the parameter table is the node's user interface on a vehicle.
 Keeping it as data lets the node declare every parameter with its description, range
 and ``read_only`` flag (so ``ros2 param describe`` explains it and ``ros2 param set``
-refuses what cannot change while running), lets the JSON schema and the README table be
-generated from it (:mod:`xmodelkd_ros.node.schema`), lets ``config/segment.yaml`` be
-checked against it in tests, and lets bad values fail at startup with one sentence
-naming the parameter instead of a traceback from deep inside the pipeline.
+refuses what cannot change while running), lets the JSON schema and the table in
+docs/parameters.md be generated from it (:mod:`xmodelkd_ros.node.schema`), lets
+``config/segment.yaml`` be checked against it in tests, and lets bad values fail at
+startup with one sentence naming the parameter instead of a traceback from deep inside the pipeline.
 """
 
 from __future__ import annotations
@@ -82,7 +82,7 @@ PARAM_SPECS: tuple[ParamSpec, ...] = (
               "the device: on a GPU TensorRT, else ONNX Runtime with its CUDA provider, else "
               "torch; on CPU ONNX Runtime with its custom-op library (fused graph), else "
               "torch with its fused C++ kernels, else ONNX Runtime's standard-ops graph "
-              "(README, Performance).", choices=BACKENDS),
+              "(docs/performance.md).", choices=BACKENDS),
     ParamSpec("device", "cpu", "Device for inference: cpu, cuda or cuda:N."),
     ParamSpec("engine_cache_dir", "", "TensorRT engine cache directory ('' = next to the "
               "model)."),

@@ -4,11 +4,11 @@ The Segmenter owns everything around the network (voxelization, maps,
 devoxelization), so a backend is only "run the network on these inputs"; that keeps
 the backends interchangeable and comparable. Each registers itself with its speed
 rank per device (:mod:`xmodelkd_ros.runtime.registry`); the ranks come from
-``bench/bench_runtime.py`` on the demo model (see README, Performance). On CPU, in
+``bench/bench_runtime.py`` on the demo model (see docs/performance.md). On CPU, in
 order: ONNX Runtime on the fused graph (each conv and the point branch one custom node
 running the C++ kernels of ``sparse/fused_conv.cpp``, :mod:`xmodelkd_ros.sparse.ort_ops`),
-level with or slightly ahead of the torch backend on the same kernels (README,
-Performance); then torch with those kernels; then ONNX
+level with or slightly ahead of the torch backend on the same kernels
+(docs/performance.md); then torch with those kernels; then ONNX
 Runtime on the standard-ops pairs graph (~3x slower: a ScatterND per kernel offset);
 then eager torch, which fell 3x behind whenever other jobs loaded the cores (~1500
 small OpenMP ops against one session).

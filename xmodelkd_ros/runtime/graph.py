@@ -16,7 +16,7 @@ Three graph forms of the same network (``FORMS``):
   tail) is one ``ai.xmodelkd::SparseConv`` node and the point branch with the classifier
   one ``ai.xmodelkd::PointHead`` node: the torch backend's fused C++ kernels
   (:mod:`xmodelkd_ros.sparse.graph_nodes`, :mod:`xmodelkd_ros.sparse.ort_ops`). ONNX
-  Runtime runs it only with that custom-op library registered (README, Performance).
+  Runtime runs it only with that custom-op library registered (docs/performance.md).
 """
 
 from __future__ import annotations

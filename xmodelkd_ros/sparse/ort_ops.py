@@ -5,7 +5,7 @@
 node. Their kernels are the torch backend's C++ kernels (``fused_conv.cpp``), wrapped for
 ONNX Runtime in ``ort_ops.cpp`` and run on the session's own intra-op threads. With
 standard ONNX ops (``model_cpu.onnx``) ONNX Runtime cannot do better than ~1/3 of the
-torch backend (README, Performance: every per-offset ScatterND copies its whole input).
+torch backend (docs/performance.md: every per-offset ScatterND copies its whole input).
 
 Building the library needs a C++ compiler and ONNX Runtime's C/C++ API headers, which
 the pip wheel does not ship. They are looked for, in order, in ``$XMODELKD_ORT_INCLUDE``,

@@ -1,5 +1,5 @@
 """The benchmark's outputs: ``benchmark.json`` (every figure), ``benchmark.md`` (the tables
-the README quotes) and ``benchmark.png`` (per-class gain with its interval, gain per seed).
+docs/results.md quotes) and ``benchmark.png`` (per-class gain with its interval, gain per seed).
 
 Kept apart from the runner so the summary is a pure function of the per-seed confusion
 matrices: the tests check the bookkeeping on hand-made confusions without training.

@@ -1,6 +1,6 @@
 """Losses of cross-modal distillation: segmentation, contrastive alignment, distillation.
 
-Why each exists (README.md, "The method"):
+Why each exists (docs/method.md):
 
 * :func:`segmentation_loss` — labels: cross-entropy for per-point accuracy plus the
   Lovász-softmax surrogate of the Jaccard index, which optimises the metric we report

@@ -100,7 +100,7 @@ def teacher_decay_factor(kind: str, progress: float) -> float:
     """The teacher terms' weight factor at ``progress`` (0 = first step, 1 = end) of a stage.
 
     Why decay: with full labels the distilled student stops gaining where the baseline
-    still does (README, "Results": +0.2 from 128 to 160 epochs against the baseline's
+    still does (docs/results.md: +0.2 from 128 to 160 epochs against the baseline's
     +1.9): late in training the teacher's soft targets, its mistakes included, compete
     with the labels. Decaying them keeps what they teach early (the student's start) and
     leaves the last epochs to the labels. Measured there (``linear``, 160 epochs, 5 seeds):
