@@ -9,8 +9,8 @@ script) publishes BEST_EFFORT clouds of ~3 MB with the profile, exactly as
 docs/large-clouds-dds.md tells users to run their driver; the real node
 (``python -m xmodelkd_ros.node.main`` with the package's ``segment.yaml``, best-effort
 input as shipped, started as the replay starts it) must count >= 99 % of them in its
-own ``scans_received``. Only Fast DDS is installed here; the control without the profile is measured in
-``bench/bench_replay.py`` (machine-dependent, so not asserted).
+own ``scans_received``. Only Fast DDS is installed here; the control without the
+profile is measured in ``bench/bench_replay.py`` (machine-dependent, so not asserted).
 """
 
 from __future__ import annotations
