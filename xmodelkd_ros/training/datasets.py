@@ -13,7 +13,8 @@ from typing import Any
 import numpy as np
 from torch.utils.data import Dataset
 
-from xmodelkd_ros.training.augment import AugmentConfig, Prepared, prepare_sample
+from xmodelkd_ros.training.augment import AugmentConfig, prepare_sample
+from xmodelkd_ros.training.data.prepared import Prepared
 from xmodelkd_ros.training.data.sample import Sample
 from xmodelkd_ros.training.data.semantickitti import DatasetError, SemanticKITTI
 from xmodelkd_ros.training.recipe import get
