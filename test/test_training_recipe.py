@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
+from xmodelkd_ros.registry import Registry
 from xmodelkd_ros.training.data.semantickitti import DatasetError
 from xmodelkd_ros.training.datasets import DATASETS, build_source
 from xmodelkd_ros.training.recipe import (
@@ -15,7 +16,6 @@ from xmodelkd_ros.training.recipe import (
     known_recipes,
     load_recipe,
 )
-from xmodelkd_ros.training.registry import Registry
 from xmodelkd_ros.training.stages import STAGE_KINDS
 from xmodelkd_ros.training.train import STAGE_CHOICES
 

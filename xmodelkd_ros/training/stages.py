@@ -38,6 +38,7 @@ from xmodelkd_ros.nets.checkpoint import (
 from xmodelkd_ros.nets.image_encoder import ImageEncoderConfig
 from xmodelkd_ros.nets.student import StudentConfig, StudentNet, student_config
 from xmodelkd_ros.nets.teacher import FusionTeacher, PointPixelCorrespondence, TeacherConfig
+from xmodelkd_ros.registry import Registry
 from xmodelkd_ros.training.context import Context, grid_of
 from xmodelkd_ros.training.data.collate import Batch
 from xmodelkd_ros.training.data.sample import IGNORE_INDEX
@@ -57,7 +58,6 @@ from xmodelkd_ros.training.objectives import (
     settings_from_dict,
 )
 from xmodelkd_ros.training.recipe import RecipeError
-from xmodelkd_ros.training.registry import Registry
 
 TEACHER_FORMAT = "xmodelkd_ros.teacher/1"
 #: RNG stream of evaluation's (augmentation-free) sample preparation.
