@@ -1,4 +1,4 @@
-"""Issue 13's loss pieces against brute-force references: multi-view InfoNCE with several
+"""The method's loss pieces against brute-force references: multi-view InfoNCE with several
 (temporal) views per point, the multi-view share, the KD regions, joint training's KL
 direction, pseudo-labels, and the label-scarce case (unlabeled scans)."""
 

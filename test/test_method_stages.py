@@ -1,4 +1,4 @@
-"""The issue-13 stage kinds end to end on a tiny synthetic world: ``selftrain`` (the
+"""The method's alternative stage kinds end to end on a tiny synthetic world: ``selftrain`` (the
 LiDAR-only self-training control) and ``joint`` (2DPASS-style, exported as a student),
 with temporal views and confidence-masked KD switched on."""
 

@@ -1,4 +1,4 @@
-"""Temporal 2D views (issue 13, item 1): poses, projection, occlusion check, plumbing.
+"""Temporal 2D views: poses, projection, occlusion check, plumbing.
 
 Oracles: the sim's own ray-cast renderer (a current-scan point projected into another
 frame's image must land on a pixel rendered with its class), an independent world-frame

@@ -177,7 +177,7 @@ def model_dir() -> Path:
 def test_fused_graph_is_one_node_per_conv_and_agrees_with_torch(
     ops_library: Path, model_dir: Path
 ) -> None:
-    """Issue 12: ONNX Runtime on the fused graph gives the torch backend's logits to 1e-4."""
+    """ONNX Runtime on the fused graph gives the torch backend's logits to 1e-4."""
     graph = onnx.load(str(model_dir / "model_cpu_fused.onnx"))
     ops = [n.op_type for n in graph.graph.node]
     assert "ScatterND" not in ops and "BatchNormalization" not in ops

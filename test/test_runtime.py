@@ -15,6 +15,7 @@ import torch
 from xmodelkd_ros.labels import NUM_CLASSES, UNLABELED
 from xmodelkd_ros.nets.checkpoint import load_student
 from xmodelkd_ros.nets.inputs import build_inputs
+from xmodelkd_ros.registry import Registry
 from xmodelkd_ros.runtime import (
     BACKEND_REGISTRY,
     BACKENDS,
@@ -199,7 +200,7 @@ def test_auto_on_cuda_skips_onnxruntime_without_its_cuda_provider(
 
 
 def test_registry_rule_with_fake_backends(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setattr(registry_mod, "BACKEND_REGISTRY", {})
+    monkeypatch.setattr(registry_mod, "BACKEND_REGISTRY", Registry("backend"))
     state = {"fast": False}
 
     def fake(name: str, rank: dict[str, int], ok: object) -> None:
@@ -215,14 +216,14 @@ def test_registry_rule_with_fake_backends(monkeypatch: pytest.MonkeyPatch, tmp_p
     state["fast"] = True
     assert choose_backend("cpu", tmp_path) == "fast"
     assert choose_backend("cuda:0", tmp_path) == "slow"
-    monkeypatch.setattr(registry_mod, "BACKEND_REGISTRY", {})
+    monkeypatch.setattr(registry_mod, "BACKEND_REGISTRY", Registry("backend"))
     fake("never", {"cpu": 0}, lambda: False)
     with pytest.raises(ModelLoadError, match="never: never off"):
         choose_backend("cpu", tmp_path)
     with pytest.raises(TypeError, match="lacks"):
         register_backend("broken", {"cpu": 0})(type("Broken", (), {}))
     # a rank may depend on the machine (the torch backend's on its fused kernels)
-    monkeypatch.setattr(registry_mod, "BACKEND_REGISTRY", {})
+    monkeypatch.setattr(registry_mod, "BACKEND_REGISTRY", Registry("backend"))
     fake("steady", {"cpu": 1}, lambda: True)
     fake("kernels", {"cpu": lambda model_dir: 0 if state["fast"] else 2}, lambda: True)
     assert choose_backend("cpu", tmp_path) == "kernels"

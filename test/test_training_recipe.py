@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
+from xmodelkd_ros.registry import Registry
 from xmodelkd_ros.training.data.semantickitti import DatasetError
 from xmodelkd_ros.training.datasets import DATASETS, build_source
 from xmodelkd_ros.training.recipe import (
@@ -20,7 +21,6 @@ from xmodelkd_ros.training.recipe import (
     write_recipe,
 )
 from xmodelkd_ros.training.recipe_types import DataSection, Recipe
-from xmodelkd_ros.training.registry import Registry
 from xmodelkd_ros.training.stages import STAGE_KINDS
 from xmodelkd_ros.training.train import STAGE_CHOICES
 

@@ -128,8 +128,16 @@ class TorchBackend:
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "cpu") -> TorchBackend:
+        return cls.checkpoint_and_backend(path, device)[1]
+
+    @classmethod
+    def checkpoint_and_backend(
+        cls, path: str | Path, device: str = "cpu"
+    ) -> tuple[StudentCheckpoint, TorchBackend]:
+        """A student checkpoint (its grid, config and class names describe the model) and
+        the backend running its network; every failure a ModelLoadError."""
         ckpt, net = load_checkpoint(path)
-        return cls(net, ckpt.config.num_levels, device)
+        return ckpt, cls(net, ckpt.config.num_levels, device)
 
     def infer(self, inputs: NetInputs) -> Tensor:
         with torch.inference_mode():

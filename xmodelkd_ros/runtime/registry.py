@@ -5,7 +5,8 @@ itself from an exported model directory (``load``) and its speed rank per device
 type, measured by ``bench/bench_runtime.py`` (lower is faster). ``choose_backend``
 then picks, for the requested device, the available backend with the lowest rank,
 so the default is always the fastest backend that can run, and adding a backend
-never touches the Segmenter.
+never touches the Segmenter. The entries are held by the package's
+:class:`~xmodelkd_ros.registry.Registry`, the one the training's stages and datasets use.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from xmodelkd_ros.registry import Registry
 from xmodelkd_ros.runtime.metadata import ModelLoadError
 
 if TYPE_CHECKING:
@@ -88,21 +90,21 @@ class BackendEntry:
         return int(r(model_dir) if callable(r) else r)
 
 
-BACKEND_REGISTRY: dict[str, BackendEntry] = {}
+#: backend name -> its class and speed ranks (the package's one kind of registry)
+BACKEND_REGISTRY: Registry[BackendEntry] = Registry("backend")
 
 
 def register_backend(
     name: str, rank: dict[str, int | Callable[[Path | None], int]]
 ) -> Callable[[type], type]:
-    """Class decorator: ``@register_backend("onnxruntime", rank={"cpu": 1, "cuda": 1})``."""
+    """Class decorator: ``@register_backend("onnxruntime", rank={"cpu": 1, "cuda": 1})``;
+    the class must provide ``available``, ``load`` and ``infer``."""
 
     def deco(cls: type) -> type:
         for attr in ("available", "load", "infer"):
             if not callable(getattr(cls, attr, None)):
                 raise TypeError(f"backend {name!r} ({cls.__name__}) lacks {attr}()")
-        if name in BACKEND_REGISTRY and BACKEND_REGISTRY[name].cls is not cls:
-            raise ValueError(f"backend {name!r} registered twice")
-        BACKEND_REGISTRY[name] = BackendEntry(name, cls, dict(rank))
+        BACKEND_REGISTRY.register(name)(BackendEntry(name, cls, dict(rank)))
         return cls
 
     return deco

@@ -22,7 +22,7 @@ from xmodelkd_ros.labels import PALETTE, UNLABELED
 from xmodelkd_ros.nets.inputs import build_inputs
 from xmodelkd_ros.nets.student import StudentConfig
 from xmodelkd_ros.runtime import tensorrt as _tensorrt  # noqa: F401  (registers "tensorrt")
-from xmodelkd_ros.runtime.backends import TorchBackend, load_checkpoint, set_torch_threads
+from xmodelkd_ros.runtime.backends import TorchBackend, set_torch_threads
 from xmodelkd_ros.runtime.metadata import ModelMetadata
 from xmodelkd_ros.runtime.registry import (
     BACKEND_REGISTRY,
@@ -139,8 +139,7 @@ class Segmenter:
         if backend != "torch":
             raise ValueError("from_checkpoint supports backend='torch' only; export for others")
         set_torch_threads(threads)
-        ckpt, net = load_checkpoint(path)
-        impl = TorchBackend(net, ckpt.config.num_levels, device)
+        ckpt, impl = TorchBackend.checkpoint_and_backend(path, device)
         return cls(impl, ckpt.grid, ckpt.config, ckpt.class_names)
 
     # ---------------------------------------------------------------- inference

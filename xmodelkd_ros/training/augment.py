@@ -8,11 +8,12 @@ correspondences are indices, so moving the points never breaks them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
 
+from xmodelkd_ros.training.data.prepared import Prepared
 from xmodelkd_ros.training.data.sample import Correspondences, Sample, compute_correspondences
 
 
@@ -28,19 +29,6 @@ class AugmentConfig:
     color_jitter: float = 0.2  # brightness / contrast / saturation strength
     crop_scale: tuple[float, float] = (0.8, 1.0)  # side fraction of the random crop
     hflip_image: bool = False  # off by default: would mirror the camera geometry
-
-
-@dataclass
-class Prepared:
-    """A sample ready for collation: augmented points, labels, resized images, pairs."""
-
-    points: np.ndarray
-    labels: np.ndarray | None
-    images: list[np.ndarray]  # each (H, W, 3) uint8 at the common image size
-    corr: Correspondences
-    name: str
-    #: per image, its frame offset (0 = this scan's frame; see ``Sample.image_offsets``)
-    image_offsets: list[int] = field(default_factory=list)
 
 
 def augment_points(points: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator) -> np.ndarray:

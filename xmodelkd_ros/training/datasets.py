@@ -13,11 +13,12 @@ from typing import Any
 import numpy as np
 from torch.utils.data import Dataset
 
-from xmodelkd_ros.training.augment import AugmentConfig, Prepared, prepare_sample
+from xmodelkd_ros.registry import Registry
+from xmodelkd_ros.training.augment import AugmentConfig, prepare_sample
+from xmodelkd_ros.training.data.prepared import Prepared
 from xmodelkd_ros.training.data.sample import Sample
 from xmodelkd_ros.training.data.semantickitti import DatasetError, SemanticKITTI
 from xmodelkd_ros.training.recipe_types import AugmentSection, DataSection, Recipe
-from xmodelkd_ros.training.registry import Registry
 
 #: ``data.dataset`` -> reader factory: ``build(recipe, part)`` with part "train" or "val".
 DATASETS: Registry[type] = Registry("data.dataset", DatasetError)

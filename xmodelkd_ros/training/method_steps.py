@@ -27,16 +27,8 @@ from xmodelkd_ros.nets.student import StudentNet
 from xmodelkd_ros.nets.teacher import FusionTeacher, PointPixelCorrespondence, TeacherOutput
 from xmodelkd_ros.training.data.collate import Batch
 from xmodelkd_ros.training.data.sample import IGNORE_INDEX
-from xmodelkd_ros.training.losses import (
-    confidence_mask,
-    kd_kl,
-    multiview_infonce,
-    multiview_share,
-    segmentation_loss,
-    weighted_sum,
-    zero_loss,
-)
-from xmodelkd_ros.training.objectives import DistillLoss, settings_from_dict
+from xmodelkd_ros.training.losses import confidence_mask, kd_kl
+from xmodelkd_ros.training.objectives import DistillLoss, Terms, fusion_loss, settings_from_dict
 
 
 def batch_labels(batch: Batch) -> Tensor:
@@ -105,27 +97,14 @@ class JointLoss(nn.Module):
         generator: torch.Generator | None = None,
     ) -> tuple[Tensor, dict[str, Tensor]]:
         w = self.weights
-        parts: dict[str, tuple[float, Tensor]] = {}
-        if w.fused:
-            seg = segmentation_loss(out.logits, labels, w.ignore_index, w.lovasz, w.ce_balance)
-            parts["seg_fused"] = (w.fused, seg)
-        if w.branch_3d:
-            seg = segmentation_loss(out.logits_3d, labels, w.ignore_index, w.lovasz, w.ce_balance)
-            parts["seg_3d"] = (w.branch_3d, seg)
-        logs: dict[str, Tensor] = {}
-        if w.kd:
+
+        def fused_to_3d() -> tuple[Terms, dict[str, Tensor]]:
             region = kd_region(out.seen, out.logits, labels, w.kd_mask, w.kd_min_confidence)
             kd = kd_kl(out.logits_3d, out.logits, w.kd_temperature, region)
-            parts["kd"] = (w.kd, kd)
-            logs["kd_share"] = region.float().mean().detach()
-        if w.contrastive:
-            nce = multiview_infonce(
-                out.proj_3d, out.proj_2d, point_idx, w.temperature, w.max_points, generator
-            )
-            parts["contrastive"] = (w.contrastive, nce)
-            logs["multiview_share"] = multiview_share(point_idx)
-        total, log = weighted_sum(parts, zero_loss(out.logits) + zero_loss(out.logits_3d))
-        return total, {**log, "total": total.detach(), **logs}
+            return {"kd": (w.kd, kd)}, {"kd_share": region.float().mean().detach()}
+
+        extra = fused_to_3d if w.kd else None
+        return fusion_loss(out, labels, point_idx, w, generator, extra, tied=(out.logits_3d,))
 
 
 class JointStep(nn.Module):

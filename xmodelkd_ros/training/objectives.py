@@ -5,13 +5,15 @@ independent computations; an objective is a recipe section (``loss.distill``,
 ``loss.teacher``) turned into weights, a schedule of them over the stage
 (:func:`teacher_decay_factor`) and per-term values for logging. ``DistillLoss`` is the
 student's (labels + the teacher's soft targets and features; ``teacher=None`` gives the
-labels-only baseline on the same code path); ``TeacherLoss`` the fusion teacher's.
+labels-only baseline on the same code path); ``TeacherLoss`` the fusion teacher's. Its
+terms come from :func:`fusion_loss`, which joint training's objective
+(:mod:`~xmodelkd_ros.training.method_steps`) calls too.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -235,6 +237,69 @@ class _TeacherOutputLike(Protocol):
     proj_2d: Tensor
 
 
+class FusionTermWeights(Protocol):
+    """The settings every fusion-network objective shares (:class:`TeacherWeights`, and
+    ``JointWeights`` of :mod:`~xmodelkd_ros.training.method_steps`)."""
+
+    fused: float
+    branch_3d: float
+    lovasz: float
+    ce_balance: float
+    contrastive: float
+    temperature: float
+    max_points: int
+    ignore_index: int
+
+
+#: name -> (weight, value) of an objective's terms, summed in this order
+Terms = dict[str, tuple[float, Tensor]]
+
+
+def fusion_loss(
+    out: _TeacherOutputLike,
+    labels: Tensor,
+    point_idx: Tensor,
+    w: FusionTermWeights,
+    generator: torch.Generator | None = None,
+    extra: Callable[[], tuple[Terms, dict[str, Tensor]]] | None = None,
+    tied: Sequence[Tensor] = (),
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """Total loss and logs of a fusion network: segmentation on the fused and on the
+    3D-only logits, then the ``extra`` terms (and their logs) of the caller, then the
+    multi-view InfoNCE between 3D and 2D embeddings; a zero weight skips a term.
+
+    One builder for the teacher's objective and joint training's, so the terms they share
+    are one computation. ``extra`` is called between the two groups, so the terms are
+    built and summed in that order. The sum starts from a zero tied to ``out.logits`` and
+    to each of ``tied`` (:func:`zero_loss`: their gradients exist, zero, when no term
+    uses them). ``point_idx`` (K,): the point of each correspondence (rows of
+    ``out.proj_2d``).
+    """
+    terms: Terms = {}
+    if w.fused:
+        seg = segmentation_loss(out.logits, labels, w.ignore_index, w.lovasz, w.ce_balance)
+        terms["seg_fused"] = (w.fused, seg)
+    if w.branch_3d:
+        seg = segmentation_loss(out.logits_3d, labels, w.ignore_index, w.lovasz, w.ce_balance)
+        terms["seg_3d"] = (w.branch_3d, seg)
+    logs: dict[str, Tensor] = {}
+    if extra is not None:
+        more, more_logs = extra()
+        terms.update(more)
+        logs.update(more_logs)
+    if w.contrastive:
+        nce = multiview_infonce(
+            out.proj_3d, out.proj_2d, point_idx, w.temperature, w.max_points, generator
+        )
+        terms["contrastive"] = (w.contrastive, nce)
+        logs["multiview_share"] = multiview_share(point_idx)  # logged, not optimised
+    start = zero_loss(out.logits)
+    for t in tied:
+        start = start + zero_loss(t)
+    total, log = weighted_sum(terms, start)
+    return total, {**log, "total": total.detach(), **logs}
+
+
 class TeacherLoss(nn.Module):
     """Fusion-teacher objective: segmentation on fused and 3D logits + multi-view InfoNCE."""
 
@@ -250,21 +315,4 @@ class TeacherLoss(nn.Module):
         generator: torch.Generator | None = None,
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """``point_idx`` (K,): the point of each correspondence (rows of ``out.proj_2d``)."""
-        w = self.weights
-        terms: dict[str, tuple[float, Tensor]] = {}
-        if w.fused:
-            seg = segmentation_loss(out.logits, labels, w.ignore_index, w.lovasz, w.ce_balance)
-            terms["seg_fused"] = (w.fused, seg)
-        if w.branch_3d:
-            seg = segmentation_loss(out.logits_3d, labels, w.ignore_index, w.lovasz, w.ce_balance)
-            terms["seg_3d"] = (w.branch_3d, seg)
-        if w.contrastive:
-            nce = multiview_infonce(
-                out.proj_3d, out.proj_2d, point_idx, w.temperature, w.max_points, generator
-            )
-            terms["contrastive"] = (w.contrastive, nce)
-        total, log = weighted_sum(terms, zero_loss(out.logits))
-        log["total"] = total.detach()
-        if w.contrastive:
-            log["multiview_share"] = multiview_share(point_idx)  # logged, not optimised
-        return total, log
+        return fusion_loss(out, labels, point_idx, self.weights, generator)

@@ -16,7 +16,7 @@ from torch import Tensor
 
 from xmodelkd_ros.nets.inputs import NetInputs, build_inputs
 from xmodelkd_ros.sparse import VoxelGridSpec
-from xmodelkd_ros.training.augment import Prepared
+from xmodelkd_ros.training.data.prepared import Prepared
 from xmodelkd_ros.training.data.sample import IGNORE_INDEX
 
 

@@ -146,6 +146,20 @@ class SemanticKITTI:
             raise DatasetError(f"{seq_dir}/calib.txt lacks {pkey} or Tr")
         return camera_from_kitti(cam, calib[pkey], calib["Tr"], width, height)
 
+    def _images(self, seq_dir: Path, stem: str) -> tuple[list[np.ndarray], list[PinholeCamera]]:
+        """The RGB images of scan ``stem`` that exist, one per camera folder in order, and
+        their cameras in that scan's frame."""
+        images, cams = [], []
+        for cam in self.cameras:
+            img_path = seq_dir / cam / f"{stem}.png"
+            if not img_path.is_file():
+                continue
+            with Image.open(img_path) as im:
+                img = np.asarray(im.convert("RGB"))
+            cams.append(self._camera(seq_dir, cam, img.shape[1], img.shape[0]))
+            images.append(img)
+        return images, cams
+
     def _add_temporal_views(self, sample: Sample, seq_dir: Path, stem: str) -> None:
         """Images of scans ``stem + offset`` that exist, seen from scan ``stem``."""
         poses = self.lidar_poses(seq_dir)
@@ -154,16 +168,10 @@ class SemanticKITTI:
             j = n + off
             if not 0 <= j < len(poses):
                 continue
-            for cam in self.cameras:
-                img_path = seq_dir / cam / f"{j:0{len(stem)}d}.png"
-                if not img_path.is_file():
-                    continue
-                with Image.open(img_path) as im:
-                    img = np.asarray(im.convert("RGB"))
-                base = self._camera(seq_dir, cam, img.shape[1], img.shape[0])
-                sample.images.append(img)
-                sample.cameras += other_frame_cameras([base], poses[n], poses[j], off)
-                offsets.append(off)
+            images, cams = self._images(seq_dir, f"{j:0{len(stem)}d}")
+            sample.images += images
+            sample.cameras += other_frame_cameras(cams, poses[n], poses[j], off)
+            offsets += [off] * len(images)
         sample.image_offsets = offsets
 
     def __getitem__(self, i: int) -> Sample:
@@ -179,15 +187,7 @@ class SemanticKITTI:
             if raw.shape[0] != points.shape[0]:
                 raise DatasetError(f"{label_path}: {raw.shape[0]} labels for {len(points)} points")
             labels = label_ids_to_classes(raw_to_label(raw))
-        images, cams = [], []
-        for cam in self.cameras:
-            img_path = seq_dir / cam / f"{stem}.png"
-            if not img_path.is_file():
-                continue
-            with Image.open(img_path) as im:
-                img = np.asarray(im.convert("RGB"))
-            cams.append(self._camera(seq_dir, cam, img.shape[1], img.shape[0]))
-            images.append(img)
+        images, cams = self._images(seq_dir, stem)
         sample = Sample(points, labels, images, cams, name=f"{seq_dir.name}/{stem}")
         if self.temporal:
             self._add_temporal_views(sample, seq_dir, stem)

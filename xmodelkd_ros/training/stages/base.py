@@ -20,9 +20,9 @@ from xmodelkd_ros.nets.checkpoint import StudentCheckpoint, save_student
 from xmodelkd_ros.nets.image_encoder import ImageEncoderConfig
 from xmodelkd_ros.nets.student import StudentConfig, StudentNet, student_config
 from xmodelkd_ros.nets.teacher import TeacherConfig
+from xmodelkd_ros.registry import Registry
 from xmodelkd_ros.training.context import Context, grid_of
 from xmodelkd_ros.training.recipe_types import ModelSection, Recipe, set_keys
-from xmodelkd_ros.training.registry import Registry
 
 #: RNG stream of evaluation's (augmentation-free) sample preparation.
 EVAL_STREAM = 9

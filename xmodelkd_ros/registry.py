@@ -1,14 +1,17 @@
-"""Name -> class registries for the training's extension points (datasets, stage kinds).
+"""Name -> entry registries for the package's extension points: the training's stage
+kinds and datasets, the runtime's inference backends.
 
-A new dataset or stage kind is one class with ``@DATASETS.register("name")`` (or
-``@STAGE_KINDS.register``) above it: the recipe key / ``--stage`` choice, the error message
-listing the known names and the CLI help all come from the registry, so no ``if/elif``
-chain has to grow. A dict and a decorator: no dependency.
+A new dataset, stage kind or backend is one class with a decorator above it
+(``@DATASETS.register("name")``, ``@STAGE_KINDS.register(...)``, ``@register_backend``):
+the recipe key / ``--stage`` / ``backend`` choices, the error message listing the known
+names and the CLI help all come from the registry, so no ``if/elif`` chain has to grow.
+A dict and a decorator: no dependency. It lives at the package's top so that training
+and runtime share it without the runtime depending on the training code.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, ValuesView
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -39,12 +42,22 @@ class Registry(Generic[T]):
             raise self.error(f"unknown {self.what} {name!r} ({' | '.join(self._entries)})")
         return self._entries[name]
 
+    def __getitem__(self, name: str) -> T:
+        return self.get(name)
+
     def names(self) -> tuple[str, ...]:
         """Registration order (which is the order the CLI documents them in)."""
         return tuple(self._entries)
+
+    def values(self) -> ValuesView[T]:
+        """The entries, in registration order."""
+        return self._entries.values()
 
     def __contains__(self, name: object) -> bool:
         return name in self._entries
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
