@@ -11,8 +11,8 @@ import re
 import pytest
 from training_hooks import BENCH_TINY
 
-from xmodelkd_ros.training.bench_arms import parse_arms
-from xmodelkd_ros.training.benchmark import main
+from xmodelkd_ros.evaluation.arms import parse_arms
+from xmodelkd_ros.evaluation.benchmark import main
 
 TINY = ["--label-fraction", "0.5", *BENCH_TINY,
         "data.temporal_views=1", "loss.selftrain.confidence=0.0"]  # fmt: skip

@@ -14,13 +14,13 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from xmodelkd_ros.labels import CLASS_NAMES
-from xmodelkd_ros.training.bench_stats import (
+from xmodelkd_ros.evaluation.stats import (
     iou_from_confusion,
     miou_from_confusion,
     nanmean,
     paired_gain,
 )
+from xmodelkd_ros.labels import CLASS_NAMES
 
 MODELS = ("teacher", "distilled", "baseline")
 
@@ -31,7 +31,7 @@ def _num(v: Any) -> float | None:
 
 
 def gain_doc(g: Any) -> dict[str, Any]:
-    """A :class:`~xmodelkd_ros.training.bench_stats.PairedGain` as JSON (a class absent from
+    """A :class:`~xmodelkd_ros.evaluation.stats.PairedGain` as JSON (a class absent from
     the scans: null, never NaN, which is not JSON)."""
     return {
         "mean": g.mean,

@@ -1,4 +1,4 @@
-"""``python -m xmodelkd_ros.training.benchmark``: the one way accuracy is claimed.
+"""``python -m xmodelkd_ros.evaluation.benchmark``: the one way accuracy is claimed.
 
 Why: a gain measured on the street that chose the recipe, on one seed, with out-of-grid
 points dropped, is not evidence. This command trains the teacher, the distilled student
@@ -29,9 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from xmodelkd_ros.sim.splits import check_seeds
-from xmodelkd_ros.training.bench_arms import ARMS, method_markdown, method_summary, parse_arms
-from xmodelkd_ros.training.bench_cli import (
+from xmodelkd_ros.evaluation.arms import ARMS, method_markdown, method_summary, parse_arms
+from xmodelkd_ros.evaluation.cli import (
     add_report_args,
     add_test_street_args,
     git_commit,
@@ -41,13 +40,14 @@ from xmodelkd_ros.training.bench_cli import (
     progress_bar,
     run_tool,
 )
-from xmodelkd_ros.training.bench_score import (
+from xmodelkd_ros.evaluation.score import (
     BenchmarkError,
     class_counts,
     held_out_scans,
     score_student,
     score_teacher,
 )
+from xmodelkd_ros.sim.splits import check_seeds
 from xmodelkd_ros.training.stages import recipe_epochs
 
 CHECKPOINTS = {"teacher": "teacher.pt", "distilled": "student.pt", "baseline": "baseline.pt"}
@@ -83,7 +83,7 @@ class Benchmark:
             "cameras": args.cameras,
         }
         self._scans: list[Any] | None = None
-        self.arms = list(args.arms)  # issue 13's extra arms (bench_arms.py)
+        self.arms = list(args.arms)  # issue 13's extra arms (arms.py)
         if self.arms:
             self.key["arms"] = self.arms
 
@@ -167,7 +167,7 @@ class Benchmark:
         return doc
 
     def run(self) -> dict[str, Any]:
-        from xmodelkd_ros.training.bench_report import summarize, write_outputs
+        from xmodelkd_ros.evaluation.report import summarize, write_outputs
 
         self.out.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
@@ -195,7 +195,7 @@ class Benchmark:
             results,
             counts,
             meta={
-                "command": "python -m xmodelkd_ros.training.benchmark "
+                "command": "python -m xmodelkd_ros.evaluation.benchmark "
                 + shlex.join(self.args.argv),
                 "commit": commit,
                 "dirty": dirty,
@@ -227,7 +227,7 @@ class Benchmark:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m xmodelkd_ros.training.benchmark",
+        prog="python -m xmodelkd_ros.evaluation.benchmark",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         description="Held-out accuracy benchmark: train teacher, distilled student and "
         "baseline for several seeds on the recipe's training streets and score them on "

@@ -1,6 +1,6 @@
 """Extra benchmark arms for the method's ablations (issue 13), kept apart from the core.
 
-``python -m xmodelkd_ros.training.benchmark --arms selftrain,joint`` trains, after the
+``python -m xmodelkd_ros.evaluation.benchmark --arms selftrain,joint`` trains, after the
 usual teacher / distilled / baseline of each (label fraction, seed), the named stage kinds
 in the same output folder and scores their students on the same test scans:
 
@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from xmodelkd_ros.training.bench_stats import miou_from_confusion, paired_gain
+from xmodelkd_ros.evaluation.stats import miou_from_confusion, paired_gain
 
 #: arm name -> the student checkpoint its stage writes
 ARMS = {"selftrain": "selftrain.pt", "joint": "joint.pt"}

@@ -12,8 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from xmodelkd_ros.evaluation.score import BenchmarkError
 from xmodelkd_ros.sim.splits import SplitError
-from xmodelkd_ros.training.bench_score import BenchmarkError
 
 
 def parse_seeds(text: str) -> list[int]:

@@ -6,7 +6,7 @@ point outside the voxel grid comes back unlabeled and counts as wrong). The teac
 the cameras, which the Segmenter does not take; it is scored through the training input
 pipeline with augmentation off, on the same scans, with the same out-of-grid rule.
 The result of a model on a street set is a stack of per-scan confusion matrices
-(:func:`xmodelkd_ros.training.bench_stats.confusion`), which the bootstrap resamples.
+(:func:`xmodelkd_ros.evaluation.stats.confusion`), which the bootstrap resamples.
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from xmodelkd_ros.evaluation.stats import confusion
 from xmodelkd_ros.labels import NUM_CLASSES
 from xmodelkd_ros.sim.splits import check_seeds
-from xmodelkd_ros.training.bench_stats import confusion
 from xmodelkd_ros.training.data.sample import Sample, label_ids_to_classes
 
 

@@ -1,4 +1,4 @@
-"""``python -m xmodelkd_ros.training.choose``: each arm's schedule chosen on many validation
+"""``python -m xmodelkd_ros.evaluation.choose``: each arm's schedule chosen on many validation
 streets, then the chosen pair measured once on held-out test streets.
 
 Why: the benchmark trains the LiDAR-only baseline as long as the distilled student's
@@ -42,9 +42,13 @@ from typing import Any
 
 import numpy as np
 
-from xmodelkd_ros.runtime.metadata import ModelLoadError
-from xmodelkd_ros.sim.splits import check_seeds
-from xmodelkd_ros.training.bench_cli import (
+from xmodelkd_ros.evaluation.choose_report import (
+    choice_markdown,
+    gain_text,
+    grid_edges,
+    measure_markdown,
+)
+from xmodelkd_ros.evaluation.cli import (
     add_report_args,
     add_test_street_args,
     git_commit,
@@ -53,15 +57,11 @@ from xmodelkd_ros.training.bench_cli import (
     progress_bar,
     run_tool,
 )
-from xmodelkd_ros.training.bench_report import gain_doc
-from xmodelkd_ros.training.bench_score import BenchmarkError, held_out_scans, score_student
-from xmodelkd_ros.training.bench_stats import miou_from_confusion, paired_gain
-from xmodelkd_ros.training.choose_report import (
-    choice_markdown,
-    gain_text,
-    grid_edges,
-    measure_markdown,
-)
+from xmodelkd_ros.evaluation.report import gain_doc
+from xmodelkd_ros.evaluation.score import BenchmarkError, held_out_scans, score_student
+from xmodelkd_ros.evaluation.stats import miou_from_confusion, paired_gain
+from xmodelkd_ros.runtime.metadata import ModelLoadError
+from xmodelkd_ros.sim.splits import check_seeds
 from xmodelkd_ros.training.stages import recipe_epochs
 
 #: arm -> the checkpoint of a benchmark run folder it is scored from
@@ -236,7 +236,7 @@ class Chooser:
                  for a in self.arms[1:]}  # fmt: skip
         commit, dirty = git_commit(Path(__file__).resolve().parent)
         doc = {
-            "command": "python -m xmodelkd_ros.training.choose " + " ".join(self.args.argv),
+            "command": "python -m xmodelkd_ros.evaluation.choose " + " ".join(self.args.argv),
             "commit": commit,
             "dirty": dirty,
             "label_fraction": self.fraction,
@@ -333,7 +333,7 @@ class Chooser:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m xmodelkd_ros.training.choose",
+        prog="python -m xmodelkd_ros.evaluation.choose",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         description="Choose each arm's schedule (the distilled student and its LiDAR-only "
         "controls) among finished benchmark folders on validation streets, then (--measure) "
