@@ -37,24 +37,26 @@ def parse_arms(text: str) -> list[str]:
     return arms
 
 
-def multiview_share_of(run_dir: Path) -> float | None:
-    """The last logged ``multiview_share`` of the contrastive stages (None: not logged)."""
+def _last_logged(run_dir: Path, pattern: str) -> float | None:
+    """The number ``pattern`` (one group, matched per line) last caught in the run's
+    ``train.log``; None without a log or a match."""
     log = run_dir / "train.log"
     if not log.is_file():
         return None
-    found = re.findall(r"^(?:pretrain|teacher|joint) epoch .*multiview_share ([0-9.]+)",
-                       log.read_text(), flags=re.M)  # fmt: skip
+    found = re.findall(pattern, log.read_text(), flags=re.M)
     return float(found[-1]) if found else None
+
+
+def multiview_share_of(run_dir: Path) -> float | None:
+    """The last logged ``multiview_share`` of the contrastive stages (None: not logged)."""
+    return _last_logged(run_dir, r"^(?:pretrain|teacher|joint) epoch .*multiview_share ([0-9.]+)")
 
 
 def validation_miou_of(run_dir: Path, stage: str) -> float | None:
     """The stage's validation mIoU (fraction) from ``train.log`` (its last report), the
     number an arm's settings are chosen by; None when not logged."""
-    log = run_dir / "train.log"
-    if not log.is_file():
-        return None
-    found = re.findall(rf"^{re.escape(stage)}: val mIoU ([0-9.]+)", log.read_text(), flags=re.M)
-    return float(found[-1]) / 100.0 if found else None
+    miou = _last_logged(run_dir, rf"^{re.escape(stage)}: val mIoU ([0-9.]+)")
+    return None if miou is None else miou / 100.0
 
 
 def _gain(a: np.ndarray, b: np.ndarray, reps: int) -> dict[str, Any]:

@@ -31,19 +31,21 @@ import numpy as np
 
 from xmodelkd_ros.evaluation.arms import ARMS, method_markdown, method_summary, parse_arms
 from xmodelkd_ros.evaluation.cli import (
+    HeldOutTool,
+    add_output_args,
     add_report_args,
     add_test_street_args,
-    git_commit,
     parse_fraction,
     parse_fractions,
     parse_seeds,
+    parse_tool_args,
     progress_bar,
     run_tool,
+    tool_parser,
 )
 from xmodelkd_ros.evaluation.score import (
     BenchmarkError,
     class_counts,
-    held_out_scans,
     score_student,
     score_teacher,
 )
@@ -63,13 +65,21 @@ QUICK_SET = [
 QUICK_TEST = {"test_seeds": "9000-9001", "test_scans": 2, "seeds": 2}
 
 
-class Benchmark:
+def run_training(argv: list[str]) -> int:
+    """Train through the training CLI, ``train.main(argv)``; its exit code. The one place
+    the benchmark starts training."""
+    from xmodelkd_ros.training.train import main as train_main
+
+    return train_main(argv)
+
+
+class Benchmark(HeldOutTool):
     """One benchmark run: settings, the test scans, and the per-(fraction, seed) work."""
 
+    tool = "benchmark"
+
     def __init__(self, args: argparse.Namespace) -> None:
-        self.args = args
-        self.out = Path(args.out)
-        self.seeds = list(range(args.seeds))
+        super().__init__(args)
         self.fractions = args.regimes or [args.label_fraction]
         self.test_seeds = check_seeds("test", args.test_seeds)
         self.sets = (QUICK_SET if args.quick else []) + list(args.overrides)  # user wins
@@ -82,15 +92,9 @@ class Benchmark:
             "beams": args.beams,
             "cameras": args.cameras,
         }
-        self._scans: list[Any] | None = None
         self.arms = list(args.arms)  # issue 13's extra arms (arms.py)
         if self.arms:
             self.key["arms"] = self.arms
-
-    def log(self, msg: str) -> None:
-        print(msg, file=sys.stderr, flush=True)
-        with open(self.out / "benchmark.log", "a") as fh:
-            fh.write(time.strftime("%H:%M:%S ") + msg + "\n")
 
     def run_dir(self, fraction: float, seed: int) -> Path:
         return self.out / f"labels{fraction:g}" / f"seed{seed}"
@@ -99,20 +103,13 @@ class Benchmark:
         return json.loads((run_dir / "recipe.json").read_text())
 
     def scans(self, recipe: dict[str, Any]) -> list[Any]:
-        if self._scans is None:
-            n = len(self.test_seeds) * self.args.test_scans
-            bar = progress_bar(self.args.progress, n, "test scans")
-            self._scans = held_out_scans(
-                self.test_seeds, self.args.test_scans, self.args.test_stride, self.args.beams,
-                self.args.cameras, tuple(recipe["data"].get("render_size", [180, 320])), bar,
-            )  # fmt: skip
-            if bar is not None:
-                bar.close()
-        return self._scans
+        """The test scans, rendered at the first run's ``render_size`` (once a run)."""
+        return self.street_scans(
+            "test", self.test_seeds, self.args.test_scans, self.args.test_stride,
+            self.args.cameras, tuple(recipe["data"].get("render_size", [180, 320])),
+        )  # fmt: skip
 
     def train(self, fraction: float, seed: int, run_dir: Path) -> None:
-        from xmodelkd_ros.training.train import main as train_main
-
         common = ["--recipe", self.args.recipe, "--out", str(run_dir), "--seed", str(seed),
                   "--resume", "--no-progress",
                   "--set", f"data.label_fraction={fraction}", *self.sets]  # fmt: skip
@@ -123,7 +120,7 @@ class Benchmark:
             if stage == "all" and self.args.parallel_baseline:
                 argv.append("--parallel-baseline")
             self.log(f"train: python -m xmodelkd_ros.training.train {shlex.join(argv)}")
-            code = train_main(argv)
+            code = run_training(argv)
             if code != 0:
                 raise BenchmarkError(f"training failed (exit {code}) in {run_dir}; see train.log")
 
@@ -171,7 +168,7 @@ class Benchmark:
 
         self.out.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
-        commit, dirty = git_commit(Path(__file__).resolve().parent)
+        commit, dirty = self.commit()
         self.log(
             f"benchmark: label fractions {self.fractions}, seeds {self.seeds}, test streets "
             f"{self.test_seeds} x {self.args.test_scans} scans, {self.args.beams} beams, "
@@ -226,10 +223,9 @@ class Benchmark:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m xmodelkd_ros.evaluation.benchmark",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        description="Held-out accuracy benchmark: train teacher, distilled student and "
+    p = tool_parser(
+        "benchmark",
+        "Held-out accuracy benchmark: train teacher, distilled student and "
         "baseline for several seeds on the recipe's training streets and score them on "
         "reserved test streets (every labeled point; students through the node's Segmenter). "
         "Writes benchmark.md / .json / .png with the mean paired gain and its 95%% bootstrap "
@@ -238,8 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
         "~0.5 min; --quick 2.2 min. A killed run continues where it stopped.",
     )
     p.add_argument("--recipe", default="synthetic", help="training recipe (name or YAML path)")
-    p.add_argument("--out", default="runs/benchmark", help="output folder")
-    p.add_argument("--seeds", type=int, default=3, help="training seeds 0..N-1 (paired runs)")
+    add_output_args(p, "runs/benchmark", "training seeds 0..N-1 (paired runs)")
     add_test_street_args(p, parse_seeds("9000-9003"), "held-out test streets (world seeds "
                          "from the reserved range 9000-9999), e.g. 9000-9003 or 9000,9010")
     p.add_argument("--cameras", type=int, default=3, help="cameras of the test rig (teacher)")
@@ -267,10 +262,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    args = parser.parse_args(argv)
-    args.argv = argv
+    args = parse_tool_args(parser, argv)
     if args.quick:  # smaller defaults; explicit flags still win
         for k, v in QUICK_TEST.items():
             if getattr(args, k) == parser.get_default(k):

@@ -34,7 +34,6 @@ import argparse
 import hashlib
 import json
 import sys
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,16 +48,19 @@ from xmodelkd_ros.evaluation.choose_report import (
     measure_markdown,
 )
 from xmodelkd_ros.evaluation.cli import (
+    HeldOutTool,
+    add_output_args,
     add_report_args,
     add_test_street_args,
-    git_commit,
     parse_fraction,
     parse_seeds,
+    parse_tool_args,
     progress_bar,
     run_tool,
+    tool_parser,
 )
 from xmodelkd_ros.evaluation.report import gain_doc
-from xmodelkd_ros.evaluation.score import BenchmarkError, held_out_scans, score_student
+from xmodelkd_ros.evaluation.score import BenchmarkError, score_student
 from xmodelkd_ros.evaluation.stats import miou_from_confusion, paired_gain
 from xmodelkd_ros.runtime.metadata import ModelLoadError
 from xmodelkd_ros.sim.splits import check_seeds
@@ -130,22 +132,16 @@ def choose(means: dict[str, float], tie: float) -> str:
     return next(name for name, m in means.items() if m >= best - tie)
 
 
-class Chooser:
+class Chooser(HeldOutTool):
     """Scores candidates on a street set (cached) and keeps the bookkeeping of the choice."""
 
+    tool = "choose"
+
     def __init__(self, args: argparse.Namespace) -> None:
-        self.args = args
-        self.out = Path(args.out)
+        super().__init__(args)
         self.candidates: list[Candidate] = list(args.candidates)
         self.arms: list[str] = list(args.arms)
-        self.seeds = list(range(args.seeds))
         self.fraction = args.label_fraction
-        self._scans: dict[str, list[Any]] = {}
-
-    def log(self, msg: str) -> None:
-        print(msg, file=sys.stderr, flush=True)
-        with open(self.out / "choose.log", "a") as fh:
-            fh.write(time.strftime("%H:%M:%S ") + msg + "\n")
 
     def pool(self, arm: str) -> list[Candidate]:
         """The candidates for ``arm``: those that name it, or name no arms and have its
@@ -172,15 +168,9 @@ class Chooser:
                 "stride": a.test_stride, "beams": a.beams}  # fmt: skip
 
     def scans(self, split: str) -> list[Any]:
-        if split not in self._scans:
-            st = self.street_set(split)
-            bar = progress_bar(self.args.progress, len(st["seeds"]) * st["scans"], f"{split} scans")
-            self._scans[split] = held_out_scans(
-                st["seeds"], st["scans"], st["stride"], st["beams"], 0, (180, 320), bar, split
-            )
-            if bar is not None:
-                bar.close()
-        return self._scans[split]
+        """``split``'s scans without images (students only), rendered once a run."""
+        st = self.street_set(split)
+        return self.street_scans(split, st["seeds"], st["scans"], st["stride"], 0, (180, 320))
 
     def confusions(self, split: str, cand: Candidate, seed: int, arm: str) -> np.ndarray:
         """(N, K, K) per-scan confusions of one checkpoint on ``split``'s streets (cached,
@@ -234,7 +224,7 @@ class Chooser:
         student = cms["distilled"][choice["distilled"]]
         gains = {a: gain_doc(paired_gain(student, cms[a][choice[a]], reps=self.args.bootstrap))
                  for a in self.arms[1:]}  # fmt: skip
-        commit, dirty = git_commit(Path(__file__).resolve().parent)
+        commit, dirty = self.commit()
         doc = {
             "command": "python -m xmodelkd_ros.evaluation.choose " + " ".join(self.args.argv),
             "commit": commit,
@@ -332,10 +322,9 @@ class Chooser:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m xmodelkd_ros.evaluation.choose",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        description="Choose each arm's schedule (the distilled student and its LiDAR-only "
+    p = tool_parser(
+        "choose",
+        "Choose each arm's schedule (the distilled student and its LiDAR-only "
         "controls) among finished benchmark folders on validation streets, then (--measure) "
         "score the chosen arms once on test streets no earlier comparison was judged on. "
         "Measured on a 2-core CPU: 40 student checkpoints on 64 test scans in ~2 min, i.e. "
@@ -349,8 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--arms", type=parse_arm_list, default=["distilled", "baseline"],
                    help="arms to choose: distilled and the controls it is compared with, "
                    "e.g. distilled,baseline,selftrain (10 %% labels)")  # fmt: skip
-    p.add_argument("--out", default="runs/choose", help="output folder")
-    p.add_argument("--seeds", type=int, default=3, help="training seeds 0..N-1 of every candidate")
+    add_output_args(p, "runs/choose", "training seeds 0..N-1 of every candidate")
     p.add_argument("--label-fraction", type=parse_fraction, default=1.0,
                    help="which labels<f> folder of the candidates")  # fmt: skip
     p.add_argument("--val-seeds", type=parse_seeds, default=parse_seeds("104-123"),
@@ -371,9 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
-    args.argv = argv
+    args = parse_tool_args(build_parser(), argv)
     args.tie = args.tie / 100.0  # mIoU points -> the fractions the scores are in
     names = [c.name for c in args.candidates]
     problems = []

@@ -1,18 +1,20 @@
-"""Command-line pieces the held-out tools share (``benchmark``, ``choose``): seed and
-label-fraction parsing, the test-street and report options, the commit stamp, progress
-bars, and the one-line error handling of their ``main``. Both tools score students on
-reserved streets the same way, so their options and errors read the same."""
+"""What the held-out tools (``benchmark``, ``choose``) share: seed and label-fraction
+parsing, their parsers' common options, the commit stamp, progress bars, the one-line
+error handling of their ``main``, and :class:`HeldOutTool` (output folder, seeds, log and
+the rendered streets, cached). Both tools score students on reserved streets the same way,
+so their options, logs and errors read the same."""
 
 from __future__ import annotations
 
 import argparse
 import subprocess
 import sys
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from xmodelkd_ros.evaluation.score import BenchmarkError
+from xmodelkd_ros.evaluation.score import BenchmarkError, HeldOutScan, held_out_scans
 from xmodelkd_ros.sim.splits import SplitError
 
 
@@ -74,6 +76,32 @@ def progress_bar(enabled: bool, total: int, desc: str) -> Any:
     return tqdm(total=total, desc=desc, dynamic_ncols=True)
 
 
+def tool_parser(tool: str, description: str) -> argparse.ArgumentParser:
+    """The parser of ``python -m xmodelkd_ros.evaluation.<tool>``, defaults shown in help."""
+    return argparse.ArgumentParser(
+        prog=f"python -m xmodelkd_ros.evaluation.{tool}",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description=description,
+    )
+
+
+def parse_tool_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None
+                    ) -> argparse.Namespace:  # fmt: skip
+    """``parser``'s arguments from ``argv`` (default: the command line), with the list
+    itself kept as ``args.argv`` (the tools record the command they ran)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(argv)
+    args.argv = argv
+    return args
+
+
+def add_output_args(p: argparse.ArgumentParser, out: str, seeds_help: str) -> None:
+    """``--out`` (default ``out``) and ``--seeds`` (training seeds 0..N-1): what
+    :class:`HeldOutTool` reads."""
+    p.add_argument("--out", default=out, help="output folder")
+    p.add_argument("--seeds", type=int, default=3, help=seeds_help)
+
+
 def add_test_street_args(p: argparse.ArgumentParser, seeds: list[int] | None, help: str) -> None:
     """``--test-seeds`` (default ``seeds``; ``help`` says what they must be), ``--test-scans``,
     ``--test-stride`` and ``--beams``: which held-out scans are rendered and scored."""
@@ -104,3 +132,47 @@ def run_tool(work: Callable[[], int]) -> int:
     except KeyboardInterrupt:
         print("interrupted: run the same command again to continue", file=sys.stderr)
         return 130
+
+
+class HeldOutTool:
+    """A held-out tool's run: its output folder, training seeds 0..N-1, a log (stderr and
+    ``<out>/<tool>.log``, each line stamped with the time) and the scans of each street
+    set it scores, rendered once per run."""
+
+    #: the tool's module name; its log is ``<out>/<tool>.log``
+    tool = ""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.out = Path(args.out)
+        self.seeds = list(range(args.seeds))
+        self._scans: dict[str, list[HeldOutScan]] = {}
+
+    def log(self, msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+        with open(self.out / f"{self.tool}.log", "a") as fh:
+            fh.write(time.strftime("%H:%M:%S ") + msg + "\n")
+
+    def commit(self) -> tuple[str, bool]:
+        """The package's commit and whether its files have uncommitted changes."""
+        return git_commit(Path(__file__).resolve().parents[1])
+
+    def street_scans(
+        self,
+        split: str,
+        seeds: Sequence[int],
+        per_street: int,
+        stride: int,
+        cameras: int,
+        render_hw: tuple[int, int],
+    ) -> list[HeldOutScan]:
+        """``per_street`` scans of each street of ``split`` (:func:`held_out_scans`, at
+        ``--beams``), rendered on the first call for ``split`` and reused after it."""
+        if split not in self._scans:
+            bar = progress_bar(self.args.progress, len(seeds) * per_street, f"{split} scans")
+            self._scans[split] = held_out_scans(
+                seeds, per_street, stride, self.args.beams, cameras, render_hw, bar, split
+            )
+            if bar is not None:
+                bar.close()
+        return self._scans[split]
