@@ -1,4 +1,4 @@
-"""The benchmark's issue-13 arms end to end on a tiny setting: the self-training control and
+"""The benchmark's extra arms end to end on a tiny setting: the self-training control and
 the joint student are trained after the pipeline, scored, paired with the baseline, and the
 multi-view share is reported (files and fields only: a tiny run's numbers mean nothing)."""
 
@@ -41,7 +41,7 @@ def test_arms_are_trained_scored_and_paired(tmp_path) -> None:
                             flags=re.M)  # fmt: skip
         assert logged and val == pytest.approx(float(logged[-1]) / 100)
     md = (out / "benchmark.md").read_text()
-    assert "## Method arms (issue 13)" in md and "| selftrain |" in md and "| joint |" in md
+    assert "## Method arms" in md and "| selftrain |" in md and "| joint |" in md
 
 
 def test_arm_names_are_checked() -> None:

@@ -1,4 +1,4 @@
-"""Extra benchmark arms for the method's ablations (issue 13), kept apart from the core.
+"""Extra benchmark arms for the method's ablations, kept apart from the core.
 
 ``python -m xmodelkd_ros.evaluation.benchmark --arms selftrain,joint`` trains, after the
 usual teacher / distilled / baseline of each (label fraction, seed), the named stage kinds
@@ -94,7 +94,7 @@ def method_summary(
 def method_markdown(summary: dict[str, Any]) -> str:
     """A section for ``benchmark.md``: the arms' held-out numbers."""
     pct = lambda v: "n/a" if v is None else f"{100 * v:+.2f}"  # noqa: E731
-    lines = ["", "## Method arms (issue 13)", ""]
+    lines = ["", "## Method arms", ""]
     for key, regime in summary.items():
         shares = ", ".join("n/a" if s is None else f"{100 * s:.1f} %"
                            for s in regime["multiview_share"])  # fmt: skip

@@ -92,7 +92,7 @@ class Benchmark(HeldOutTool):
             "beams": args.beams,
             "cameras": args.cameras,
         }
-        self.arms = list(args.arms)  # issue 13's extra arms (arms.py)
+        self.arms = list(args.arms)  # the ablations' extra arms (arms.py)
         if self.arms:
             self.key["arms"] = self.arms
 
@@ -246,8 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[],
                    metavar="KEY=VALUE", help="recipe overrides passed to training")  # fmt: skip
     p.add_argument("--arms", type=parse_arms, default=[],
-                   help="extra arms trained after the pipeline and scored like the students "
-                   "(issue 13): selftrain (LiDAR-only self-training control), joint "
+                   help="extra arms trained after the pipeline and scored like the students: "
+                   "selftrain (LiDAR-only self-training control), joint "
                    "(2DPASS-style single stage), e.g. --arms selftrain,joint")  # fmt: skip
     p.add_argument("--quick", action="store_true",
                    help="plumbing check: 2 seeds, 2+2 epochs, 8 training scans, 2 test streets "

@@ -1,11 +1,12 @@
 """The reports of ``choose``: ``choice.md`` (validation mIoU per candidate, the choice and
 whether it sits at its grid's edge) and ``measure.md`` (the chosen pair on test streets).
 
-Why the edge check: issue 13's grids were extended five times because a control chosen at
-the longest length it was offered had not stopped gaining, and each extension moved the
-measured gain (+5.1 against a 128-epoch 10 % baseline, +1.8 against 192). A choice at
-the edge of its grid says only that the best length is at least that long, so both
-reports say so where it happens, before anyone quotes the measurement.
+Why the edge check: the grids behind the committed results (``docs/results/``) were
+extended five times because a control chosen at the longest length it was offered had not
+stopped gaining, and each extension moved the measured gain (+5.1 against a 128-epoch 10 %
+baseline, +1.8 against 192). A choice at the edge of its grid says only that the best
+length is at least that long, so both reports say so where it happens, before anyone
+quotes the measurement.
 """
 
 from __future__ import annotations
