@@ -192,8 +192,7 @@ class Benchmark(HeldOutTool):
             results,
             counts,
             meta={
-                "command": "python -m xmodelkd_ros.evaluation.benchmark "
-                + shlex.join(self.args.argv),
+                "command": f"{self.prog} {shlex.join(self.args.argv)}",
                 "commit": commit,
                 "dirty": dirty,
                 **self.key,

@@ -226,7 +226,7 @@ class Chooser(HeldOutTool):
                  for a in self.arms[1:]}  # fmt: skip
         commit, dirty = self.commit()
         doc = {
-            "command": "python -m xmodelkd_ros.evaluation.choose " + " ".join(self.args.argv),
+            "command": f"{self.prog} {' '.join(self.args.argv)}",
             "commit": commit,
             "dirty": dirty,
             "label_fraction": self.fraction,

@@ -76,10 +76,15 @@ def progress_bar(enabled: bool, total: int, desc: str) -> Any:
     return tqdm(total=total, desc=desc, dynamic_ncols=True)
 
 
+def tool_prog(tool: str) -> str:
+    """How a tool is run: its parser's prog and the head of the command it records."""
+    return f"python -m xmodelkd_ros.evaluation.{tool}"
+
+
 def tool_parser(tool: str, description: str) -> argparse.ArgumentParser:
     """The parser of ``python -m xmodelkd_ros.evaluation.<tool>``, defaults shown in help."""
     return argparse.ArgumentParser(
-        prog=f"python -m xmodelkd_ros.evaluation.{tool}",
+        prog=tool_prog(tool),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         description=description,
     )
@@ -152,6 +157,10 @@ class HeldOutTool:
         print(msg, file=sys.stderr, flush=True)
         with open(self.out / f"{self.tool}.log", "a") as fh:
             fh.write(time.strftime("%H:%M:%S ") + msg + "\n")
+
+    @property
+    def prog(self) -> str:
+        return tool_prog(self.tool)
 
     def commit(self) -> tuple[str, bool]:
         """The package's commit and whether its files have uncommitted changes."""
