@@ -85,6 +85,8 @@ setup(
     entry_points={
         "console_scripts": [
             "segment_node = xmodelkd_ros.node.main:main",
+            "xmodelkd_benchmark = xmodelkd_ros.evaluation.benchmark:main",
+            "xmodelkd_choose = xmodelkd_ros.evaluation.choose:main",
         ],
     },
 )

@@ -1,6 +1,6 @@
 """Where ONNX Runtime spends its time on the CPU pairs graph (``model_cpu.onnx``), by op type.
 
-Why: ``auto`` picks torch (fused C++ kernels) over ONNX Runtime on CPU, and issue 12 asks
+Why: ``auto`` picks torch (fused C++ kernels) over ONNX Runtime on CPU; the question is
 whether ONNX Runtime can catch up with standard ops. This runs ONNX Runtime's own
 profiler over the demo student on a synthetic scan and prints each op type's share of
 the kernel time and its node count per scan, beside the torch backend's network (fused

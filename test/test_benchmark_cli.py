@@ -8,9 +8,9 @@ import json
 import pytest
 from training_hooks import BENCH_TINY
 
+from xmodelkd_ros.evaluation.benchmark import main
+from xmodelkd_ros.evaluation.cli import parse_seeds
 from xmodelkd_ros.labels import CLASS_NAMES
-from xmodelkd_ros.training.bench_cli import parse_seeds
-from xmodelkd_ros.training.benchmark import main
 
 TINY = ["--regimes", "1.0,0.5", *BENCH_TINY]
 
@@ -24,7 +24,7 @@ def test_tiny_benchmark_writes_every_field_and_resumes(tmp_path, capsys) -> None
     m = doc["meta"]
     assert m["test_seeds"] == [9000] and m["seeds"] == [0] and m["label_fractions"] == [1.0, 0.5]
     assert len(m["commit"]) == 40 or m["commit"] == "unknown"
-    assert m["command"].startswith("python -m xmodelkd_ros.training.benchmark --out")
+    assert m["command"].startswith("python -m xmodelkd_ros.evaluation.benchmark --out")
     assert set(doc["test_class_points"]) == set(CLASS_NAMES)
     assert sum(doc["test_class_points"].values()) > 10_000
     assert set(doc["regimes"]) == {"1", "0.5"}
@@ -92,7 +92,7 @@ def test_bad_arguments_exit_2_with_one_line(tmp_path, capsys, argv) -> None:
 def test_shared_options_parse_alike_and_help_states_no_false_default(tool) -> None:
     import importlib
 
-    parser = importlib.import_module(f"xmodelkd_ros.training.{tool}").build_parser()
+    parser = importlib.import_module(f"xmodelkd_ros.evaluation.{tool}").build_parser()
     base = ["--candidate", "a=x", "--candidate", "b=y"] if tool == "choose" else []
     args = parser.parse_args([*base, "--test-seeds", "9000-9001,9005", "--beams", "16"])
     assert args.test_seeds == [9000, 9001, 9005] and args.beams == 16

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from xmodelkd_ros.training.bench_stats import (
+from xmodelkd_ros.evaluation.stats import (
     confusion,
     hierarchical_bootstrap,
     iou_from_confusion,

@@ -1,4 +1,4 @@
-"""``training.choose``: per-arm choice on validation streets against an independent mIoU,
+"""``evaluation.choose``: per-arm choice on validation streets against an independent mIoU,
 the tie rule, the measure-once guard and the one-line refusals (real checkpoints scored
 through the node's Segmenter on real simulated streets)."""
 
@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import torch
 
+from xmodelkd_ros.evaluation.choose import choose, main, parse_arm_list, parse_candidate
+from xmodelkd_ros.evaluation.choose_report import edge_lines, grid_edges
 from xmodelkd_ros.labels import CLASS_NAMES, NUM_CLASSES
-from xmodelkd_ros.training.choose import choose, main, parse_arm_list, parse_candidate
-from xmodelkd_ros.training.choose_report import edge_lines, grid_edges
 
 SEEDS = 2
 TINY = ["--seeds", str(SEEDS), "--val-seeds", "104", "--val-scans", "1", "--bootstrap", "20",
@@ -57,8 +57,8 @@ def folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def _brute_miou(ck: Path, streets: list[int], split: str) -> float:
     """Independent oracle: predictions through the Segmenter, IoU by a per-class loop over
     the pooled points of the streets' scans (no confusion matrix)."""
+    from xmodelkd_ros.evaluation.score import held_out_scans
     from xmodelkd_ros.runtime import Segmenter
-    from xmodelkd_ros.training.bench_score import held_out_scans
 
     seg = Segmenter.from_checkpoint(ck, backend="torch", device="cpu")
     scans = held_out_scans(streets, 1, 10, 32, 0, (180, 320), split=split)
@@ -191,9 +191,9 @@ def test_arms_a_candidate_is_limited_to_and_the_selftrain_control(folders, tmp_p
 
 
 def test_a_class_absent_from_the_scans_is_null_in_json_and_na_in_markdown() -> None:
-    from xmodelkd_ros.training.bench_report import gain_doc
-    from xmodelkd_ros.training.bench_stats import PairedGain
-    from xmodelkd_ros.training.choose_report import gain_text
+    from xmodelkd_ros.evaluation.choose_report import gain_text
+    from xmodelkd_ros.evaluation.report import gain_doc
+    from xmodelkd_ros.evaluation.stats import PairedGain
 
     nan_road = np.zeros(NUM_CLASSES)
     nan_road[CLASS_NAMES.index("road")] = np.nan

@@ -69,7 +69,7 @@ def test_summary_names_the_benchmark_and_the_spread() -> None:
     text = format_summary(s)
     assert "**+3.00 mIoU** (95% interval over its 30 scans: -1.00 to +6.00" in text
     assert "distilled better on 20/30" in text and BENCHMARK in text
-    assert BENCHMARK == "python -m xmodelkd_ros.training.benchmark"
+    assert BENCHMARK == "python -m xmodelkd_ros.evaluation.benchmark"
     # both students are named with the epochs behind them (the baseline as long as the lineage)
     assert "| baseline (LiDAR only, 40 epochs) | 40.00 | 40.00 |" in text
     assert "| distilled (from camera+LiDAR teacher, 40 epochs) | 42.00 | 43.00 |" in text
@@ -136,7 +136,7 @@ def test_smoke_demo(tmp_path: Path, ros_env: dict[str, str]) -> None:
     assert g["scans"] == 4 and g["ci95"][0] <= g["ci95"][1]
     off = s["miou_heldout_offline"]
     assert g["gain"] == pytest.approx(off["distilled"] - off["baseline"], abs=1e-9)
-    assert "python -m xmodelkd_ros.training.benchmark" in proc.stdout
+    assert "python -m xmodelkd_ros.evaluation.benchmark" in proc.stdout
     assert (out / "heldout" / "bag_settings.json").is_file()
     sc = s["scans"]
     assert sc["published"] == 4 and sc["received"] + sc["dropped"] == 4 and sc["received"] >= 1

@@ -67,7 +67,7 @@ def _counts(seeds, per_street: int, stride: int) -> np.ndarray:
 
 
 def test_every_class_in_the_evaluation_splits_with_the_stated_minimum() -> None:
-    from xmodelkd_ros.training.benchmark import MIN_CLASS_POINTS, build_parser
+    from xmodelkd_ros.evaluation.benchmark import MIN_CLASS_POINTS, build_parser
 
     args = build_parser().parse_args([])
     test = _counts(args.test_seeds, args.test_scans, args.test_stride)

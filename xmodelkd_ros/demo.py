@@ -18,7 +18,7 @@ project's own CLIs, in-process through their ``main(argv)`` (no second implement
    the node's own mIoU,
 6. print a summary table and write ``summary.md`` / ``summary.json``. Accuracy claims
    are not made here (one street, one seed) but by
-   ``python -m xmodelkd_ros.training.benchmark``.
+   ``python -m xmodelkd_ros.evaluation.benchmark``.
 
 Any failing stage ends the demo with exit code 1 and one line naming the stage and
 the reason (details in ``<out>/demo_error.log``).
@@ -70,7 +70,7 @@ BAGS: dict[str, dict[str, int]] = {
 }
 HELD_OUT_WORLD = 202  # world seed of the held-out street (training uses 1 and 101)
 #: Where the project's accuracy claims are made (held-out streets, seeds, CI).
-BENCHMARK = "python -m xmodelkd_ros.training.benchmark"
+BENCHMARK = "python -m xmodelkd_ros.evaluation.benchmark"
 #: Written next to the held-out bag: the settings it was made with (a rerun with other
 #: ``--smoke`` / ``--seed`` regenerates the bag instead of scoring a different street).
 BAG_SETTINGS = "bag_settings.json"

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 TRAIN_SEEDS = range(0, 100)
 #: world seeds of the validation streets (model and schedule selection)
 VAL_SEEDS = range(100, 200)
-#: reserved: held-out test streets, scored only by ``xmodelkd_ros.training.benchmark``
+#: reserved: held-out test streets, scored only by ``xmodelkd_ros.evaluation.benchmark``
 TEST_SEEDS = range(9000, 10000)
 
 SPLITS = {"train": TRAIN_SEEDS, "val": VAL_SEEDS, "test": TEST_SEEDS}
