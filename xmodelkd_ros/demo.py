@@ -167,14 +167,22 @@ class Demo:
         return bag
 
     def train(self) -> dict[str, Any]:
-        from xmodelkd_ros.training.train import main as train_main
+        """The synthetic recipe with the demo's schedule, through the training API (the
+        line it prints is the same run as a command)."""
+        from xmodelkd_ros.nets.checkpoint import CheckpointError
+        from xmodelkd_ros.training.api import train
+        from xmodelkd_ros.training.context import TrainingStoppedError
+        from xmodelkd_ros.training.data.semantickitti import DatasetError
+        from xmodelkd_ros.training.recipe import RecipeError, load_recipe
 
         out = self.out / "train"
-        self.cli("xmodelkd_ros.training.train", train_main, [
-            "--recipe", "synthetic", "--stage", "all", "--out", str(out),
-            "--seed", str(self.seed), "--no-progress", "--parallel-baseline",
-            "--set", *SCHEDULES[self.size],
-        ])  # fmt: skip
+        sets = [f"out={out}", f"seed={self.seed}", *SCHEDULES[self.size]]
+        print("$ python -m xmodelkd_ros.training.train --recipe synthetic --stage all "
+              f"--no-progress --parallel-baseline --set {' '.join(sets)}", flush=True)  # fmt: skip
+        try:
+            train(load_recipe("synthetic", sets), "all", progress=False, parallel_baseline=True)
+        except (RecipeError, DatasetError, CheckpointError, TrainingStoppedError) as exc:
+            raise StageError(f"training: {exc}") from None
         for f in ("student.pt", "baseline.pt", "report.json"):
             if not (out / f).is_file():
                 raise StageError(f"training finished without {out / f}")
@@ -300,11 +308,12 @@ def _ms(v: float | None) -> str:
 def training_epochs(recipe_json: Path) -> dict[str, int]:
     """Epochs behind each compared model (the baseline trains as long as the distilled
     student's lineage by default, docs/results.md); empty without the run's recipe."""
+    from xmodelkd_ros.training.recipe import load_recipe
     from xmodelkd_ros.training.stages import recipe_epochs
 
     if not recipe_json.is_file():
         return {}
-    e = recipe_epochs(json.loads(recipe_json.read_text()))
+    e = recipe_epochs(load_recipe(str(recipe_json)))
     return {"teacher": e["teacher"], "distilled": e["distilled_lineage"],
             "baseline": e["controls"]}  # fmt: skip
 

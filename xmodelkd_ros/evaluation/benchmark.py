@@ -11,14 +11,17 @@ node's ``Segmenter``. It reports the mean paired gain with a 95 % bootstrap inte
 seeds and test scans, per-class deltas and the test class counts
 (``benchmark.md`` / ``benchmark.json`` / ``benchmark.png``).
 
-Training goes through ``xmodelkd_ros.training.train.main`` (its CLI), one output folder per
-(label fraction, seed); a finished (fraction, seed) is kept, so a killed benchmark continues
-where it stopped (a half-trained stage resumes from its checkpoint).
+Training goes through the training API (``training.api.train``) in this process, with the
+recipe loaded once and a copy per (label fraction, seed), each in its own output folder; a
+finished (fraction, seed) is kept, so a killed benchmark continues where it stopped (a
+half-trained stage resumes from its checkpoint).
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
+import dataclasses
 import json
 import shlex
 import sys
@@ -50,6 +53,8 @@ from xmodelkd_ros.evaluation.score import (
     score_teacher,
 )
 from xmodelkd_ros.sim.splits import check_seeds
+from xmodelkd_ros.training.api import RECIPE_FILE
+from xmodelkd_ros.training.recipe import Recipe, RecipeError, load_recipe
 from xmodelkd_ros.training.stages import recipe_epochs
 
 CHECKPOINTS = {"teacher": "teacher.pt", "distilled": "student.pt", "baseline": "baseline.pt"}
@@ -65,12 +70,24 @@ QUICK_SET = [
 QUICK_TEST = {"test_seeds": "9000-9001", "test_scans": 2, "seeds": 2}
 
 
-def run_training(argv: list[str]) -> int:
-    """Train through the training CLI, ``train.main(argv)``; its exit code. The one place
-    the benchmark starts training."""
-    from xmodelkd_ros.training.train import main as train_main
+def run_training(recipe: Recipe, stage: str, *, threads: int | None, parallel: bool) -> None:
+    """Train ``stage`` of ``recipe`` in this process, resuming what a stopped run left (the
+    one place the benchmark starts training); a failure is a :class:`BenchmarkError`."""
+    from xmodelkd_ros.nets.checkpoint import CheckpointError
+    from xmodelkd_ros.nets.image_encoder import WeightLoadError
+    from xmodelkd_ros.training.api import train
+    from xmodelkd_ros.training.context import TrainingStoppedError
+    from xmodelkd_ros.training.data.semantickitti import DatasetError
 
-    return train_main(argv)
+    try:
+        train(recipe, stage, resume=True, progress=False, threads=threads,
+              parallel_baseline=parallel)  # fmt: skip
+    except TrainingStoppedError as exc:
+        if exc.code == 130:
+            raise KeyboardInterrupt from exc  # checkpoints written; the same command resumes
+        raise BenchmarkError(f"training stopped in {recipe.out}: {exc}") from exc
+    except (DatasetError, CheckpointError, RecipeError, WeightLoadError) as exc:
+        raise BenchmarkError(f"training failed in {recipe.out}: {exc}") from exc
 
 
 class Benchmark(HeldOutTool):
@@ -95,34 +112,42 @@ class Benchmark(HeldOutTool):
         self.arms = list(args.arms)  # the ablations' extra arms (arms.py)
         if self.arms:
             self.key["arms"] = self.arms
+        try:  # a bad recipe or --set fails here, before anything trains
+            self.base_recipe = load_recipe(args.recipe, self.sets)
+        except RecipeError as exc:
+            raise BenchmarkError(str(exc)) from None
 
     def run_dir(self, fraction: float, seed: int) -> Path:
         return self.out / f"labels{fraction:g}" / f"seed{seed}"
 
-    def recipe(self, run_dir: Path) -> dict[str, Any]:
-        return json.loads((run_dir / "recipe.json").read_text())
+    def recipe(self, run_dir: Path) -> Recipe:
+        """The resolved recipe a run trained with (its ``recipe.json``)."""
+        try:
+            return load_recipe(str(run_dir / RECIPE_FILE))
+        except RecipeError as exc:
+            raise BenchmarkError(str(exc)) from None
 
-    def scans(self, recipe: dict[str, Any]) -> list[Any]:
+    def scans(self, recipe: Recipe) -> list[Any]:
         """The test scans, rendered at the first run's ``render_size`` (once a run)."""
         return self.street_scans(
             "test", self.test_seeds, self.args.test_scans, self.args.test_stride,
-            self.args.cameras, tuple(recipe["data"].get("render_size", [180, 320])),
+            self.args.cameras, tuple(recipe.data.render_size),
         )  # fmt: skip
 
+    def run_recipe(self, fraction: float, seed: int, run_dir: Path) -> Recipe:
+        """The benchmark's recipe for one (label fraction, seed): its own folder."""
+        recipe = copy.deepcopy(self.base_recipe)
+        recipe.out, recipe.seed = str(run_dir), seed
+        recipe.data.label_fraction = fraction
+        return recipe
+
     def train(self, fraction: float, seed: int, run_dir: Path) -> None:
-        common = ["--recipe", self.args.recipe, "--out", str(run_dir), "--seed", str(seed),
-                  "--resume", "--no-progress",
-                  "--set", f"data.label_fraction={fraction}", *self.sets]  # fmt: skip
-        if self.args.threads:
-            common += ["--threads", str(self.args.threads)]
+        recipe = self.run_recipe(fraction, seed, run_dir)
         for stage in ("all", *self.arms):  # the arms' stages run after the pipeline
-            argv = ["--stage", stage, *common]
-            if stage == "all" and self.args.parallel_baseline:
-                argv.append("--parallel-baseline")
-            self.log(f"train: python -m xmodelkd_ros.training.train {shlex.join(argv)}")
-            code = run_training(argv)
-            if code != 0:
-                raise BenchmarkError(f"training failed (exit {code}) in {run_dir}; see train.log")
+            parallel = stage == "all" and self.args.parallel_baseline
+            self.log(f"train: {stage} stage of {run_dir / RECIPE_FILE}"
+                     f"{' (baseline in parallel)' if parallel else ''}")  # fmt: skip
+            run_training(recipe, stage, threads=self.args.threads, parallel=parallel)
 
     def seed_result(self, fraction: float, seed: int) -> dict[str, Any]:
         """Train and score one (label fraction, seed), or load it when already done."""
@@ -200,9 +225,9 @@ class Benchmark(HeldOutTool):
                 "label_fractions": self.fractions,
                 "min_class_points": MIN_CLASS_POINTS,
                 "bootstrap_reps": self.args.bootstrap,
-                "validation_seeds": recipe["data"].get("val_seeds"),
-                "train_seeds": recipe["data"].get("train_seeds"),
-                "schedule": recipe.get("schedule"),
+                "validation_seeds": recipe.data.val_seeds,
+                "train_seeds": recipe.data.train_seeds,
+                "schedule": dataclasses.asdict(recipe.schedule),
                 "epochs": recipe_epochs(recipe),
             },
             reps=self.args.bootstrap,

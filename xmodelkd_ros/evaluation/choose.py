@@ -64,6 +64,7 @@ from xmodelkd_ros.evaluation.score import BenchmarkError, score_student
 from xmodelkd_ros.evaluation.stats import miou_from_confusion, paired_gain
 from xmodelkd_ros.runtime.metadata import ModelLoadError
 from xmodelkd_ros.sim.splits import check_seeds
+from xmodelkd_ros.training.recipe import load_recipe
 from xmodelkd_ros.training.stages import recipe_epochs
 
 #: arm -> the checkpoint of a benchmark run folder it is scored from
@@ -91,7 +92,7 @@ class Candidate:
         path = self.run_dir(fraction, seed) / "recipe.json"
         if not path.is_file():
             return None
-        return recipe_epochs(json.loads(path.read_text()))
+        return recipe_epochs(load_recipe(str(path)))
 
 
 def parse_candidate(text: str) -> Candidate:

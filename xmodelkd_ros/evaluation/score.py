@@ -23,6 +23,7 @@ from xmodelkd_ros.evaluation.stats import confusion
 from xmodelkd_ros.labels import NUM_CLASSES
 from xmodelkd_ros.sim.splits import check_seeds
 from xmodelkd_ros.training.data.sample import Sample, label_ids_to_classes
+from xmodelkd_ros.training.recipe_types import Recipe
 
 
 class BenchmarkError(RuntimeError):
@@ -101,7 +102,7 @@ def load_teacher(path: Path) -> Any:
 
 @torch.no_grad()
 def score_teacher(
-    path: Path, scans: Sequence[HeldOutScan], recipe: dict[str, Any]
+    path: Path, scans: Sequence[HeldOutScan], recipe: Recipe
 ) -> np.ndarray:
     """(N, C+1, C+1) confusions of the camera+LiDAR teacher on ``scans`` (with images)."""
     from xmodelkd_ros.nets.inputs import default_grid
@@ -111,9 +112,8 @@ def score_teacher(
 
     net = load_teacher(path)
     cfg = net.config.student
-    m = recipe["model"]
-    grid = default_grid(float(m.get("voxel_size", 0.1)), float(m.get("xy_range", 51.2)))
-    image_hw = tuple(recipe["data"]["image_size"])
+    grid = default_grid(recipe.model.voxel_size, recipe.model.xy_range)
+    image_hw = tuple(recipe.data.image_size)
     out = []
     for k, s in enumerate(scans):
         sample = Sample(s.points, label_ids_to_classes(s.labels), list(s.images),
