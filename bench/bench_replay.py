@@ -9,7 +9,7 @@ set by DDS, not by the node. This runs the same 64-beam bag through
 on the bag player and the node) and once with ``--dds-profile none``, and prints:
 
 * the sustainable rate (scans/s under back-pressure) and what the node's own processing
-  allows (1000 / node ``total`` p50 ms), and their ratio (the issue's target: >= 60 %),
+  allows (1000 / node ``total`` p50 ms), and their ratio (the target: >= 60 %),
 * publish -> output latency p50 / p95 / max (target: nothing later than 1.5 s),
 * the rates with / without the profile as a ratio (absolute times depend on the machine),
 * best-effort delivery between two processes (how LiDAR drivers publish): ``--clouds``
