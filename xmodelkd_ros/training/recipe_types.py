@@ -35,7 +35,8 @@ class RecipeError(ValueError):
 
 def _choice(what: str, value: Any, choices: tuple[str, ...]) -> None:
     if value not in choices:
-        raise RecipeError(f"{what} must be {' | '.join(choices)}, got {value!r}")
+        options = ", ".join(choices[:-1]) + f" or {choices[-1]}"
+        raise RecipeError(f"{what} must be {options}, got {value!r}")
 
 
 @dataclass
