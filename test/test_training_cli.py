@@ -177,8 +177,11 @@ def test_parallel_baseline_trains_the_same_weights(tmp_path, capsys):
 def test_parallel_baseline_failure_is_one_line(tmp_path, capsys):
     """A second process that fails ends the pipeline with its exit code, not a traceback."""
     out = tmp_path / "run"
-    # a recipe value only the baseline reads: teacher and distill run, the baseline refuses
-    code = main(["--out", str(out), "--parallel-baseline", *TINY, "schedule.control_epochs=-1"])
+    # a checkpoint only the baseline reads is corrupt: teacher and distill run, the
+    # baseline's process refuses to resume from it (every recipe value is checked at load)
+    (out / "baseline").mkdir(parents=True)
+    (out / "baseline" / "last.pt").write_bytes(b"not a checkpoint")
+    code = main(["--out", str(out), "--parallel-baseline", "--resume", *TINY])
     assert code == 2
     err = capsys.readouterr().err
     assert "baseline (second process) exited with code 2" in err
@@ -228,8 +231,9 @@ def test_recipe_value_errors_are_one_line_and_bugs_are_not(tmp_path, capsys):
     lines = [line for line in err.splitlines() if line.startswith("error:")]
     assert "Traceback" not in err and len(lines) == 1
     assert "bad recipe value (teacher stage)" in lines[0] and "resnet7" in lines[0]
+    # A value of the wrong type fails earlier, when the recipe loads, naming the key.
     assert main([*args, "optim.lr=fast"]) == 2
-    assert "bad recipe value (teacher stage)" in capsys.readouterr().err
+    assert "error: --set optim.lr: Value 'fast'" in capsys.readouterr().err
     # The same exception type raised while training is a bug: it propagates, whatever
     # its text says (the former filter let any "unknown"/"config" ValueError pass as a
     # recipe error).

@@ -58,11 +58,11 @@ def test_base_is_merged_under_the_recipe_then_overrides(tmp_path):
         ("data.batch_size=2.5", r"^--set data\.batch_size: "),
         ("data.render_size=x", r"^--set data\.render_size: "),
         ("model.student_init=teacher", r"model\.student_init must be scratch or teacher3d"),
-        ("optim.nan_policy=ignore", r"optim\.nan_policy must be stop or skip"),
-        ("loss.kd_mask=all", r"loss\.kd_mask must be fov or fov_correct"),
-        ("data.pretrain=folder", r"data\.pretrain must be train or bag"),
+        ("optim.nan_policy=ignore", r"unknown optim\.nan_policy 'ignore' \(stop \| skip\)"),
+        ("loss.kd_mask=all", r"unknown loss\.kd_mask 'all' \(fov \| fov_correct\)"),
+        ("data.pretrain=folder", r"unknown data\.pretrain 'folder' \(train \| bag\)"),
         ("data.image_size=[128]", r"data\.image_size must be \[H, W\]"),
-        ("loss.teacher.fusd=1", r"^--set loss\.teacher\.fusd: .*fusd"),
+        ("loss.teacher.fusd=1", r"^unknown recipe key 'loss\.teacher\.fusd': "),
         ("optim.lr", r"--set expects key=value"),
     ],
 )
@@ -75,7 +75,7 @@ def test_bad_values_are_one_line_errors_naming_the_key(override, problem):
 def test_a_bad_key_in_a_file_names_the_file(tmp_path):
     r = _write(tmp_path / "r.yaml", {"_base_": str(RECIPE_DIR / "synthetic.yaml"),
                                      "model": {"voxle_size": 0.2}})  # fmt: skip
-    with pytest.raises(RecipeError, match=r"r\.yaml: .*voxle_size"):
+    with pytest.raises(RecipeError, match=r"r\.yaml: unknown recipe key 'model\.voxle_size'"):
         load_recipe(str(r))
 
 

@@ -19,8 +19,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-import torch
-
+from xmodelkd_ros.nets.checkpoint import read_torch_file
 from xmodelkd_ros.training import distributed as D
 from xmodelkd_ros.training.context import TrainingStoppedError
 from xmodelkd_ros.training.evaluate import evaluate
@@ -60,7 +59,7 @@ class CheckpointHook(HookBase):
         ctx, last = trainer.ctx, trainer.last
         if not (ctx.resume and last.is_file()):
             return
-        ck = torch.load(last, map_location="cpu", weights_only=True)
+        ck = read_torch_file(last)  # a corrupt file: one CheckpointError line, exit 2
         if ck.get("done") and (ctx.out / trainer.kind.final).is_file():
             ctx.log(f"{trainer.name}: already finished ({ctx.out / trainer.kind.final}), skipping")
             trainer.finished = dict(ck.get("metrics") or {})

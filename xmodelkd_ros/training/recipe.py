@@ -25,7 +25,7 @@ from typing import Any
 
 import yaml
 from omegaconf import OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from xmodelkd_ros.training.recipe_types import Recipe, RecipeError
 
@@ -144,11 +144,10 @@ def _as_recipe(doc: dict[str, Any], overrides: Iterable[str], where: str) -> Rec
     for item in overrides:
         if "=" not in item:
             raise RecipeError(f"--set expects key=value, got {item!r}")
-        key = item.split("=", 1)[0].strip()
         try:
             config = OmegaConf.merge(config, OmegaConf.from_dotlist([item]))
         except OmegaConfBaseException as exc:
-            raise RecipeError(f"--set {key}: {_one_line(exc)}") from None
+            raise RecipeError(_one_line(exc, "--set ")) from None
     try:
         recipe = OmegaConf.to_object(config)
     except OmegaConfBaseException as exc:
@@ -157,11 +156,13 @@ def _as_recipe(doc: dict[str, Any], overrides: Iterable[str], where: str) -> Rec
     return recipe
 
 
-def _one_line(exc: OmegaConfBaseException) -> str:
-    """OmegaConf's message without its multi-line context, with the key it concerns."""
+def _one_line(exc: OmegaConfBaseException, prefix: str = "") -> str:
+    """OmegaConf's message without its multi-line context, led by the key it concerns."""
     msg = str(getattr(exc, "msg", None) or exc).splitlines()[0]
-    key = getattr(exc, "full_key", None)
-    return f"{key}: {msg}" if key and key not in msg else msg
+    key = getattr(exc, "full_key", None) or "?"
+    if isinstance(exc, ConfigKeyError):
+        return f"unknown recipe key {key!r}: {msg}"
+    return f"{prefix}{key}: {msg}"
 
 
 def load_recipe(name_or_path: str, overrides: Iterable[str] = ()) -> Recipe:

@@ -35,8 +35,7 @@ class RecipeError(ValueError):
 
 def _choice(what: str, value: Any, choices: tuple[str, ...]) -> None:
     if value not in choices:
-        options = ", ".join(choices[:-1]) + f" or {choices[-1]}"
-        raise RecipeError(f"{what} must be {options}, got {value!r}")
+        raise RecipeError(f"unknown {what} {value!r} ({' | '.join(choices)})")
 
 
 @dataclass
@@ -189,7 +188,10 @@ class ModelSection:
     student_init: str = "teacher3d"
 
     def __post_init__(self) -> None:
-        _choice("model.student_init", self.student_init, ("scratch", "teacher3d"))
+        if self.student_init not in ("scratch", "teacher3d"):
+            raise RecipeError(
+                f"model.student_init must be scratch or teacher3d, got {self.student_init!r}"
+            )
 
 
 @dataclass
