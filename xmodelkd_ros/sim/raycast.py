@@ -17,7 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .scene import BOX, CYL, Prim, Street
+from .scene import BOX, CYL, Prim
+from .street import Street
 
 Window = tuple[slice, slice]
 MISS, GROUND = -2, -1
