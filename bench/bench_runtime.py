@@ -227,7 +227,7 @@ def check_agreement(runners: dict[str, object], scan: np.ndarray) -> dict[str, f
         torch.set_num_threads(threads)
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model-dir", type=Path, default=None)
     p.add_argument("--sizes", type=int, nargs="+", default=[35_000, 120_000])
@@ -239,7 +239,63 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--markdown", type=Path, default=None, help="also write the table here")
     p.add_argument("--readme", type=Path, default=None,
                    help=f"replace the block between {BEGIN} and {END} in this file")  # fmt: skip
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
+
+
+def measure_size(
+    runners: dict[str, object], n: int, args: argparse.Namespace, probe: GemmProbe,
+    net: nn.Module | None,
+) -> tuple[list[dict], float]:  # fmt: skip
+    """One row per runner for a scan of ``n`` points, and the GEMM rate sampled meanwhile."""
+    scan = synthetic_scan(n, seed=n)
+    seg0 = next(iter(runners.values()))
+    inputs = build_inputs([scan], seg0.grid, seg0.config.num_levels)  # type: ignore[attr-defined]
+    flops = useful_flops(net, inputs) if net is not None else float("nan")
+    agree = check_agreement(runners, scan) if "torch" in runners else {}
+    for r in runners.values():
+        for _ in range(args.warmup):
+            run_once(r, scan)
+    runs: dict[str, list[dict[str, float]]] = {name: [] for name in runners}
+    probe.rates.clear()
+    for _ in range(args.repeats):  # interleaved: load bursts hit every backend alike
+        for name, r in runners.items():
+            runs[name].append(run_once(r, scan))
+            probe.sample()
+    gemm = probe.rate()
+    rows = []
+    for name, rs in runs.items():
+        tot = sorted(r["total"] for r in rs)
+        med = {k: statistics.median(r[k] for r in rs) for k in STAGES}
+        p95 = float(np.percentile(tot, 95))
+        rate = flops / med["inference"] / 1e9
+        rows.append({
+            "backend": name, "points": n, "voxels": inputs.maps.sizes()[0],
+            "p50_ms": med["total"] * 1e3, "p95_ms": p95 * 1e3,
+            **{f"{k}_ms": med[k] * 1e3 for k in STAGES},
+            "useful_gflop": flops / 1e9, "gflops": rate, "gemm_gflops": gemm,
+            "of_gemm": rate / gemm,
+            "label_agreement": agree.get(name, float("nan")),
+        })  # fmt: skip
+    return rows, gemm
+
+
+def markdown_table(results: list[dict]) -> str:
+    header = ("| backend | points | voxels | p50 | p95 | voxelize | maps | network | post "
+              "| useful GFLOP | GFLOP/s | of GEMM | vs spconv | labels = torch |")  # fmt: skip
+    lines = [header, "|" + "---|" * (header.count("|") - 1)]
+    for r in results:
+        lines.append(
+            f"| {r['backend']} | {r['points'] // 1000} k | {r['voxels'] / 1000:.1f} k "
+            f"| {r['p50_ms']:.1f} ms | {r['p95_ms']:.1f} ms | {r['voxelize_ms']:.1f} "
+            f"| {r['maps_ms']:.1f} | {r['inference_ms']:.1f} | {r['postprocess_ms']:.1f} "
+            f"| {r['useful_gflop']:.2f} | {r['gflops']:.0f} | {r['of_gemm'] * 100:.0f} % "
+            f"| {r['speedup_vs_spconv']:.2f}x | {r['label_agreement'] * 100:.2f} % |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     torch.set_num_threads(args.threads)
     model_dir = args.model_dir or exported_random_model(
         "small", seed=0, voxel_size=DEMO_VOXEL_SIZE, **DEMO_STUDENT
@@ -255,51 +311,13 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     gemms: dict[int, float] = {}
     for n in args.sizes:
-        scan = synthetic_scan(n, seed=n)
-        seg0 = next(iter(runners.values()))
-        inputs = build_inputs([scan], seg0.grid, seg0.config.num_levels)  # type: ignore[attr-defined]
-        flops = useful_flops(net, inputs) if net is not None else float("nan")
-        agree = check_agreement(runners, scan) if "torch" in runners else {}
-        for r in runners.values():
-            for _ in range(args.warmup):
-                run_once(r, scan)
-        runs: dict[str, list[dict[str, float]]] = {name: [] for name in runners}
-        probe.rates.clear()
-        for _ in range(args.repeats):  # interleaved: load bursts hit every backend alike
-            for name, r in runners.items():
-                runs[name].append(run_once(r, scan))
-                probe.sample()
-        gemm = probe.rate()
-        gemms[n] = gemm
-        for name, rs in runs.items():
-            tot = sorted(r["total"] for r in rs)
-            med = {k: statistics.median(r[k] for r in rs) for k in STAGES}
-            p95 = float(np.percentile(tot, 95))
-            rate = flops / med["inference"] / 1e9
-            results.append({
-                "backend": name, "points": n, "voxels": inputs.maps.sizes()[0],
-                "p50_ms": med["total"] * 1e3, "p95_ms": p95 * 1e3,
-                **{f"{k}_ms": med[k] * 1e3 for k in STAGES},
-                "useful_gflop": flops / 1e9, "gflops": rate, "gemm_gflops": gemm,
-                "of_gemm": rate / gemm,
-                "label_agreement": agree.get(name, float("nan")),
-            })  # fmt: skip
+        rows, gemms[n] = measure_size(runners, n, args, probe, net)
+        results += rows
     by = {(r["backend"], r["points"]): r for r in results}
     for r in results:
         ref = by.get(("spconv-cpu", r["points"]))
         r["speedup_vs_spconv"] = ref["p50_ms"] / r["p50_ms"] if ref else float("nan")
-    header = ("| backend | points | voxels | p50 | p95 | voxelize | maps | network | post "
-              "| useful GFLOP | GFLOP/s | of GEMM | vs spconv | labels = torch |")  # fmt: skip
-    lines = [header, "|" + "---|" * (header.count("|") - 1)]
-    for r in results:
-        lines.append(
-            f"| {r['backend']} | {r['points'] // 1000} k | {r['voxels'] / 1000:.1f} k "
-            f"| {r['p50_ms']:.1f} ms | {r['p95_ms']:.1f} ms | {r['voxelize_ms']:.1f} "
-            f"| {r['maps_ms']:.1f} | {r['inference_ms']:.1f} | {r['postprocess_ms']:.1f} "
-            f"| {r['useful_gflop']:.2f} | {r['gflops']:.0f} | {r['of_gemm'] * 100:.0f} % "
-            f"| {r['speedup_vs_spconv']:.2f}x | {r['label_agreement'] * 100:.2f} % |"
-        )
-    table = "\n".join(lines)
+    table = markdown_table(results)
     print(table)
     footer = (f"\n{args.threads} threads, median of {args.repeats} interleaved runs; GEMM "
               f"(32768x64 @ 64x64) sampled between the runs: "

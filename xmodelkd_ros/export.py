@@ -29,6 +29,7 @@ import warnings
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -144,6 +145,50 @@ def export_onnx(
     return names
 
 
+def _export_graphs(
+    ckpt: StudentCheckpoint, out: Path, opset: int, with_probs: bool
+) -> dict[str, list[str]]:
+    """Write the three graph forms into ``out`` (each through a temporary file, so a failed
+    export never leaves a half-written graph under its final name); their input names."""
+    names: dict[str, list[str]] = {}
+    for form, file in (("tables", ONNX_FILE), ("pairs", CPU_ONNX_FILE),
+                       ("fused", CPU_FUSED_ONNX_FILE)):  # fmt: skip
+        tmp_onnx = out / f".{file}.tmp"
+        names[form] = export_onnx(ckpt, tmp_onnx, opset, with_probs, form)
+        os.replace(tmp_onnx, out / file)
+    return names
+
+
+def _copy_checkpoint(ckpt: StudentCheckpoint, ckpt_path: Path | None, out: Path) -> str:
+    """Place the checkpoint beside the graphs as ``student.pt`` (the torch backend loads
+    it); its sha256."""
+    dst = out / CHECKPOINT_FILE
+    if ckpt_path is not None:
+        if ckpt_path.resolve() != dst.resolve():
+            shutil.copyfile(ckpt_path, dst)
+    else:
+        from xmodelkd_ros.nets.checkpoint import save_student
+
+        save_student(ckpt, dst)
+    return sha256_file(dst)
+
+
+def _export_provenance(ckpt: StudentCheckpoint, ckpt_path: Path | None) -> dict[str, Any]:
+    """The checkpoint's provenance for ``model.json``: recipe, dataset and metrics first,
+    then everything else it recorded, then where it was exported from."""
+    return {
+        "recipe": ckpt.provenance.get("recipe"),
+        "dataset": ckpt.provenance.get("dataset"),
+        "metrics": ckpt.provenance.get("metrics", {}),
+        **{
+            k: v
+            for k, v in ckpt.provenance.items()
+            if k not in ("recipe", "dataset", "metrics")
+        },
+        "source_checkpoint": str(ckpt_path) if ckpt_path else None,
+    }
+
+
 def export_checkpoint(
     checkpoint: str | os.PathLike | StudentCheckpoint,
     out_dir: str | os.PathLike,
@@ -160,52 +205,24 @@ def export_checkpoint(
     else:
         ckpt_path = Path(checkpoint)
         ckpt = load_student(ckpt_path)
-    names: dict[str, list[str]] = {}
-    for form, file in (("tables", ONNX_FILE), ("pairs", CPU_ONNX_FILE),
-                       ("fused", CPU_FUSED_ONNX_FILE)):  # fmt: skip
-        tmp_onnx = out / f".{file}.tmp"
-        names[form] = export_onnx(ckpt, tmp_onnx, opset, with_probs, form)
-        os.replace(tmp_onnx, out / file)
-    onnx_path = out / ONNX_FILE
+    names = _export_graphs(ckpt, out, opset, with_probs)
     profile = dict(profile or DEFAULT_PROFILE)
     intensity = ckpt.provenance.get("intensity_range")
+    ckpt_sha = _copy_checkpoint(ckpt, ckpt_path, out) if copy_checkpoint else None
 
-    ckpt_sha = None
-    if copy_checkpoint:
-        dst = out / CHECKPOINT_FILE
-        if ckpt_path is not None:
-            if ckpt_path.resolve() != dst.resolve():
-                shutil.copyfile(ckpt_path, dst)
-        else:
-            from xmodelkd_ros.nets.checkpoint import save_student
-
-            save_student(ckpt, dst)
-        ckpt_sha = sha256_file(dst)
-
-    palette = PALETTE[: len(ckpt.class_names) + 1].tolist()
     meta = ModelMetadata(
         class_names=list(ckpt.class_names),
-        palette=palette,
+        palette=PALETTE[: len(ckpt.class_names) + 1].tolist(),
         grid=ckpt.grid,
         config=ckpt.config,
         input_fields=list(INPUT_FIELDS[: ckpt.config.in_channels])
         + [f"f{i}" for i in range(len(INPUT_FIELDS), ckpt.config.in_channels)],
         preset=str(ckpt.provenance.get("preset") or detect_preset(ckpt.config)),
-        onnx_sha256=sha256_file(onnx_path),
+        onnx_sha256=sha256_file(out / ONNX_FILE),
         opset=opset,
         input_names=names["tables"],
         output_names=[OUTPUT_LOGITS, OUTPUT_PROBS] if with_probs else [OUTPUT_LOGITS],
-        provenance={
-            "recipe": ckpt.provenance.get("recipe"),
-            "dataset": ckpt.provenance.get("dataset"),
-            "metrics": ckpt.provenance.get("metrics", {}),
-            **{
-                k: v
-                for k, v in ckpt.provenance.items()
-                if k not in ("recipe", "dataset", "metrics")
-            },
-            "source_checkpoint": str(ckpt_path) if ckpt_path else None,
-        },
+        provenance=_export_provenance(ckpt, ckpt_path),
         tensorrt_profile=profile,
         checkpoint_sha256=ckpt_sha,
         cpu_onnx={

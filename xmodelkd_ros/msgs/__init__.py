@@ -5,8 +5,9 @@ node must accept *any* PointCloud2 layout a vehicle driver produces. Everything 
 works by duck typing on objects that carry the message's attribute names, so the tests
 use small stand-ins and the node passes real ``sensor_msgs.msg`` objects.
 
-* :mod:`.clouds` -- PointCloud2 decoding (zero-copy where the layout allows) and the
-  labeled / visualization / filtered encoders.
+* :mod:`.clouds` -- the PointCloud2 layout types and decoding (zero-copy where the
+  layout allows).
+* :mod:`.cloud_encoders` -- the labeled / visualization / filtered cloud encoders.
 * :mod:`.images` -- Image / CompressedImage decoding and encoding, CameraInfo.
 * :mod:`.common` -- the error types, :func:`stamp_ns`, byte buffers.
 
@@ -18,6 +19,11 @@ Malformed messages raise :class:`CloudFormatError` / :class:`ImageFormatError` (
 ``from xmodelkd_ros.msgs import X`` keeps working for every public name.
 """
 
+from xmodelkd_ros.msgs.cloud_encoders import (
+    encode_filtered_cloud,
+    encode_labeled_cloud,
+    filter_mask,
+)
 from xmodelkd_ros.msgs.clouds import (
     DATATYPE_SIZE,
     DATATYPE_TO_NUMPY,
@@ -34,9 +40,6 @@ from xmodelkd_ros.msgs.clouds import (
     PointCloud2,
     PointField,
     decode_cloud,
-    encode_filtered_cloud,
-    encode_labeled_cloud,
-    filter_mask,
     parse_fields,
     structured_dtype,
 )

@@ -30,25 +30,16 @@ def _percentiles(values_ms: Sequence[float]) -> dict[str, float | None]:
             "max": float(a.max())}  # fmt: skip
 
 
-def build_report(
-    opts: ReplayOptions, plan: BagPlan, model: Path, gt: dict[int, np.ndarray],
-    play: PlayResult, outputs: dict[int, tuple[int, np.ndarray]], diag: dict[str, str],
-    duplicates: int, startup_s: float,
-) -> dict[str, Any]:  # fmt: skip
-    """Match outputs to published scans by stamp, score, and summarise latency/drops."""
-    from xmodelkd_ros.training.metrics import ConfusionMatrix
+def _latencies_ms(
+    opts: ReplayOptions, play: PlayResult, outputs: dict[int, tuple[int, np.ndarray]],
+    answered: list[int],
+) -> tuple[list[float], list[float]]:  # fmt: skip
+    """(bag stamp -> output, publish -> output) per answered scan, in ms.
 
-    order, published = play.order, play.published
-    stamps = np.asarray(order, dtype=np.int64)
-    period_ms = float(np.median(np.diff(stamps)) / 1e6) if len(stamps) > 1 else 100.0
-    # late: the output came after the next scan was due (one scan period of wall time)
-    late_ms = opts.late_ms if opts.late_ms is not None else (
-        period_ms if opts.max_throughput else period_ms / opts.rate)
-    answered = [s for s in order if s in outputs]
-    dropped = [s for s in order if s not in outputs]
-    unexpected = [s for s in outputs if s not in published]
-    # bag stamp -> output received: at rate R the bag clock runs R x wall time from the
-    # first message; at max throughput a scan's stamp is taken as its publish instant.
+    At rate R the bag clock runs R x wall time from the first message; at max throughput a
+    scan's stamp is taken as its publish instant.
+    """
+    published = play.published
     e2e_ms, pub_ms = [], []
     for s in answered:
         recv = outputs[s][0]
@@ -58,8 +49,11 @@ def build_report(
         else:
             sim_recv = play.t0 + (recv - play.wall0) * opts.rate
             e2e_ms.append((sim_recv - s) / 1e6 / opts.rate)
-    late = int(sum(1 for v in e2e_ms if v > late_ms))
+    return e2e_ms, pub_ms
 
+
+def _model_class_names(model: Path) -> list[str]:
+    """The exported model's class names (``model.json``), else the training classes."""
     names = class_names()
     try:
         from xmodelkd_ros.runtime import ModelMetadata
@@ -68,6 +62,16 @@ def build_report(
             names = list(ModelMetadata.read(model).class_names)
     except Exception:
         pass
+    return names
+
+
+def _score(
+    gt: dict[int, np.ndarray], outputs: dict[int, tuple[int, np.ndarray]], answered: list[int],
+    names: list[str],
+) -> tuple[Any, ScoreCounts, int]:  # fmt: skip
+    """(metrics or None without ground truth, point counts, scans scored)."""
+    from xmodelkd_ros.training.metrics import ConfusionMatrix
+
     metrics = None
     counts = ScoreCounts()
     scored_scans = 0
@@ -77,6 +81,40 @@ def build_report(
             if s in gt and score_scan(cm, gt[s], outputs[s][1], counts):
                 scored_scans += 1
         metrics = cm.result(names)
+    return metrics, counts, scored_scans
+
+
+def _add_sustainable_rate(rep: dict[str, Any]) -> None:
+    """Max-throughput figures: the sustained output rate, what the node's own processing
+    (its total p50) allows, and how much of that the whole path (player, DDS both ways,
+    node) sustains."""
+    tp = rep["throughput"]
+    tp["sustainable_rate_hz"] = tp["output_rate_hz"]
+    node_p50 = rep["node_diagnostics"]["stages_ms"].get("total", {}).get("p50")
+    tp["node_allows_hz"] = 1000.0 / node_p50 if node_p50 else None
+    tp["sustainable_over_node"] = (tp["sustainable_rate_hz"] / tp["node_allows_hz"]
+                                   if tp["sustainable_rate_hz"] and tp["node_allows_hz"]
+                                   else None)  # fmt: skip
+
+
+def build_report(
+    opts: ReplayOptions, plan: BagPlan, model: Path, gt: dict[int, np.ndarray],
+    play: PlayResult, outputs: dict[int, tuple[int, np.ndarray]], diag: dict[str, str],
+    duplicates: int, startup_s: float,
+) -> dict[str, Any]:  # fmt: skip
+    """Match outputs to published scans by stamp, score, and summarise latency/drops."""
+    order, published = play.order, play.published
+    stamps = np.asarray(order, dtype=np.int64)
+    period_ms = float(np.median(np.diff(stamps)) / 1e6) if len(stamps) > 1 else 100.0
+    # late: the output came after the next scan was due (one scan period of wall time)
+    late_ms = opts.late_ms if opts.late_ms is not None else (
+        period_ms if opts.max_throughput else period_ms / opts.rate)
+    answered = [s for s in order if s in outputs]
+    dropped = [s for s in order if s not in outputs]
+    unexpected = [s for s in outputs if s not in published]
+    e2e_ms, pub_ms = _latencies_ms(opts, play, outputs, answered)
+    late = int(sum(1 for v in e2e_ms if v > late_ms))
+    metrics, counts, scored_scans = _score(gt, outputs, answered, _model_class_names(model))
     n = len(order)
     rep: dict[str, Any] = {
         "bag": str(plan.path),
@@ -120,15 +158,7 @@ def build_report(
         "metrics": metrics.to_dict() if metrics is not None else None,
     }
     if opts.max_throughput:
-        tp = rep["throughput"]
-        tp["sustainable_rate_hz"] = tp["output_rate_hz"]
-        # what the node's own processing allows (its total p50), and how much of it the
-        # whole path (player, DDS both ways, node) sustains
-        node_p50 = rep["node_diagnostics"]["stages_ms"].get("total", {}).get("p50")
-        tp["node_allows_hz"] = 1000.0 / node_p50 if node_p50 else None
-        tp["sustainable_over_node"] = (tp["sustainable_rate_hz"] / tp["node_allows_hz"]
-                                       if tp["sustainable_rate_hz"] and tp["node_allows_hz"]
-                                       else None)  # fmt: skip
+        _add_sustainable_rate(rep)
     return rep
 
 

@@ -15,8 +15,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from xmodelkd_ros.dds import PROFILE_ENV, large_data_env, user_dds_config
-from xmodelkd_ros.replay.bag import plan_bag, read_ground_truth
+from xmodelkd_ros.replay.bag import BagPlan, plan_bag, read_ground_truth
 from xmodelkd_ros.replay.node_process import (
     NodeProcess,
     check_model,
@@ -27,7 +29,7 @@ from xmodelkd_ros.replay.node_process import (
 )
 from xmodelkd_ros.replay.options import ReplayError, ReplayOptions, log
 from xmodelkd_ros.replay.peer import Peer
-from xmodelkd_ros.replay.player import play
+from xmodelkd_ros.replay.player import PlayResult, play
 from xmodelkd_ros.replay.report import build_report, write_replay_report
 
 
@@ -46,9 +48,11 @@ def _environ(variables: dict[str, str]) -> Iterator[None]:
                 os.environ[k] = v
 
 
-def run_replay(opts: ReplayOptions) -> dict[str, Any]:
-    """Replay ``opts.bag`` through a freshly started node; returns the report dict (and
-    writes ``report.md`` / ``report.json`` / ``confusion.png`` when ``opts.report``)."""
+def _checked_inputs(
+    opts: ReplayOptions,
+) -> tuple[Path, BagPlan, dict[int, np.ndarray], Path | None]:
+    """Every input checked before ROS is touched: (model, bag plan, ground truth per stamp,
+    node parameters file)."""
     if opts.labels_dir is not None and opts.labels_topic is not None:
         raise ReplayError("give --labels-topic or --labels-dir, not both")
     if opts.rate <= 0:
@@ -61,17 +65,70 @@ def run_replay(opts: ReplayOptions) -> dict[str, Any]:
     params_file = opts.params_file or default_params_file()
     if opts.params_file is not None and not opts.params_file.is_file():
         raise ReplayError(f"params file {opts.params_file} does not exist")
-    topic = output_topic(params_file)
-    user_dds = user_dds_config(os.environ)
+    return model, plan, gt, params_file
+
+
+def _dds_env(opts: ReplayOptions) -> dict[str, str]:
+    """The environment giving the player and the node the large-data DDS profile."""
     try:
-        dds = large_data_env(os.environ, opts.dds_profile)
+        return large_data_env(os.environ, opts.dds_profile)
     except FileNotFoundError as exc:
         raise ReplayError(f"--dds-profile: {exc}") from None
+
+
+def _require_ros() -> None:
     try:  # after the input checks, so bad inputs are reported the same with or without ROS
         import rclpy  # noqa: F401
         import rosgraph_msgs.msg  # noqa: F401
     except ImportError as exc:
         raise ReplayError(f"rclpy / ROS messages are not importable: {exc}", 1) from None
+
+
+def _wait_for_node(
+    opts: ReplayOptions, plan: BagPlan, peer: Peer, node: NodeProcess, sim_time: bool
+) -> float:
+    """Wait until the node subscribes to the LiDAR topic (its model loaded); seconds taken.
+
+    Publishes ``/clock`` meanwhile under sim time; a node that exits or is not ready
+    within ``opts.startup_timeout_s`` is an error.
+    """
+    t_start = time.monotonic()
+    while not peer.ready(plan.lidar_topic):
+        peer.check()
+        if not node.alive():
+            raise ReplayError(f"segment_node exited with code {node.proc.returncode}: "
+                              f"{node.tail(3)}", 1)  # fmt: skip
+        if time.monotonic() - t_start > opts.startup_timeout_s:
+            raise ReplayError(f"segment_node not ready after {opts.startup_timeout_s:.0f} s: "
+                              f"{node.tail(3)}", 1)  # fmt: skip
+        if sim_time:
+            peer.publish_clock(plan.start_ns)
+        time.sleep(0.1)
+    time.sleep(0.5)  # let discovery settle both ways (output subscription matched)
+    return time.monotonic() - t_start
+
+
+def _await_last_diagnostics(
+    peer: Peer, node: NodeProcess, result: PlayResult, sim_time: bool
+) -> None:
+    """One more diagnostics message after the last output (the node publishes at 1 Hz of
+    its clock, so ``/clock`` keeps running meanwhile); at most 3 s."""
+    n0, deadline = peer.diag_count, time.monotonic() + 3.0
+    while peer.diag_count == n0 and time.monotonic() < deadline and node.alive():
+        peer.check()
+        if sim_time:
+            peer.publish_clock(result.clock_at(time.monotonic_ns()))
+        time.sleep(0.02)
+
+
+def run_replay(opts: ReplayOptions) -> dict[str, Any]:
+    """Replay ``opts.bag`` through a freshly started node; returns the report dict (and
+    writes ``report.md`` / ``report.json`` / ``confusion.png`` when ``opts.report``)."""
+    model, plan, gt, params_file = _checked_inputs(opts)
+    topic = output_topic(params_file)
+    user_dds = user_dds_config(os.environ)
+    dds = _dds_env(opts)
+    _require_ros()
     log(opts, f"bag {plan.path}: {plan.num_scans} scans on {plan.lidar_topic}, ground truth: "
                f"{len(gt)} scans, cameras: {', '.join(plan.cameras) or 'none'}")  # fmt: skip
 
@@ -102,31 +159,11 @@ def run_replay(opts: ReplayOptions) -> dict[str, Any]:
         node = NodeProcess(params, workdir, env, params_file)
         log(opts, f"started segment_node (pid {node.proc.pid}, ROS domain {domain}), "
                    "waiting for the model to load")  # fmt: skip
-        t_start = time.monotonic()
-        while not peer.ready(plan.lidar_topic):
-            peer.check()
-            if not node.alive():
-                raise ReplayError(f"segment_node exited with code {node.proc.returncode}: "
-                                  f"{node.tail(3)}", 1)  # fmt: skip
-            if time.monotonic() - t_start > opts.startup_timeout_s:
-                raise ReplayError(f"segment_node not ready after {opts.startup_timeout_s:.0f} s: "
-                                  f"{node.tail(3)}", 1)  # fmt: skip
-            if sim_time:
-                peer.publish_clock(plan.start_ns)
-            time.sleep(0.1)
-        time.sleep(0.5)  # let discovery settle both ways (output subscription matched)
-        startup_s = time.monotonic() - t_start
+        startup_s = _wait_for_node(opts, plan, peer, node, sim_time)
         log(opts, f"node ready after {startup_s:.1f} s; replaying "
                    f"{'at max throughput' if opts.max_throughput else f'at rate {opts.rate:g}'}")
         result = play(opts, plan, peer, node)
-        # one more diagnostics message after the last output (the node publishes at 1 Hz
-        # of its clock, so /clock keeps running meanwhile)
-        n0, deadline = peer.diag_count, time.monotonic() + 3.0
-        while peer.diag_count == n0 and time.monotonic() < deadline and node.alive():
-            peer.check()
-            if sim_time:
-                peer.publish_clock(result.clock_at(time.monotonic_ns()))
-            time.sleep(0.02)
+        _await_last_diagnostics(peer, node, result, sim_time)
         if not node.alive():
             raise ReplayError(f"segment_node died during the replay (code "
                               f"{node.proc.returncode}): {node.tail(3)}", 1)  # fmt: skip

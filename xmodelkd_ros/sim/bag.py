@@ -17,6 +17,7 @@ bag holds realistic topics and stamps, plus ground truth for scoring:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,7 @@ from rosbags.interfaces import (
 from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 
-from ..geometry import calibration_to_dict
+from ..geometry import PinholeCamera, calibration_to_dict
 from ..labels import raw_to_label
 from .world import SimWorld
 
@@ -196,6 +197,96 @@ def _qos(transient: bool) -> list[Qos]:
     ]
 
 
+def _schedule(world: SimWorld, scans: int, start: int) -> list[tuple[int, int, str, Any]]:
+    """The bag's events in stamp order: ``(stamp, order, kind, arg)`` with kind ``lidar``
+    (arg: scan index) or ``camera`` (arg: (camera, frame index)); ``order`` puts the sweep
+    before the cameras (in rig order) at equal stamps. Cameras cover the sweeps' time span."""
+    t_first = world.scan_stamp_ns(start)
+    t_end = world.scan_stamp_ns(start + scans)
+    events: list[tuple[int, int, str, Any]] = [
+        (world.scan_stamp_ns(i), 0, "lidar", i) for i in range(start, start + scans)
+    ]
+    for k, cam in enumerate(world.cameras):
+        j = world.camera_frame_near(cam.name, t_first)
+        while True:
+            s = world.camera_stamp_ns(cam.name, j)
+            if s >= t_end:
+                break
+            if s >= t_first:
+                events.append((s, 1 + k, "camera", (cam, j)))
+            j += 1
+    events.sort(key=lambda e: (e[0], e[1]))
+    return events
+
+
+def _sweep_arrays(
+    pts: np.ndarray, raw: np.ndarray, inst: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """One sweep as the ``/lidar/points`` (:data:`POINT_DTYPE`) and ``/lidar/labels``
+    (:data:`LABEL_DTYPE`) point arrays."""
+    a = np.zeros(len(pts), dtype=POINT_DTYPE)
+    for k, name in enumerate(("x", "y", "z", "intensity")):
+        a[name] = pts[:, k]
+    a["ring"] = pts[:, 4].astype(np.uint16)
+    a["time"] = pts[:, 5]
+    g = np.zeros(len(pts), dtype=LABEL_DTYPE)
+    for k, name in enumerate(("x", "y", "z", "intensity")):
+        g[name] = pts[:, k]
+    g["label"] = raw_to_label(raw)
+    g["instance"] = inst
+    return a, g
+
+
+class _BagTopics:
+    """The bag's connections and what each event writes to them.
+
+    Connections are added in a fixed order (LiDAR, labels, ``/tf_static``, then image and
+    camera info per camera): their ids are part of the file.
+    """
+
+    def __init__(self, w: Writer, m: _Msgs, cameras: Sequence[PinholeCamera]) -> None:
+        self.w, self.m = w, m
+        ts = m.ts
+        self.points = w.add_connection(LIDAR_TOPIC, m.PointCloud2.__msgtype__, typestore=ts,
+                                       offered_qos_profiles=_qos(False))  # fmt: skip
+        self.labels = w.add_connection(LABEL_TOPIC, m.PointCloud2.__msgtype__, typestore=ts,
+                                       offered_qos_profiles=_qos(False))  # fmt: skip
+        self.tf = w.add_connection(TF_STATIC_TOPIC, m.TFMessage.__msgtype__, typestore=ts,
+                                   offered_qos_profiles=_qos(True))  # fmt: skip
+        self.images: dict[str, Any] = {}
+        self.infos: dict[str, Any] = {}
+        for cam in cameras:
+            qos = _qos(False)
+            self.images[cam.name] = w.add_connection(
+                image_topic(cam.name), m.Image.__msgtype__, typestore=ts, offered_qos_profiles=qos
+            )
+            self.infos[cam.name] = w.add_connection(
+                info_topic(cam.name), m.CameraInfo.__msgtype__, typestore=ts,
+                offered_qos_profiles=qos,
+            )  # fmt: skip
+
+    def _write(self, connection: Any, log_ns: int, msg: Any) -> None:
+        self.w.write(connection, log_ns, self.m.ts.serialize_cdr(msg, msg.__msgtype__))
+
+    def tf_static(self, stamp_ns: int, cameras: Sequence[PinholeCamera]) -> None:
+        self._write(self.tf, stamp_ns, self.m.tf_static(stamp_ns, cameras))
+
+    def sweep(self, world: SimWorld, i: int, stamp_ns: int, log_ns: int) -> None:
+        """Sweep ``i`` on ``/lidar/points`` and its ground truth on ``/lidar/labels``."""
+        pts, raw, inst, _ = world.lidar_scan(i)
+        a, g = _sweep_arrays(pts, raw, inst)
+        self._write(self.points, log_ns, self.m.cloud(stamp_ns, LIDAR_FRAME, a, POINT_FIELDS))
+        self._write(self.labels, log_ns, self.m.cloud(stamp_ns, LIDAR_FRAME, g, LABEL_FIELDS))
+
+    def camera_frame(
+        self, world: SimWorld, cam: PinholeCamera, stamp_ns: int, log_ns: int
+    ) -> None:
+        """The image of ``cam`` at ``stamp_ns`` and its camera info."""
+        img, _, _ = world.render(cam, stamp_ns)
+        self._write(self.images[cam.name], log_ns, self.m.image(stamp_ns, cam.frame_id, img))
+        self._write(self.infos[cam.name], log_ns, self.m.camera_info(stamp_ns, cam))
+
+
 def write_bag(
     out: str | Path,
     world: SimWorld,
@@ -218,44 +309,13 @@ def write_bag(
     plugin = {"sqlite3": StoragePlugin.SQLITE3, "mcap": StoragePlugin.MCAP}[storage]
     calib = calibration_to_dict(world.cameras, LIDAR_FRAME)
     (out / "calibration.yaml").write_text(yaml.safe_dump(calib, sort_keys=False))
-    m = _Msgs()
-    ts = m.ts
-
-    # Event schedule: (stamp, order, kind, arg). Cameras cover the sweeps' time span.
-    t_first = world.scan_stamp_ns(start)
-    t_end = world.scan_stamp_ns(start + scans)
-    events: list[tuple[int, int, str, Any]] = [
-        (world.scan_stamp_ns(i), 0, "lidar", i) for i in range(start, start + scans)
-    ]
-    for k, cam in enumerate(world.cameras):
-        j = world.camera_frame_near(cam.name, t_first)
-        while True:
-            s = world.camera_stamp_ns(cam.name, j)
-            if s >= t_end:
-                break
-            if s >= t_first:
-                events.append((s, 1 + k, "camera", (cam, j)))
-            j += 1
-    events.sort(key=lambda e: (e[0], e[1]))
+    events = _schedule(world, scans, start)
 
     with Writer(bag_dir, version=8, storage_plugin=plugin) as w:
         w.set_custom_data("xmodelkd_ros.calibration", yaml.safe_dump(calib, sort_keys=False))
-        c_pts = w.add_connection(LIDAR_TOPIC, m.PointCloud2.__msgtype__, typestore=ts,
-                                 offered_qos_profiles=_qos(False))  # fmt: skip
-        c_lab = w.add_connection(LABEL_TOPIC, m.PointCloud2.__msgtype__, typestore=ts,
-                                 offered_qos_profiles=_qos(False))  # fmt: skip
-        c_tf = w.add_connection(TF_STATIC_TOPIC, m.TFMessage.__msgtype__, typestore=ts,
-                                offered_qos_profiles=_qos(True))  # fmt: skip
-        c_img, c_info = {}, {}
-        for cam in world.cameras:
-            qos = _qos(False)
-            c_img[cam.name] = w.add_connection(image_topic(cam.name), m.Image.__msgtype__,
-                                               typestore=ts, offered_qos_profiles=qos)  # fmt: skip
-            c_info[cam.name] = w.add_connection(info_topic(cam.name), m.CameraInfo.__msgtype__,
-                                                typestore=ts, offered_qos_profiles=qos)  # fmt: skip
+        topics = _BagTopics(w, _Msgs(), world.cameras)
         if world.cameras:
-            msg = m.tf_static(t_first, world.cameras)
-            w.write(c_tf, t_first, ts.serialize_cdr(msg, msg.__msgtype__))
+            topics.tf_static(world.scan_stamp_ns(start), world.cameras)
         it: Any = events
         if progress:
             from tqdm import tqdm
@@ -264,26 +324,7 @@ def write_bag(
         for stamp, _, kind, arg in it:
             log = stamp + transport_delay_ns
             if kind == "lidar":
-                pts, raw, inst, _ = world.lidar_scan(arg)
-                a = np.zeros(len(pts), dtype=POINT_DTYPE)
-                for k, name in enumerate(("x", "y", "z", "intensity")):
-                    a[name] = pts[:, k]
-                a["ring"] = pts[:, 4].astype(np.uint16)
-                a["time"] = pts[:, 5]
-                g = np.zeros(len(pts), dtype=LABEL_DTYPE)
-                for k, name in enumerate(("x", "y", "z", "intensity")):
-                    g[name] = pts[:, k]
-                g["label"] = raw_to_label(raw)
-                g["instance"] = inst
-                msg = m.cloud(stamp, LIDAR_FRAME, a, POINT_FIELDS)
-                w.write(c_pts, log, ts.serialize_cdr(msg, msg.__msgtype__))
-                msg = m.cloud(stamp, LIDAR_FRAME, g, LABEL_FIELDS)
-                w.write(c_lab, log, ts.serialize_cdr(msg, msg.__msgtype__))
+                topics.sweep(world, arg, stamp, log)
             else:
-                cam, _j = arg
-                img, _, _ = world.render(cam, stamp)
-                msg = m.image(stamp, cam.frame_id, img)
-                w.write(c_img[cam.name], log, ts.serialize_cdr(msg, msg.__msgtype__))
-                msg = m.camera_info(stamp, cam)
-                w.write(c_info[cam.name], log, ts.serialize_cdr(msg, msg.__msgtype__))
+                topics.camera_frame(world, arg[0], stamp, log)
     return bag_dir

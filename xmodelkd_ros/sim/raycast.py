@@ -17,7 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .scene import BOX, CYL, Prim, Street
+from .scene import BOX, CYL, Prim
+from .street import Street
 
 Window = tuple[slice, slice]
 MISS, GROUND = -2, -1
@@ -119,69 +120,94 @@ def lidar_window_fn(
     return window
 
 
+_Normals = Callable[[np.ndarray], np.ndarray]
+
+
 def _intersect(
     o: np.ndarray, dx: np.ndarray, dy: np.ndarray, dz: np.ndarray, p: Prim
-) -> tuple[np.ndarray, Callable[[np.ndarray], np.ndarray]]:
+) -> tuple[np.ndarray, _Normals]:
     """Ray parameter (inf on miss) for direction components ``dx, dy, dz`` (h, w) and a
     normal function evaluated lazily on the mask of rays that win the depth test."""
     rel = (o - p.center).astype(np.float32)
-    inf = np.float32(np.inf)
     if p.kind == BOX:
-        yaw = float(np.mod(p.yaw, np.pi))  # boxes are symmetric under a half turn
-        if abs(yaw) > 1e-9 and abs(yaw - np.pi) > 1e-9:
-            c, s = np.float32(np.cos(yaw)), np.float32(np.sin(yaw))
-            R = np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]], dtype=np.float32)
-            ol = R.T @ rel
-            comps = (c * dx + s * dy, -s * dx + c * dy, dz)
-        else:
-            R = None
-            ol = rel
-            comps = (dx, dy, dz)
-        size = p.size.astype(np.float32)
-        tn = tf = None
-        with np.errstate(divide="ignore", invalid="ignore"):
-            for a in range(3):
-                inv = np.float32(1.0) / comps[a]
-                t1 = (-size[a] - ol[a]) * inv
-                t2 = (size[a] - ol[a]) * inv
-                lo, hi = np.minimum(t1, t2), np.maximum(t1, t2)
-                tn = lo if tn is None else np.maximum(tn, lo)
-                tf = hi if tf is None else np.minimum(tf, hi)
-        t = np.where((tf >= tn) & (tn > 0), tn, inf)
-
-        def normal(m: np.ndarray) -> np.ndarray:
-            Dm = np.stack([cp[m] for cp in comps], axis=1)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                inv = 1.0 / Dm
-                lo = np.minimum((-size - ol) * inv, (size - ol) * inv)
-            ax = np.nan_to_num(lo, nan=-np.inf).argmax(axis=1)
-            n = np.zeros_like(Dm)
-            rows = np.arange(len(Dm))
-            n[rows, ax] = -np.sign(Dm[rows, ax])
-            return n if R is None else n @ R.T
-
-        return t, normal
+        return _intersect_box(rel, dx, dy, dz, p)
     if p.kind == CYL:
-        r, hh = float(p.size[0]), float(p.size[2])
-        a = dx * dx + dy * dy
-        b = 2 * (dx * rel[0] + dy * rel[1])
-        cc = rel[0] ** 2 + rel[1] ** 2 - r * r
-        disc = b * b - 4 * a * cc
-        with np.errstate(invalid="ignore", divide="ignore"):
-            t = (-b - np.sqrt(disc)) / (2 * a)
-        z = rel[2] + t * dz
-        ok = (disc > 0) & (t > 0) & (np.abs(z) <= hh)
-        t = np.where(ok, t, inf)
+        return _intersect_cylinder(rel, dx, dy, dz, p)
+    return _intersect_ellipsoid(rel, dx, dy, dz, p)
 
-        def normal(m: np.ndarray) -> np.ndarray:
-            tm = t[m]
-            n = np.zeros((len(tm), 3), dtype=np.float32)
-            n[:, 0] = (rel[0] + tm * dx[m]) / r
-            n[:, 1] = (rel[1] + tm * dy[m]) / r
-            return n
 
-        return t, normal
-    # ellipsoid
+def _intersect_box(
+    rel: np.ndarray, dx: np.ndarray, dy: np.ndarray, dz: np.ndarray, p: Prim
+) -> tuple[np.ndarray, _Normals]:
+    """Slab test in the box frame (``rel``: ray origin minus the box centre, world axes)."""
+    inf = np.float32(np.inf)
+    yaw = float(np.mod(p.yaw, np.pi))  # boxes are symmetric under a half turn
+    if abs(yaw) > 1e-9 and abs(yaw - np.pi) > 1e-9:
+        c, s = np.float32(np.cos(yaw)), np.float32(np.sin(yaw))
+        R = np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]], dtype=np.float32)
+        ol = R.T @ rel
+        comps = (c * dx + s * dy, -s * dx + c * dy, dz)
+    else:
+        R = None
+        ol = rel
+        comps = (dx, dy, dz)
+    size = p.size.astype(np.float32)
+    tn = tf = None
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for a in range(3):
+            inv = np.float32(1.0) / comps[a]
+            t1 = (-size[a] - ol[a]) * inv
+            t2 = (size[a] - ol[a]) * inv
+            lo, hi = np.minimum(t1, t2), np.maximum(t1, t2)
+            tn = lo if tn is None else np.maximum(tn, lo)
+            tf = hi if tf is None else np.minimum(tf, hi)
+    t = np.where((tf >= tn) & (tn > 0), tn, inf)
+
+    def normal(m: np.ndarray) -> np.ndarray:
+        Dm = np.stack([cp[m] for cp in comps], axis=1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            inv = 1.0 / Dm
+            lo = np.minimum((-size - ol) * inv, (size - ol) * inv)
+        ax = np.nan_to_num(lo, nan=-np.inf).argmax(axis=1)
+        n = np.zeros_like(Dm)
+        rows = np.arange(len(Dm))
+        n[rows, ax] = -np.sign(Dm[rows, ax])
+        return n if R is None else n @ R.T
+
+    return t, normal
+
+
+def _intersect_cylinder(
+    rel: np.ndarray, dx: np.ndarray, dy: np.ndarray, dz: np.ndarray, p: Prim
+) -> tuple[np.ndarray, _Normals]:
+    """Vertical cylinder: its side surface only (a ray through a flat cap misses)."""
+    inf = np.float32(np.inf)
+    r, hh = float(p.size[0]), float(p.size[2])
+    a = dx * dx + dy * dy
+    b = 2 * (dx * rel[0] + dy * rel[1])
+    cc = rel[0] ** 2 + rel[1] ** 2 - r * r
+    disc = b * b - 4 * a * cc
+    with np.errstate(invalid="ignore", divide="ignore"):
+        t = (-b - np.sqrt(disc)) / (2 * a)
+    z = rel[2] + t * dz
+    ok = (disc > 0) & (t > 0) & (np.abs(z) <= hh)
+    t = np.where(ok, t, inf)
+
+    def normal(m: np.ndarray) -> np.ndarray:
+        tm = t[m]
+        n = np.zeros((len(tm), 3), dtype=np.float32)
+        n[:, 0] = (rel[0] + tm * dx[m]) / r
+        n[:, 1] = (rel[1] + tm * dy[m]) / r
+        return n
+
+    return t, normal
+
+
+def _intersect_ellipsoid(
+    rel: np.ndarray, dx: np.ndarray, dy: np.ndarray, dz: np.ndarray, p: Prim
+) -> tuple[np.ndarray, _Normals]:
+    """Axis-aligned ellipsoid, intersected as the unit sphere in radius-scaled space."""
+    inf = np.float32(np.inf)
     rad = p.size.astype(np.float32)
     q = rel / rad
     ex, ey, ez = dx / rad[0], dy / rad[1], dz / rad[2]

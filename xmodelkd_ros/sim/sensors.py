@@ -36,8 +36,8 @@ from .scene import (
     TX_TILES,
     TX_VEHICLE,
     Prim,
-    Street,
 )
+from .street import Street
 
 #: Beam-count presets: (lowest, highest elevation in degrees, max range in m).
 LIDAR_PRESETS: dict[int, tuple[float, float, float]] = {

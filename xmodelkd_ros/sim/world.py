@@ -13,8 +13,8 @@ import numpy as np
 
 from ..geometry import PinholeCamera, make_rig
 from ..labels import raw_to_label
-from .scene import Street
 from .sensors import LidarModel, render_camera
+from .street import Street
 
 LIDAR_HEIGHT = 1.73  #: LiDAR height above the road (KITTI's HDL-64 mount)
 EPOCH_NS = 1_700_000_000_000_000_000  #: stamp of scan 0
