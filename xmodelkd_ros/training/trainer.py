@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from xmodelkd_ros.nets.checkpoint import atomic_torch_save
+from xmodelkd_ros.nets.image_encoder import FpnHead
 from xmodelkd_ros.training import distributed as D
 from xmodelkd_ros.training.context import Context, epoch_batches, make_loader, progress
 from xmodelkd_ros.training.datasets import PreparedDataset, augment_config, class_names_of
@@ -34,6 +35,7 @@ from xmodelkd_ros.training.hooks import (
     TensorBoardHook,
 )
 from xmodelkd_ros.training.recipe import recipe_values
+from xmodelkd_ros.training.recipe_types import Recipe
 from xmodelkd_ros.training.stages import StageKind, on_sparse_backend
 
 
@@ -47,6 +49,24 @@ def lr_lambda(warmup: int, total: int) -> Callable[[int], float]:
         return 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
 
     return f
+
+
+def param_groups(stage: nn.Module, params: list[nn.Parameter], recipe: Recipe) -> list[Any]:
+    """The optimizer's parameter groups: ``params`` as one group, or, with pretrained image
+    weights (``model.image_weights``) and ``optim.pretrained_lr_factor`` != 1, the 2D
+    backbones' parameters in a second group at ``lr * factor`` (the LR schedule scales
+    both alike)."""
+    factor = recipe.optim.pretrained_lr_factor
+    if factor == 1.0 or not recipe.model.image_weights:
+        return params
+    pretrained = {id(p) for m in stage.modules() if isinstance(m, FpnHead)
+                  for _, p in m.backbone_parameters()}  # fmt: skip
+    if not pretrained:
+        return params
+    return [
+        {"params": [p for p in params if id(p) not in pretrained]},
+        {"params": [p for p in params if id(p) in pretrained], "lr": recipe.optim.lr * factor},
+    ]
 
 
 def default_hooks(ctx: Context) -> list[HookBase]:
@@ -82,7 +102,9 @@ class Trainer:
             self.net_cfg = kind.network_config(self.stage)
             self.params = [p for p in self.stage.parameters() if p.requires_grad]
             o = r.optim
-            self.optim = torch.optim.AdamW(self.params, lr=o.lr, weight_decay=o.weight_decay)
+            self.optim = torch.optim.AdamW(
+                param_groups(self.stage, self.params, r), lr=o.lr, weight_decay=o.weight_decay
+            )
             self.epochs = kind.epochs(r)
             self.batch_size = r.data.batch_size
             self.cap = r.schedule.steps_per_epoch
