@@ -72,6 +72,12 @@ class DataSection:
     render_size: list[int] = field(default_factory=lambda: [180, 320])
     #: share of training scans with labels (the rest: images only)
     label_fraction: float = 1.0
+    # --- synthetic unlabeled pool: more streets, images only, after the training scans
+    unlabeled_seeds: list[int] = field(default_factory=list)
+    #: pool scans in total, round-robin over unlabeled_seeds (0 = no pool)
+    unlabeled_scans: int = 0
+    #: rendered synthetic scans cached on disk here (null = in memory only)
+    cache_dir: Optional[str] = None
     # --- SemanticKITTI layout
     sequences: dict[str, list[str]] = field(default_factory=dict)
     kitti_cameras: Optional[list[str]] = None
@@ -100,6 +106,8 @@ class DataSection:
     max_points: Optional[int] = None
     eval_max_points: Optional[int] = None
     batch_size: int = 2
+    #: labeled scans in every training batch, the rest unlabeled (null = uniform batches)
+    labeled_per_batch: Optional[int] = None
     eval_batch_size: int = 2
     #: DataLoader worker processes
     workers: int = 0
@@ -120,6 +128,14 @@ class DataSection:
         for name in ("render_size", "image_size"):
             if len(getattr(self, name)) != 2:
                 raise RecipeError(f"data.{name} must be [H, W], got {getattr(self, name)!r}")
+        k = self.labeled_per_batch
+        if k is not None and not 0 < k < self.batch_size:
+            raise RecipeError(
+                f"data.labeled_per_batch must be between 1 and data.batch_size - 1 "
+                f"({self.batch_size - 1}), got {k}"
+            )
+        if self.unlabeled_scans < 0:
+            raise RecipeError(f"data.unlabeled_scans must be >= 0, got {self.unlabeled_scans}")
 
     def scans_of(self, part: str) -> Optional[int]:
         """``train_scans`` / ``val_scans``."""

@@ -23,7 +23,7 @@ from torch import nn
 from xmodelkd_ros.nets.checkpoint import atomic_torch_save
 from xmodelkd_ros.nets.image_encoder import FpnHead
 from xmodelkd_ros.training import distributed as D
-from xmodelkd_ros.training.context import Context, epoch_batches, make_loader, progress
+from xmodelkd_ros.training.context import Context, make_loader, progress, train_batches
 from xmodelkd_ros.training.datasets import PreparedDataset, augment_config, class_names_of
 from xmodelkd_ros.training.hooks import (
     CheckpointHook,
@@ -108,8 +108,9 @@ class Trainer:
             self.epochs = kind.epochs(r)
             self.batch_size = r.data.batch_size
             self.cap = r.schedule.steps_per_epoch
-            n = len(self.source)
-            self.steps_per_epoch = len(epoch_batches(ctx, n, 0, self.batch_size, self.cap))
+            self.steps_per_epoch = len(
+                train_batches(ctx, self.source, 0, self.batch_size, self.cap)
+            )
             #: The stage's optimizer steps: the end of the LR schedule and of ``set_progress``.
             self.total_steps = max(1, self.epochs * self.steps_per_epoch)
             self.sched = torch.optim.lr_scheduler.LambdaLR(
@@ -209,7 +210,7 @@ class Trainer:
         ctx, epoch = self.ctx, self.epoch
         self.stage.train()
         self.dataset.set_epoch(epoch)
-        batches = epoch_batches(ctx, len(self.source), epoch, self.batch_size, self.cap)
+        batches = train_batches(ctx, self.source, epoch, self.batch_size, self.cap)
         cfg = self.net_cfg
         loader = make_loader(ctx, self.dataset, batches[first:], cfg.num_levels, cfg.in_channels)
         self.steps_this_epoch = len(batches) - first
