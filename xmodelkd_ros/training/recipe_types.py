@@ -309,6 +309,30 @@ class SelfTrainLossSection:
 
 
 @dataclass
+class LaserMixLossSection:
+    """``loss.lasermix``: the LiDAR-only LaserMix control (``LaserMixWeights``)."""
+
+    #: the student's loss on the inclination-mixed scans
+    mix: float = 1.0
+    #: squared error between student and mean-teacher probabilities on unlabeled points
+    consistency: float = 1.0
+    #: the mean teacher's predictions become targets where their top probability >= this
+    confidence: float = 0.9
+    #: mean teacher = exponential moving average of the student's weights, this decay
+    ema_decay: float = 0.99
+    #: numbers of inclination bands, one drawn per step
+    areas: list[int] = field(default_factory=lambda: [3, 4, 5, 6])
+
+    def __post_init__(self) -> None:
+        if not self.areas or any(a < 1 for a in self.areas):
+            raise RecipeError(f"loss.lasermix.areas must be positive counts, got {self.areas!r}")
+        if not 0.0 <= self.confidence <= 1.0:
+            raise RecipeError(f"loss.lasermix.confidence must be in [0, 1], got {self.confidence}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise RecipeError(f"loss.lasermix.ema_decay must be in [0, 1), got {self.ema_decay}")
+
+
+@dataclass
 class JointLossSection:
     """``loss.joint``: 2DPASS-style joint training (``JointWeights``)."""
 
@@ -337,6 +361,7 @@ class LossSection:
     #: and only where the teacher's top probability reaches this (0 = off)
     kd_min_confidence: float = 0.0
     selftrain: SelfTrainLossSection = field(default_factory=SelfTrainLossSection)
+    lasermix: LaserMixLossSection = field(default_factory=LaserMixLossSection)
     joint: JointLossSection = field(default_factory=JointLossSection)
 
     def __post_init__(self) -> None:
