@@ -8,7 +8,11 @@ learning one street's layout; the seeds are checked against the split's reserved
 ``label_fraction`` < 1 models annotation scarcity: a fixed, seed-determined subset of the
 scans keeps its labels, the others keep points and images but every label becomes
 ``IGNORE_INDEX`` (the supervised terms skip them, label-free terms still use them).
-Generated frames are cached in memory (a few dozen scans), so later epochs are cheap.
+Generated frames are cached in memory (a few dozen scans), so later epochs are cheap;
+with ``cache_dir`` also on disk (:mod:`.scan_cache`), so a large pool renders once.
+
+:class:`ScanPool` puts a labeled set and an unlabeled pool from other streets behind one
+index: the labeled set does not change as the pool grows.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import numpy as np
 
 from xmodelkd_ros.labels import CLASS_NAMES
 from xmodelkd_ros.training.data.sample import IGNORE_INDEX, Sample, label_ids_to_classes
+from xmodelkd_ros.training.data.scan_cache import ScanCache
 from xmodelkd_ros.training.data.temporal import camera_in_other_frame, temporal_offsets
 
 
@@ -39,7 +44,8 @@ class SyntheticWorld:
 
     ``split`` ("train", "val", "test" or None = unchecked) checks the seeds against the
     split's reserved range. ``sim_kwargs`` go to ``SimWorld``. ``cache=False`` regenerates
-    frames on every access (for data that does not fit in memory).
+    frames on every access (for data that does not fit in memory); ``cache_dir`` keeps
+    rendered frames on disk (:class:`~.scan_cache.ScanCache`), across runs.
     """
 
     class_names: tuple[str, ...] = CLASS_NAMES
@@ -57,6 +63,7 @@ class SyntheticWorld:
         label_seed: int = 0,
         temporal_views: int = 0,
         temporal_step: int = 5,
+        cache_dir: str | None = None,
     ) -> None:
         from xmodelkd_ros.sim.splits import check_seeds
         from xmodelkd_ros.sim.world import SimWorld
@@ -72,6 +79,8 @@ class SyntheticWorld:
         self.cache: dict[int, Sample] | None = {} if cache else None
         #: frame offsets of the temporal views (``data.temporal_views`` on each side)
         self.temporal = temporal_offsets(int(temporal_views), int(temporal_step))
+        self.sim_kwargs = dict(sim_kwargs or {})
+        self.disk = ScanCache(cache_dir) if cache_dir else None
 
     def __len__(self) -> int:
         return self.scans
@@ -86,22 +95,32 @@ class SyntheticWorld:
             raise IndexError(i)
         if self.cache is not None and i in self.cache:
             return self.cache[i]
+        sample = self._rendered(i)
+        if not self.labeled[i]:
+            sample.labels = np.full_like(sample.labels, IGNORE_INDEX)
+        if self.cache is not None:
+            self.cache[i] = sample
+        return sample
+
+    def _rendered(self, i: int) -> Sample:
+        """Scan ``i`` with all its labels, from the disk cache when it holds it."""
         seed, index = self.locate(i)
+        fields = {"seed": seed, "index": index, "sim": self.sim_kwargs,
+                  "temporal": [int(t) for t in self.temporal]}  # fmt: skip
+        if self.disk is not None and (hit := self.disk.get(fields)) is not None:
+            return hit
         frame = self.worlds[i % len(self.worlds)].scan(index)
         names = [cam.name for cam in frame.cameras]
-        labels = label_ids_to_classes(frame.labels)
-        if not self.labeled[i]:
-            labels = np.full_like(labels, IGNORE_INDEX)
         sample = Sample(
             points=frame.points,
-            labels=labels,
+            labels=label_ids_to_classes(frame.labels),
             images=[frame.images[n] for n in names],
             cameras=list(frame.cameras),
             name=f"sim{seed}/{index:06d}",
         )
         self._add_temporal_views(sample, self.worlds[i % len(self.worlds)], index, frame.pose)
-        if self.cache is not None:
-            self.cache[i] = sample
+        if self.disk is not None:
+            self.disk.put(fields, sample)
         return sample
 
     def _add_temporal_views(self, sample: Sample, world: Any, index: int, pose: Any) -> None:
@@ -125,3 +144,29 @@ class SyntheticWorld:
                 )
                 offsets.append(off)
         sample.image_offsets = offsets
+
+
+class ScanPool:
+    """A labeled set followed by an unlabeled pool: scan ``i < len(labeled)`` is the
+    labeled set's, the rest the pool's (label-free: every label ``IGNORE_INDEX``).
+
+    ``labeled`` (per scan: keeps labels) is the parts' masks end to end, so the labeled
+    scans are the same whatever the pool's size.
+    """
+
+    class_names: tuple[str, ...] = CLASS_NAMES
+
+    def __init__(self, labeled: SyntheticWorld, pool: SyntheticWorld) -> None:
+        if bool(pool.labeled.any()):
+            raise ValueError("the unlabeled pool holds labeled scans")
+        self.parts = (labeled, pool)
+        self.labeled = np.concatenate([labeled.labeled, pool.labeled])
+
+    def __len__(self) -> int:
+        return sum(len(p) for p in self.parts)
+
+    def __getitem__(self, i: int) -> Sample:
+        first = len(self.parts[0])
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        return self.parts[0][i] if i < first else self.parts[1][i - first]
