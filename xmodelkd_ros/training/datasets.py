@@ -96,6 +96,7 @@ def _synthetic_world(recipe: Recipe, part: str, seeds: list[int], scans: int,
         temporal_views=_temporal_views(data, part),
         temporal_step=data.temporal_step,
         cache_dir=data.cache_dir,
+        rigs=data.rigs,
     )
 
 
@@ -181,6 +182,12 @@ def augment_config(section: AugmentSection, enabled: bool) -> AugmentConfig:
         jitter=section.jitter,
         color_jitter=section.color_jitter,
         crop_scale=tuple(section.crop_scale),
+        beam_subsample=tuple(int(k) for k in section.beam_subsample),
+        ring_dropout=section.ring_dropout,
+        range_dropout=section.range_dropout,
+        range_dropout_at=section.range_dropout_at,
+        mount_height=section.mount_height,
+        mount_pitch_deg=section.mount_pitch_deg,
     )
 
 

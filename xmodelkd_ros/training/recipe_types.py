@@ -78,6 +78,10 @@ class DataSection:
     unlabeled_scans: int = 0
     #: rendered synthetic scans cached on disk here (null = in memory only)
     cache_dir: Optional[str] = None
+    #: LiDAR rigs (xmodelkd_ros.sim.rigs): synthetic renders its scans with these, mixed
+    #: scan by scan ([] = the 32-beam default); a recorded dataset names the rig that
+    #: recorded it ([] = the dataset's own). model.json records them as the model's contract.
+    rigs: list[str] = field(default_factory=list)
     # --- SemanticKITTI layout
     sequences: dict[str, list[str]] = field(default_factory=dict)
     kitti_cameras: Optional[list[str]] = None
@@ -136,6 +140,13 @@ class DataSection:
             )
         if self.unlabeled_scans < 0:
             raise RecipeError(f"data.unlabeled_scans must be >= 0, got {self.unlabeled_scans}")
+        if self.rigs:
+            from xmodelkd_ros.sim.rigs import RigError, rig
+
+            try:
+                self.rigs = [rig(r).name for r in self.rigs]
+            except RigError as exc:
+                raise RecipeError(f"data.rigs: {exc}") from None
 
     def scans_of(self, part: str) -> Optional[int]:
         """``train_scans`` / ``val_scans``."""
@@ -156,6 +167,30 @@ class AugmentSection:
     jitter: float = 0.01
     color_jitter: float = 0.2
     crop_scale: list[float] = field(default_factory=lambda: [0.8, 1.0])
+    # --- sensor robustness (training/sensor_augment.py, docs/cross-sensor.md); all off
+    #: keep every k-th ring (random phase), k drawn per scan from this list; [1] = off
+    beam_subsample: list[int] = field(default_factory=lambda: [1])
+    #: probability of dropping each whole ring of a scan
+    ring_dropout: float = 0.0
+    #: a point's drop probability: range_dropout * min(range / range_dropout_at, 1)
+    range_dropout: float = 0.0
+    range_dropout_at: float = 50.0
+    #: mounting jitter per scan: sensor height +- m, pitch +- degrees
+    mount_height: float = 0.0
+    mount_pitch_deg: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not self.beam_subsample or any(k < 1 for k in self.beam_subsample):
+            raise RecipeError(
+                f"augment.beam_subsample must list factors >= 1, got {self.beam_subsample!r}"
+            )
+        for name in ("ring_dropout", "range_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise RecipeError(f"augment.{name} must be in [0, 1), got {getattr(self, name)}")
+        if not self.range_dropout_at > 0:
+            raise RecipeError(f"augment.range_dropout_at must be > 0, got {self.range_dropout_at}")
+        if self.mount_height < 0 or self.mount_pitch_deg < 0:
+            raise RecipeError("augment.mount_height and augment.mount_pitch_deg must be >= 0")
 
 
 @dataclass

@@ -11,6 +11,9 @@ scans keeps its labels, the others keep points and images but every label become
 Generated frames are cached in memory (a few dozen scans), so later epochs are cheap;
 with ``cache_dir`` also on disk (:mod:`.scan_cache`), so a large pool renders once.
 
+``rigs`` (LiDAR rig names, :mod:`xmodelkd_ros.sim.rigs`) trains on a mix of sensors: the
+scans of each street take the rigs in turn, so every street is seen through every rig.
+
 :class:`ScanPool` puts a labeled set and an unlabeled pool from other streets behind one
 index: the labeled set does not change as the pool grows.
 """
@@ -45,7 +48,8 @@ class SyntheticWorld:
     ``split`` ("train", "val", "test" or None = unchecked) checks the seeds against the
     split's reserved range. ``sim_kwargs`` go to ``SimWorld``. ``cache=False`` regenerates
     frames on every access (for data that does not fit in memory); ``cache_dir`` keeps
-    rendered frames on disk (:class:`~.scan_cache.ScanCache`), across runs.
+    rendered frames on disk (:class:`~.scan_cache.ScanCache`), across runs. ``rigs``: the
+    LiDAR of scan ``j`` is ``rigs[(j // len(seeds)) % len(rigs)]`` (empty: ``sim_kwargs``').
     """
 
     class_names: tuple[str, ...] = CLASS_NAMES
@@ -64,6 +68,7 @@ class SyntheticWorld:
         temporal_views: int = 0,
         temporal_step: int = 5,
         cache_dir: str | None = None,
+        rigs: Sequence[str] = (),
     ) -> None:
         from xmodelkd_ros.sim.splits import check_seeds
         from xmodelkd_ros.sim.world import SimWorld
@@ -72,7 +77,12 @@ class SyntheticWorld:
         if split is not None:
             seeds = check_seeds(split, seeds)
         self.seeds = seeds
-        self.worlds = [SimWorld(s, **(sim_kwargs or {})) for s in seeds]
+        self.rigs = [str(r) for r in rigs]
+        kw = dict(sim_kwargs or {})
+        #: per rig (one entry without rigs), the world of each street
+        self.rig_worlds = [[SimWorld(s, **kw, **({"beams": r} if r else {})) for s in seeds]
+                           for r in (self.rigs or [None])]  # fmt: skip
+        self.worlds = self.rig_worlds[0]
         self.world = self.worlds[0]
         self.seed, self.scans, self.start, self.stride = seeds[0], scans, start, max(1, stride)
         self.labeled = labeled_mask(scans, float(label_fraction), label_seed)
@@ -89,6 +99,11 @@ class SyntheticWorld:
         """(world seed, frame index) of scan ``i``."""
         n = len(self.worlds)
         return self.seeds[i % n], self.start + (i // n) * self.stride
+
+    def world_of(self, i: int) -> Any:
+        """The ``SimWorld`` (street and LiDAR rig) that renders scan ``i``."""
+        n = len(self.worlds)
+        return self.rig_worlds[(i // n) % len(self.rig_worlds)][i % n]
 
     def __getitem__(self, i: int) -> Sample:
         if not 0 <= i < self.scans:
@@ -107,9 +122,12 @@ class SyntheticWorld:
         seed, index = self.locate(i)
         fields = {"seed": seed, "index": index, "sim": self.sim_kwargs,
                   "temporal": [int(t) for t in self.temporal]}  # fmt: skip
+        world = self.world_of(i)
+        if self.rigs:  # without rigs the key is what it always was
+            fields["rig"] = self.rigs[(i // len(self.worlds)) % len(self.rigs)]
         if self.disk is not None and (hit := self.disk.get(fields)) is not None:
             return hit
-        frame = self.worlds[i % len(self.worlds)].scan(index)
+        frame = world.scan(index)
         names = [cam.name for cam in frame.cameras]
         sample = Sample(
             points=frame.points,
@@ -118,7 +136,7 @@ class SyntheticWorld:
             cameras=list(frame.cameras),
             name=f"sim{seed}/{index:06d}",
         )
-        self._add_temporal_views(sample, self.worlds[i % len(self.worlds)], index, frame.pose)
+        self._add_temporal_views(sample, world, index, frame.pose)
         if self.disk is not None:
             self.disk.put(fields, sample)
         return sample
