@@ -111,7 +111,11 @@ def test_bad_inputs_are_one_line_errors(tmp_path, capsys) -> None:
     assert "unknown LiDAR rig" in capsys.readouterr().err
     assert cross_sensor.main(["--distilled", str(tmp_path / "student.pt"),
                               "--test-seeds", "5", "--out", str(tmp_path / "o")]) == 2  # fmt: skip
-    assert "test" in capsys.readouterr().err
+    assert "may not be used for test" in capsys.readouterr().err
+    ckpt = str(tmp_path / "student.pt")
+    assert cross_sensor.main(["--distilled", ckpt, "--split", "val", "--test-seeds", "9068",
+                              "--out", str(tmp_path / "o")]) == 2  # fmt: skip
+    assert "may not be used for val" in capsys.readouterr().err
     with pytest.raises(BenchmarkError, match="one checkpoint per seed"):
         args = cross_sensor.build_parser().parse_args(
             ["--distilled", str(tmp_path / "student.pt"), "--baseline",

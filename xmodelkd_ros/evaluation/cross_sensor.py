@@ -132,7 +132,7 @@ def score_rigs(args: argparse.Namespace, ckpts: dict[str, list[Path]], rigs: lis
     from xmodelkd_ros.nets.checkpoint import load_student
 
     grid = load_student(next(iter(ckpts.values()))[0]).grid
-    seeds = check_seeds("test", args.test_seeds)
+    seeds = check_seeds(args.split, args.test_seeds)
     cms: dict[str, dict[str, np.ndarray]] = {m: {} for m in ckpts}
     stats: dict[str, Any] = {}
     n_runs = sum(len(p) for p in ckpts.values())
@@ -140,7 +140,7 @@ def score_rigs(args: argparse.Namespace, ckpts: dict[str, list[Path]], rigs: lis
     for name in rigs:
         t0 = time.perf_counter()
         scans = held_out_scans(seeds, args.test_scans, args.test_stride, name, 0, (1, 1),
-                               None, "test")  # fmt: skip
+                               None, args.split)  # fmt: skip
         stats[name] = rig_stats(scans, grid)
         for model, paths in ckpts.items():
             cms[model][name] = np.stack([score_student(p, scans) for p in paths])
@@ -162,7 +162,7 @@ def markdown(doc: dict[str, Any], notes: dict[str, list[str]], stats: dict[str, 
                   "training: read them as the spread of this measurement, not as a gain.", ""]
     lines += [
         f"Students trained on rig **{m['reference']}** ({m['reference_label']}), scored on "
-        f"the same {len(m['test_seeds'])} reserved test streets ({m['test_seeds_text']}) x "
+        f"the same {len(m['test_seeds'])} {m['split']} streets ({m['test_seeds_text']}) x "
         f"{m['test_scans']} scans (every {m['test_stride']} frames) rendered through each "
         f"rig; {seeds} seed(s) per model; every labeled point counts (out of the grid = "
         "wrong). mIoU in %, drop = rig - trained rig, paired scan by scan; intervals: "
@@ -213,6 +213,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "reference": reference,
             "reference_label": rig_label(rig(reference).to_dict()),
             "rig_specs": {r: rig(r).to_dict() for r in rigs},
+            "split": args.split,
             "test_seeds": list(args.test_seeds),
             "test_seeds_text": args.test_seeds_text,
             "test_scans": args.test_scans,
@@ -251,9 +252,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reference", default=None,
                    help="the rig the drops are measured against (default: the training rig "
                    "recorded in the checkpoints)")  # fmt: skip
+    p.add_argument("--split", choices=("test", "val"), default="test",
+                   help="test: reserved streets, for the measurement; val: validation "
+                   "streets, for choosing the training options")  # fmt: skip
     p.add_argument("--test-seeds", required=True,
-                   help="reserved test streets never used before (9068 onward: 9000-9067 "
-                   "have judged choices), e.g. 9068-9071")  # fmt: skip
+                   help="streets of --split: reserved test streets never used before (9068 "
+                   "onward: 9000-9067 have judged choices), e.g. 9068-9071; validation "
+                   "streets 100-199")  # fmt: skip
     p.add_argument("--test-scans", type=int, default=4, help="scans per test street")
     p.add_argument("--test-stride", type=int, default=10, help="frames between test scans")
     p.add_argument("--out", default="runs/cross_sensor", help="output folder")
