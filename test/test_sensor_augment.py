@@ -136,8 +136,10 @@ def test_recipe_keys_are_checked() -> None:
 def test_synthetic_data_mixes_rigs_street_by_street() -> None:
     ds = SyntheticWorld([1, 2], scans=4, sim_kwargs={"cameras": 0}, rigs=["16", "64"])
     rings = [len(np.unique(ds[i].points[:, 4])) for i in range(4)]
-    assert rings == [16, 16, 64, 64]  # each street seen through each rig
     assert [ds.locate(i)[0] for i in range(4)] == [1, 2, 1, 2]
+    assert rings == [16, 64, 64, 16]  # one pass mixes the rigs; each street sees both
+    few = SyntheticWorld(list(range(1, 9)), scans=4, sim_kwargs={"cameras": 0}, rigs=["16", "32"])
+    assert [few.rig_index(i) for i in range(4)] == [0, 1, 0, 1]  # fewer scans than streets
     plain = SyntheticWorld([1, 2], scans=2, sim_kwargs={"cameras": 0})
     np.testing.assert_array_equal(plain[0].points,
                                   SimWorld(1, cameras=0).scan(0, images=False).points)  # fmt: skip

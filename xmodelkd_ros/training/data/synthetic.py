@@ -12,7 +12,8 @@ Generated frames are cached in memory (a few dozen scans), so later epochs are c
 with ``cache_dir`` also on disk (:mod:`.scan_cache`), so a large pool renders once.
 
 ``rigs`` (LiDAR rig names, :mod:`xmodelkd_ros.sim.rigs`) trains on a mix of sensors: the
-scans of each street take the rigs in turn, so every street is seen through every rig.
+streets of one round-robin pass take the rigs in turn, and each street's next pass the next
+rig, so even a few scans mix the rigs and every street is seen through every rig.
 
 :class:`ScanPool` puts a labeled set and an unlabeled pool from other streets behind one
 index: the labeled set does not change as the pool grows.
@@ -49,7 +50,8 @@ class SyntheticWorld:
     split's reserved range. ``sim_kwargs`` go to ``SimWorld``. ``cache=False`` regenerates
     frames on every access (for data that does not fit in memory); ``cache_dir`` keeps
     rendered frames on disk (:class:`~.scan_cache.ScanCache`), across runs. ``rigs``: the
-    LiDAR of scan ``j`` is ``rigs[(j // len(seeds)) % len(rigs)]`` (empty: ``sim_kwargs``').
+    LiDAR of scan ``j`` is ``rigs[(j % len(seeds) + j // len(seeds)) % len(rigs)]`` (empty:
+    ``sim_kwargs``').
     """
 
     class_names: tuple[str, ...] = CLASS_NAMES
@@ -100,10 +102,14 @@ class SyntheticWorld:
         n = len(self.worlds)
         return self.seeds[i % n], self.start + (i // n) * self.stride
 
+    def rig_index(self, i: int) -> int:
+        """Which of ``rigs`` renders scan ``i`` (0 without rigs)."""
+        n = len(self.worlds)
+        return (i % n + i // n) % len(self.rig_worlds)
+
     def world_of(self, i: int) -> Any:
         """The ``SimWorld`` (street and LiDAR rig) that renders scan ``i``."""
-        n = len(self.worlds)
-        return self.rig_worlds[(i // n) % len(self.rig_worlds)][i % n]
+        return self.rig_worlds[self.rig_index(i)][i % len(self.worlds)]
 
     def __getitem__(self, i: int) -> Sample:
         if not 0 <= i < self.scans:
@@ -124,7 +130,7 @@ class SyntheticWorld:
                   "temporal": [int(t) for t in self.temporal]}  # fmt: skip
         world = self.world_of(i)
         if self.rigs:  # without rigs the key is what it always was
-            fields["rig"] = self.rigs[(i // len(self.worlds)) % len(self.rigs)]
+            fields["rig"] = self.rigs[self.rig_index(i)]
         if self.disk is not None and (hit := self.disk.get(fields)) is not None:
             return hit
         frame = world.scan(index)
