@@ -188,12 +188,19 @@ class ContractGuard:
         meta = getattr(segmenter, "metadata", None)
         return cls(getattr(meta, "lidar_contract", None), every)
 
-    def apply(self, xyz: np.ndarray, ring: np.ndarray | None = None) -> ContractCheck | None:
-        """Check one scan (when its turn comes); None when it is not checked."""
+    def _turn(self) -> bool:
+        """Count one scan; True when it is to be checked."""
         with self._lock:
             turn = self.scans_seen % self.every == 0
             self.scans_seen += 1
-        if self.contract is None or not turn or len(xyz) < 100:
+        return turn and self.contract is not None
+
+    def apply(self, xyz: np.ndarray, ring: np.ndarray | None = None) -> ContractCheck | None:
+        """Check one scan (when its turn comes); None when it is not checked."""
+        return self._check(xyz, ring) if self._turn() else None
+
+    def _check(self, xyz: np.ndarray, ring: np.ndarray | None) -> ContractCheck | None:
+        if len(xyz) < 100 or self.contract is None:
             return None
         reasons = outside(self.contract, observe(xyz, ring))
         with self._lock:
@@ -206,8 +213,10 @@ class ContractGuard:
 
     def apply_cloud(self, cloud: Any) -> ContractCheck | None:
         """:meth:`apply` on a decoded cloud (its valid points and ``ring`` field if any)."""
+        if not self._turn():
+            return None
         ring = cloud.column("ring") if cloud.field("ring") is not None else None
-        return self.apply(cloud.xyz, ring)
+        return self._check(cloud.xyz, ring)
 
     def report(self) -> tuple[bool, str, dict[str, str]]:
         """(warn, message, diagnostics key/values) of the scans checked so far."""
