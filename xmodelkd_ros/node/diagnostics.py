@@ -5,11 +5,15 @@ clouds never arrive, intensity outside the trained range, a dead camera) is the 
 health contract with the vehicle's monitoring. Building it from a plain snapshot lets
 the tests state each rule directly, without a middleware, a model or a clock; the node
 only gathers the snapshot and converts :class:`Status` to ``DiagnosticStatus``.
+
+With several LiDARs the node gathers one snapshot per LiDAR and each gets its own status
+(``<node>: segmentation <lidar>``): a dead sensor is reported while the others are OK.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,7 +36,8 @@ class Status:
 
 @dataclass
 class StatsSnapshot:
-    """Everything the diagnostics report, gathered at one instant by the node."""
+    """Everything the diagnostics report about one LiDAR (and the cameras paired with it),
+    gathered at one instant by the node."""
 
     node_name: str
     input_topic: str  # resolved names
@@ -64,6 +69,12 @@ class StatsSnapshot:
     overlays_published: dict[str, int] = field(default_factory=dict)
     overlays_skipped: dict[str, int] = field(default_factory=dict)
     camera_notes: dict[str, str] = field(default_factory=dict)
+    lidar: str = ""  # its name in lidars.names; "" for the single-topic form
+    ego_points_last: int = 0  # points inside the ego box in the last scan
+    ego_points_total: int = 0
+    T_vehicle_lidar: str = "identity"
+    scans_served: int = 0  # turns the shared worker gave this LiDAR
+    cpu_wait_policy: str = ""  # OpenMP's wait policy and who set it
 
 
 def _fmt_range(r: tuple[float, float] | None) -> str:
@@ -89,7 +100,8 @@ def segmentation_status(s: StatsSnapshot, cfg: NodeConfig) -> Status:
                     f"{since} (lost in DDS? QoS?)")  # fmt: skip
     elif c["received"] == 0 or s.input_rate_hz == 0.0:
         level = max(level, WARN)
-        msgs.append("no input scans")
+        since = "" if s.since_last_scan_s is None else f" for {s.since_last_scan_s:.1f} s"
+        msgs.append(f"no input scans{since}")
     if s.incompatible_qos:
         level = ERROR
         msgs.append(f"{s.incompatible_qos} publisher(s) with incompatible QoS "
@@ -144,12 +156,22 @@ def segmentation_status(s: StatsSnapshot, cfg: NodeConfig) -> Status:
         "intensity_scans_outside": s.intensity_scans_outside,
         "rss_mb": f"{s.rss_mb:.1f}",
         "last_error": s.last_error,
+        "lidar": s.lidar or "input",
+        "T_vehicle_lidar": s.T_vehicle_lidar,
+        "ego_box": cfg.ego_box.describe(),
+        "ego_box_points_last_scan": s.ego_points_last,
+        "ego_box_points_total": s.ego_points_total,
+        "scans_served": s.scans_served,
+        "lidars_in_process": len(cfg.lidars),
+        "inference_threads": cfg.model.inference_threads or "all cores",
+        "cpu_wait_policy": s.cpu_wait_policy,
     }
     for stage, (p50, p95_) in s.latency_ms.items():
         kv[f"{stage}_p50_ms"] = f"{p50:.2f}"
         kv[f"{stage}_p95_ms"] = f"{p95_:.2f}"
-    return Status(level, f"{s.node_name}: segmentation", "; ".join(msgs) or "ok",
-                  s.input_topic, {k: str(v) for k, v in kv.items()})  # fmt: skip
+    name = f"{s.node_name}: segmentation" + (f" {s.lidar}" if s.lidar else "")
+    return Status(level, name, "; ".join(msgs) or "ok", s.input_topic,
+                  {k: str(v) for k, v in kv.items()})  # fmt: skip
 
 
 def camera_status(s: StatsSnapshot, cfg: NodeConfig, name: str) -> Status:
@@ -178,7 +200,11 @@ def camera_status(s: StatsSnapshot, cfg: NodeConfig, name: str) -> Status:
                   {k: str(v) for k, v in kv.items()})  # fmt: skip
 
 
-def diagnostics(s: StatsSnapshot, cfg: NodeConfig) -> list[Status]:
-    """One status for segmentation, then one per configured camera."""
-    return [segmentation_status(s, cfg)] + [camera_status(s, cfg, c.name)
-                                            for c in cfg.cameras.cameras]  # fmt: skip
+def diagnostics(snapshots: StatsSnapshot | Sequence[StatsSnapshot],
+                cfg: NodeConfig) -> list[Status]:  # fmt: skip
+    """One segmentation status per LiDAR, then one per configured camera (from the
+    snapshot of the LiDAR the cameras pair with, ``cameras.lidar``)."""
+    snaps = [snapshots] if isinstance(snapshots, StatsSnapshot) else list(snapshots)
+    cams = next((s for s in snaps if s.lidar == cfg.cameras.lidar), snaps[0])
+    return [segmentation_status(s, cfg) for s in snaps] + [
+        camera_status(cams, cfg, c.name) for c in cfg.cameras.cameras]  # fmt: skip
