@@ -31,6 +31,8 @@ QUIET_THREADS_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
 
 #: Shared-library names of the OpenMP runtimes torch and the fused kernels load.
 _OPENMP_LIBS = ("libgomp", "libiomp", "libomp")
+#: What :func:`quiet_cpu_threads` reported for this process (None: never called on it).
+_process_policy: str | None = None
 
 
 def child_env() -> dict[str, str]:
@@ -54,6 +56,7 @@ def openmp_loaded(maps: str | None = None) -> bool:
 def quiet_cpu_threads(environ: MutableMapping[str, str] | None = None) -> str:
     """Set :data:`QUIET_THREADS_ENV` in ``environ`` (default ``os.environ``) where unset;
     returns the effective wait policy and where it came from, for diagnostics."""
+    global _process_policy
     env = os.environ if environ is None else environ
     ours = all(k not in env for k in QUIET_THREADS_ENV)
     for key, value in QUIET_THREADS_ENV.items():
@@ -62,4 +65,15 @@ def quiet_cpu_threads(environ: MutableMapping[str, str] | None = None) -> str:
     source = "set by the node" if ours else "from the environment"
     if ours and environ is None and openmp_loaded():
         source = "set too late: OpenMP was already loaded"
-    return f"{policy} ({source})"
+    result = f"{policy} ({source})"
+    if environ is None:
+        _process_policy = result
+    return result
+
+
+def cpu_wait_policy() -> str:
+    """This process's OpenMP wait policy as :func:`quiet_cpu_threads` reported it, or the
+    environment's when it never ran here."""
+    if _process_policy is not None:
+        return _process_policy
+    return f"{os.environ.get('OMP_WAIT_POLICY', 'unset')} (not set by the node)"

@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     node: SegmentNode | None = None
     try:
         try:
-            node = SegmentNode(cpu_wait_policy=CPU_WAIT_POLICY)
+            node = SegmentNode()
             if node.cfg.model.build_only:
                 _build_only(node)
                 return 0

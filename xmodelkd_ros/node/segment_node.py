@@ -50,6 +50,7 @@ from xmodelkd_ros.node.processing import (
     warm_up,
 )
 from xmodelkd_ros.node.slot import FairSlots, FrameSlot, SlotClosedError
+from xmodelkd_ros.procenv import cpu_wait_policy
 from xmodelkd_ros.sync import LidarAnchoredSync
 
 NODE_NAME = "lidar_segmentation"
@@ -102,16 +103,13 @@ class SegmentNode(Node):
 
     Construction only declares and validates parameters (so ``build_only`` and bad
     values need no model); :meth:`start` loads the model and wires the graph.
-    ``cpu_wait_policy`` (what :func:`xmodelkd_ros.procenv.quiet_cpu_threads` reported) is
-    shown in diagnostics.
     """
 
-    def __init__(self, node_name: str = NODE_NAME, cpu_wait_policy: str = "",
-                 **kwargs: Any) -> None:  # fmt: skip
+    def __init__(self, node_name: str = NODE_NAME, **kwargs: Any) -> None:
         super().__init__(node_name, **kwargs)
         self._started = False
         self.cfg: NodeConfig = NodeParameters(self, self._apply_config).config
-        self.cpu_wait_policy = cpu_wait_policy or os.environ.get("OMP_WAIT_POLICY", "unset")
+        self.cpu_wait_policy = cpu_wait_policy()  # OpenMP's, as the entry point set it
         self.segmenter: Any = None
         self.channels: dict[str, LidarChannel] = {}
         self._threads: list[threading.Thread] = []
