@@ -81,6 +81,51 @@ def _fmt_range(r: tuple[float, float] | None) -> str:
     return "unknown" if r is None else f"[{r[0]:g}, {r[1]:g}]"
 
 
+def _segmentation_values(s: StatsSnapshot, cfg: NodeConfig) -> dict[str, Any]:
+    """The segmentation status's key/values (latency percentiles are added by the caller)."""
+    c = s.counts
+    return {
+        "backend": s.backend,
+        "model": cfg.model.path,
+        "device": cfg.model.device,
+        "input_rate_hz": f"{s.input_rate_hz:.2f}",
+        "output_rate_hz": f"{s.output_rate_hz:.2f}",
+        "input_publishers": s.input_publishers,
+        "seconds_since_last_scan": "never" if s.since_last_scan_s is None
+        else f"{s.since_last_scan_s:.2f}",
+        "scans_received": c["received"],
+        "scans_processed": c["processed"],
+        "scans_dropped_stale": s.dropped_stale,
+        "scans_dropped_sync": s.order.dropped_late + s.order.duplicate,
+        "scans_sync_expired": s.sync.scans_expired,
+        "scans_sync_overflow": s.sync.scans_forced_overflow,
+        "messages_lost": s.messages_lost,
+        "incompatible_qos": s.incompatible_qos,
+        "qos_events": s.qos_events,
+        "malformed_clouds": c["malformed"],
+        "processing_errors": c["errors"],
+        "empty_scans": c["empty"],
+        "queue_policy": cfg.queue.policy,
+        "queue_high_water": s.queue_high_water,
+        "intensity_field_found": s.intensity_found,
+        "intensity_policy": cfg.input.intensity_policy,
+        "intensity_model_range": _fmt_range(s.intensity_model_range),
+        "intensity_observed": _fmt_range(s.intensity_observed),
+        "intensity_scans_outside": s.intensity_scans_outside,
+        "rss_mb": f"{s.rss_mb:.1f}",
+        "last_error": s.last_error,
+        "lidar": s.lidar or "input",
+        "T_vehicle_lidar": s.T_vehicle_lidar,
+        "ego_box": cfg.ego_box.describe(),
+        "ego_box_points_last_scan": s.ego_points_last,
+        "ego_box_points_total": s.ego_points_total,
+        "scans_served": s.scans_served,
+        "lidars_in_process": len(cfg.lidars),
+        "inference_threads": cfg.model.inference_threads or "all cores",
+        "cpu_wait_policy": s.cpu_wait_policy,
+    }
+
+
 def segmentation_status(s: StatsSnapshot, cfg: NodeConfig) -> Status:
     """The segmentation status: latency vs thresholds, input health, drops, intensity."""
     d, c = cfg.diagnostics, s.counts
@@ -126,46 +171,7 @@ def segmentation_status(s: StatsSnapshot, cfg: NodeConfig) -> Status:
     if c["malformed"] or c["errors"]:
         level = max(level, WARN)
         msgs.append(f"{c['malformed']} malformed, {c['errors']} failed")
-    kv: dict[str, Any] = {
-        "backend": s.backend,
-        "model": cfg.model.path,
-        "device": cfg.model.device,
-        "input_rate_hz": f"{s.input_rate_hz:.2f}",
-        "output_rate_hz": f"{s.output_rate_hz:.2f}",
-        "input_publishers": s.input_publishers,
-        "seconds_since_last_scan": "never" if s.since_last_scan_s is None
-        else f"{s.since_last_scan_s:.2f}",
-        "scans_received": c["received"],
-        "scans_processed": c["processed"],
-        "scans_dropped_stale": s.dropped_stale,
-        "scans_dropped_sync": s.order.dropped_late + s.order.duplicate,
-        "scans_sync_expired": s.sync.scans_expired,
-        "scans_sync_overflow": s.sync.scans_forced_overflow,
-        "messages_lost": s.messages_lost,
-        "incompatible_qos": s.incompatible_qos,
-        "qos_events": s.qos_events,
-        "malformed_clouds": c["malformed"],
-        "processing_errors": c["errors"],
-        "empty_scans": c["empty"],
-        "queue_policy": cfg.queue.policy,
-        "queue_high_water": s.queue_high_water,
-        "intensity_field_found": s.intensity_found,
-        "intensity_policy": cfg.input.intensity_policy,
-        "intensity_model_range": _fmt_range(s.intensity_model_range),
-        "intensity_observed": _fmt_range(s.intensity_observed),
-        "intensity_scans_outside": s.intensity_scans_outside,
-        "rss_mb": f"{s.rss_mb:.1f}",
-        "last_error": s.last_error,
-        "lidar": s.lidar or "input",
-        "T_vehicle_lidar": s.T_vehicle_lidar,
-        "ego_box": cfg.ego_box.describe(),
-        "ego_box_points_last_scan": s.ego_points_last,
-        "ego_box_points_total": s.ego_points_total,
-        "scans_served": s.scans_served,
-        "lidars_in_process": len(cfg.lidars),
-        "inference_threads": cfg.model.inference_threads or "all cores",
-        "cpu_wait_policy": s.cpu_wait_policy,
-    }
+    kv = _segmentation_values(s, cfg)
     for stage, (p50, p95_) in s.latency_ms.items():
         kv[f"{stage}_p50_ms"] = f"{p50:.2f}"
         kv[f"{stage}_p95_ms"] = f"{p95_:.2f}"

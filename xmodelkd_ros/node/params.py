@@ -374,6 +374,27 @@ def parse_camera(name: str, values: Mapping[str, Any]) -> CameraConfig:
     )
 
 
+def _lidars(v: Mapping[str, Any]) -> tuple[list[LidarInput], str]:
+    """The LiDARs (named, or the single-topic form) and the one the cameras pair with."""
+    lidars = parse_lidars(v, LidarInput(
+        "", str(v["input.points_topic"]), str(v["output.segmentation_topic"]),
+        str(v["output.visualization_topic"]), str(v["output.filtered_topic"]),
+        parse_transform("input.T_vehicle_lidar", v["input.T_vehicle_lidar"])))  # fmt: skip
+    cam_lidar = str(v["cameras.lidar"]) or lidars[0].name
+    if cam_lidar not in {lidar.name for lidar in lidars}:
+        raise ConfigError(f"parameter cameras.lidar={cam_lidar!r} is not one of lidars.names")
+    return lidars, cam_lidar
+
+
+def _camera_names(v: Mapping[str, Any]) -> list[str]:
+    names = [str(x) for x in (v["cameras.names"] or [])]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"parameter cameras.names has duplicates: {names}")
+    for cam in names:
+        check_name("camera", cam)
+    return names
+
+
 def parse_config(values: Mapping[str, Any]) -> NodeConfig:
     """Check every value and build a :class:`NodeConfig`; raises :class:`ConfigError`.
 
@@ -384,11 +405,7 @@ def parse_config(values: Mapping[str, Any]) -> NodeConfig:
     n = {s.name: number(v, s) for s in PARAM_SPECS if s.type_name in ("int", "double")}
     if not str(v["model"]):
         raise ConfigError("parameter model is empty: give an exported model dir or a .pt file")
-    names = [str(x) for x in (v["cameras.names"] or [])]
-    if len(set(names)) != len(names):
-        raise ConfigError(f"parameter cameras.names has duplicates: {names}")
-    for cam in names:
-        check_name("camera", cam)
+    names = _camera_names(v)
     min_r, max_r = n["input.min_range"], n["input.max_range"]
     if max_r and min_r >= max_r:
         raise ConfigError(f"input.min_range {min_r} must be below input.max_range {max_r}")
@@ -398,13 +415,7 @@ def parse_config(values: Mapping[str, Any]) -> NodeConfig:
     for k in ("input.points_topic", "output.segmentation_topic"):
         if not str(v[k]):
             raise ConfigError(f"parameter {k} must not be empty")
-    lidars = parse_lidars(v, LidarInput(
-        "", str(v["input.points_topic"]), str(v["output.segmentation_topic"]),
-        str(v["output.visualization_topic"]), str(v["output.filtered_topic"]),
-        parse_transform("input.T_vehicle_lidar", v["input.T_vehicle_lidar"])))  # fmt: skip
-    cam_lidar = str(v["cameras.lidar"]) or lidars[0].name
-    if cam_lidar not in {lidar.name for lidar in lidars}:
-        raise ConfigError(f"parameter cameras.lidar={cam_lidar!r} is not one of lidars.names")
+    lidars, cam_lidar = _lidars(v)
     return NodeConfig(
         model=ModelConfig(
             path=str(v["model"]),

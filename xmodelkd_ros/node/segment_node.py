@@ -51,7 +51,7 @@ from xmodelkd_ros.node.processing import (
 )
 from xmodelkd_ros.node.slot import FairSlots, FrameSlot, SlotClosedError
 from xmodelkd_ros.procenv import cpu_wait_policy
-from xmodelkd_ros.sync import LidarAnchoredSync
+from xmodelkd_ros.sync import LidarAnchoredSync, SyncStats
 
 NODE_NAME = "lidar_segmentation"
 #: Stages reported in diagnostics, in pipeline order. ``pipeline`` is scan arrival at the
@@ -318,7 +318,7 @@ class SegmentNode(Node):
             dropped_stale=slot.dropped,
             queue_high_water=slot.high_water,
             order=st.order(),
-            sync=sync_stats,
+            sync=sync_stats if ch.lidar.name == cfg.cameras.lidar else SyncStats(),
             input_publishers=ch.publishers(),
             since_last_scan_s=st.since_last_scan_s(),
             messages_lost=st.lost,
