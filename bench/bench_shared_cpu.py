@@ -14,11 +14,15 @@ each level's p95 over the same child's idle (0 busy) p95. The configurations:
   called before torch loads: OpenMP's passive wait policy unless the user set one);
 * ``unset``: no wait policy in the environment (the OpenMP runtime's default: spin a
   while, then sleep; as the node ran before);
-* ``active``: ``OMP_WAIT_POLICY=ACTIVE`` (spin).
+* ``active``: ``OMP_WAIT_POLICY=ACTIVE`` (spin);
+* ``spin1k``, ``spin20k``, ``spin200k``: no policy, GNU OpenMP's spin before sleeping
+  set to that many iterations (``GOMP_SPINCOUNT``; its default is 300k).
 
-``CONFIG:THREADS`` picks the inference threads (default ``--threads``).
+``CONFIG:THREADS`` picks the inference threads (default ``--threads``). With
+``--rounds R`` every backend and configuration runs R children of ``--seconds / R``
+each, in turn, so that configurations too meet the same drifting load.
 
-    python bench/bench_shared_cpu.py [--points 35000] [--seconds 60] [--window 2]
+    python bench/bench_shared_cpu.py [--points 35000] [--seconds 60] [--rounds 3] [--window 2]
         [--configs node unset] [--busy 0 1 2] [--backend onnxruntime torch] [--json out.json]
         [--readme docs/performance.md]
 """
@@ -50,9 +54,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 STAGES = ("voxelize", "maps", "inference", "postprocess", "total")
-#: configuration name -> OMP_WAIT_POLICY given to the child ("node": none, and the child
+#: configuration name -> the OpenMP environment of the child ("node": none, and the child
 #: calls quiet_cpu_threads() before loading torch, as the node's entry point does)
-CONFIGS = {"node": "", "unset": "", "active": "ACTIVE"}
+CONFIGS: dict[str, dict[str, str]] = {
+    "node": {}, "unset": {}, "active": {"OMP_WAIT_POLICY": "ACTIVE"},
+    **{f"spin{k}k": {"GOMP_SPINCOUNT": str(k * 1000)} for k in (1, 20, 200)},
+}  # fmt: skip
 BEGIN, END = "<!-- bench_shared_cpu:begin -->", "<!-- bench_shared_cpu:end -->"
 BUSY_LOOP = "import time\nend = time.monotonic() + {s}\nwhile time.monotonic() < end:\n    pass\n"
 
@@ -73,7 +80,9 @@ def child(model_dir: str, backend: str, threads: int, points: int, seconds: floa
         t0 = time.monotonic()
         timings = seg.segment(scan).timings
         out.append({"t0": t0, "t1": time.monotonic(), **timings})
-    policy = os.environ.get("OMP_WAIT_POLICY", "unset")
+    policy = os.environ.get("OMP_WAIT_POLICY", "unset") + (
+        f", GOMP_SPINCOUNT {os.environ['GOMP_SPINCOUNT']}" if "GOMP_SPINCOUNT" in os.environ
+        else "")  # fmt: skip
     print(json.dumps({"backend": seg.backend_name, "policy": policy, "runs": out}), flush=True)
     return 0
 
@@ -114,17 +123,17 @@ def measure(args: argparse.Namespace, backend: str, config: str, threads: int,
     for key in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME", "OMP_NUM_THREADS"):
         env.pop(key, None)
     env["XMODELKD_BENCH_QUIET"] = "1" if config == "node" else "0"
-    if CONFIGS[config]:
-        env["OMP_WAIT_POLICY"] = CONFIGS[config]
+    env.update(CONFIGS[config])
+    seconds = args.seconds / args.rounds
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", "--model-dir",
            str(model_dir), "--backend", backend, "--threads", str(threads),
-           "--points", str(args.points), "--seconds", str(args.seconds)]  # fmt: skip
+           "--points", str(args.points), "--seconds", str(seconds)]  # fmt: skip
     hogs = busy_processes(max(args.busy), args.busy_max_s)
     child_proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True)
     try:
         if child_proc.stdout.readline().strip() != "ready":
             raise SystemExit(f"child failed to start ({config})")
-        windows = cycle_windows(hogs, args.busy, args.seconds, args.window)
+        windows = cycle_windows(hogs, args.busy, seconds, args.window)
         out, _ = child_proc.communicate(timeout=args.busy_max_s)
     finally:
         for h in hogs:
@@ -198,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--points", type=int, default=35_000)
     p.add_argument("--seconds", type=float, default=60.0, help="timed run per configuration")
     p.add_argument("--window", type=float, default=2.0, help="seconds per busy level in turn")
+    p.add_argument("--rounds", type=int, default=3, help="children per backend and config")
     p.add_argument("--threads", type=int, default=2, help="inference threads")
     p.add_argument("--configs", nargs="+", default=["node", "unset"],
                    help="CONFIG[:THREADS], CONFIG one of " + ", ".join(CONFIGS))  # fmt: skip
@@ -217,24 +227,29 @@ def main(argv: list[str] | None = None) -> int:
         "small", seed=0, voxel_size=DEMO_VOXEL_SIZE, **DEMO_STUDENT
     )
     configs = parse_configs(args.configs, args.threads)
-    results: dict[tuple[str, str, int, int], dict] = {}
+    runs: dict[tuple[str, str, int, int], list[dict]] = {}
+    policy: dict[tuple[str, str, int, int], str] = {}
     t0 = time.monotonic()
-    for backend in args.backend:
-        for config, threads in configs:
-            res = measure(args, backend, config, threads, model_dir)
-            for busy, runs in res["levels"].items():
-                if not runs:
-                    raise SystemExit(f"{config}: no scan fit in a {busy}-busy window; use "
-                                     "a longer --window")  # fmt: skip
-                key = (res["backend"], config, threads, busy)
-                results[key] = {"stages": summarize(runs), "policy": res["policy"],
-                                "n": len(runs)}  # fmt: skip
-                tot = results[key]["stages"]["total"]
-                print(f"{backend} {config}:{threads} {busy} busy ({len(runs)} scans): total "
-                      f"p50 {tot[0]:.1f} p95 {tot[1]:.1f} ms", flush=True)  # fmt: skip
+    for rnd in range(args.rounds):
+        for backend in args.backend:
+            for config, threads in configs:
+                res = measure(args, backend, config, threads, model_dir)
+                for busy, got in res["levels"].items():
+                    key = (res["backend"], config, threads, busy)
+                    runs.setdefault(key, []).extend(got)
+                    policy[key] = res["policy"]
+                print(f"round {rnd + 1}: {backend} {config}:{threads}: "
+                      + ", ".join(f"{b} busy {len(g)} scans" for b, g in res["levels"].items()),
+                      flush=True)  # fmt: skip
+    empty = [k for k, v in runs.items() if not v]
+    if empty:
+        raise SystemExit(f"no scan fit in a window for {empty}: use a longer --window")
+    results = {k: {"stages": summarize(v), "policy": policy[k], "n": len(v)}
+               for k, v in runs.items()}  # fmt: skip
     text = table(results, args.busy)
     footer = (f"{args.points // 1000} k points, {args.seconds:g} s per backend and "
-              f"configuration in {args.window:g} s windows cycling through {args.busy} busy "
+              f"configuration ({args.rounds} children in turn) in {args.window:g} s windows "
+              f"cycling through {args.busy} busy "
               f"processes; scans per row {min(r['n'] for r in results.values())}.."
               f"{max(r['n'] for r in results.values())}; {os.cpu_count()} CPUs, load average "
               f"{os.getloadavg()[0]:.1f} at the end, {time.monotonic() - t0:.0f} s.")  # fmt: skip
