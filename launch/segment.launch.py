@@ -8,6 +8,12 @@ Arguments (``ros2 launch xmodelkd_ros segment.launch.py --show-args``):
 * ``namespace``, ``node_name``, ``use_sim_time`` (true when replaying a bag with --clock)
 * ``input_points``, ``output_segmentation``, ``output_visualization``, ``output_filtered``:
   topic remappings of ``~/input/points`` and ``~/output/*``
+* ``lidars``: several LiDARs in this one node and model, ``NAME=TOPIC,NAME=TOPIC``; each
+  LiDAR's outputs go to ``~/NAME/output/*``
+* ``lidar_calibration``: a YAML with each LiDAR's ``T_vehicle_lidar`` (``lidars: {NAME:
+  {T_vehicle_lidar: [16 values]}}`` or ``{NAME: {xyz: [...], rpy: [...]}}``)
+* ``ego_box``: ``true`` removes the vehicle's own body (the ``ego_box.*`` box, vehicle
+  frame) from the outputs
 * ``log_level``
 * ``dds_profile``: Fast DDS profile for the node's process (``FASTDDS_DEFAULT_PROFILES_FILE``):
   ``default`` = the installed ``config/fastdds_large_data.xml`` (large clouds through
@@ -26,6 +32,7 @@ from launch_ros.substitutions import FindPackageShare
 
 from launch import LaunchDescription
 from xmodelkd_ros.dds import FASTDDS_PROFILE, PROFILE_ENV, user_dds_config
+from xmodelkd_ros.node.vehicle import launch_parameters
 
 PACKAGE = "xmodelkd_ros"
 
@@ -42,6 +49,12 @@ ARGUMENTS = (
     ("output_segmentation", "~/output/segmentation", "Remap the labeled cloud topic"),
     ("output_visualization", "~/output/visualization", "Remap the RViz cloud topic"),
     ("output_filtered", "~/output/filtered", "Remap the filtered cloud topic"),
+    ("lidars", "", "Several LiDARs in one node: NAME=TOPIC,NAME=TOPIC (outputs on "
+     "~/NAME/output/*; '' = one LiDAR on input_points)"),
+    ("lidar_calibration", "", "YAML with each LiDAR's T_vehicle_lidar (lidars: {NAME: "
+     "{T_vehicle_lidar: [16 values]} or {xyz: [..], rpy: [..]}}); '' = from params_file"),
+    ("ego_box", "", "true | false: remove the vehicle's own body from the outputs "
+     "('' = value from params_file)"),
     ("log_level", "info", "Logging level of the node"),
     ("dds_profile", "default", "Fast DDS profile of the node's process: default (the "
      "package's large-data profile) | PATH | none; never overrides one set in the environment"),
@@ -65,6 +78,9 @@ def _node(context, *args, **kwargs):
     for name in ("model", "backend", "device"):
         if arg(name):
             overrides[name] = arg(name)
+    overrides.update(launch_parameters(arg("lidars"), arg("lidar_calibration")))
+    if arg("ego_box"):
+        overrides["ego_box.enabled"] = _truthy(arg("ego_box"))
     additional_env = {}
     profile = arg("dds_profile").strip()
     env = getattr(context, "environment", os.environ)

@@ -184,6 +184,19 @@ def invert_transform(T: np.ndarray) -> np.ndarray:
     return out
 
 
+def xyz_rpy_transform(xyz: Iterable[float], rpy: Iterable[float]) -> np.ndarray:
+    """4x4 rigid transform from a translation and roll, pitch, yaw (radians) about the
+    fixed x, y, z axes, in that order (ROS / URDF: R = Rz(yaw) Ry(pitch) Rx(roll))."""
+    (x, y, z), (roll, pitch, yaw) = (float(v) for v in xyz), (float(v) for v in rpy)
+    cr, sr, cp, sp = np.cos(roll), np.sin(roll), np.cos(pitch), np.sin(pitch)
+    rx = np.array([[1.0, 0.0, 0.0], [0.0, cr, -sr], [0.0, sr, cr]])
+    ry = np.array([[cp, 0.0, sp], [0.0, 1.0, 0.0], [-sp, 0.0, cp]])
+    T = np.eye(4)
+    T[:3, :3] = yaw_matrix(yaw) @ ry @ rx
+    T[:3, 3] = (x, y, z)
+    return T
+
+
 def yaw_matrix(yaw: float) -> np.ndarray:
     """3x3 rotation about z by ``yaw`` radians."""
     c, s = np.cos(yaw), np.sin(yaw)

@@ -5,11 +5,15 @@ clouds never arrive, intensity outside the trained range, a dead camera) is the 
 health contract with the vehicle's monitoring. Building it from a plain snapshot lets
 the tests state each rule directly, without a middleware, a model or a clock; the node
 only gathers the snapshot and converts :class:`Status` to ``DiagnosticStatus``.
+
+With several LiDARs the node gathers one snapshot per LiDAR and each gets its own status
+(``<node>: segmentation <lidar>``): a dead sensor is reported while the others are OK.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,7 +36,8 @@ class Status:
 
 @dataclass
 class StatsSnapshot:
-    """Everything the diagnostics report, gathered at one instant by the node."""
+    """Everything the diagnostics report about one LiDAR (and the cameras paired with it),
+    gathered at one instant by the node."""
 
     node_name: str
     input_topic: str  # resolved names
@@ -64,6 +69,12 @@ class StatsSnapshot:
     overlays_published: dict[str, int] = field(default_factory=dict)
     overlays_skipped: dict[str, int] = field(default_factory=dict)
     camera_notes: dict[str, str] = field(default_factory=dict)
+    lidar: str = ""  # its name in lidars.names; "" for the single-topic form
+    ego_points_last: int = 0  # points inside the ego box in the last scan
+    ego_points_total: int = 0
+    T_vehicle_lidar: str = "identity"
+    scans_served: int = 0  # turns the shared worker gave this LiDAR
+    cpu_wait_policy: str = ""  # OpenMP's wait policy and who set it
     sensor_contract: Any = None  # runtime.contract.ContractGuard (None: not checked)
 
 
@@ -71,51 +82,10 @@ def _fmt_range(r: tuple[float, float] | None) -> str:
     return "unknown" if r is None else f"[{r[0]:g}, {r[1]:g}]"
 
 
-def segmentation_status(s: StatsSnapshot, cfg: NodeConfig) -> Status:
-    """The segmentation status: latency vs thresholds, input health, drops, intensity."""
-    d, c = cfg.diagnostics, s.counts
-    level, msgs = OK, []
-    p95 = s.latency_ms.get("total", (math.nan, math.nan))[1]
-    if not math.isnan(p95) and p95 > d.error_ms:
-        level = ERROR
-        msgs.append(f"p95 processing {p95:.0f} ms > error {d.error_ms:.0f} ms")
-    elif not math.isnan(p95) and p95 > d.warn_ms:
-        level = WARN
-        msgs.append(f"p95 processing {p95:.0f} ms > warn {d.warn_ms:.0f} ms")
-    silent = s.since_last_scan_s is None or s.since_last_scan_s > cfg.input.timeout_s
-    if s.input_publishers > 0 and silent:
-        level = max(level, WARN)
-        since = "ever" if s.since_last_scan_s is None else f"for {s.since_last_scan_s:.1f} s"
-        msgs.append(f"input has {s.input_publishers} publisher(s) but no cloud arrived "
-                    f"{since} (lost in DDS? QoS?)")  # fmt: skip
-    elif c["received"] == 0 or s.input_rate_hz == 0.0:
-        level = max(level, WARN)
-        msgs.append("no input scans")
-    if s.incompatible_qos:
-        level = ERROR
-        msgs.append(f"{s.incompatible_qos} publisher(s) with incompatible QoS "
-                    f"({s.incompatible_qos_policy}): their clouds never arrive")  # fmt: skip
-    if s.messages_lost_recent:
-        level = max(level, WARN)
-        msgs.append(f"{s.messages_lost_recent} clouds lost in DDS since the last report")
-    if s.dropped_stale:
-        msgs.append(f"{s.dropped_stale} stale scans dropped")
-    if s.intensity_found is False:  # the network was trained with intensity
-        level = max(level, WARN)
-        msgs.append(f"no intensity field ({', '.join(cfg.input.intensity_fields)}): zeros used")
-    if s.intensity_scans_outside:
-        outside = (f"intensity {_fmt_range(s.intensity_observed)} outside the model's "
-                   f"{_fmt_range(s.intensity_model_range)} in {s.intensity_scans_outside} "
-                   "scans")  # fmt: skip
-        if s.intensity_normalized:
-            msgs.append(outside + ": normalized")
-        else:
-            level = max(level, WARN)
-            msgs.append(outside + " (set input.intensity_scale or intensity_policy normalize)")
-    if c["malformed"] or c["errors"]:
-        level = max(level, WARN)
-        msgs.append(f"{c['malformed']} malformed, {c['errors']} failed")
-    kv: dict[str, Any] = {
+def _segmentation_values(s: StatsSnapshot, cfg: NodeConfig) -> dict[str, Any]:
+    """The segmentation status's key/values (latency percentiles are added by the caller)."""
+    c = s.counts
+    return {
         "backend": s.backend,
         "model": cfg.model.path,
         "device": cfg.model.device,
@@ -145,12 +115,70 @@ def segmentation_status(s: StatsSnapshot, cfg: NodeConfig) -> Status:
         "intensity_scans_outside": s.intensity_scans_outside,
         "rss_mb": f"{s.rss_mb:.1f}",
         "last_error": s.last_error,
+        "lidar": s.lidar or "input",
+        "T_vehicle_lidar": s.T_vehicle_lidar,
+        "ego_box": cfg.ego_box.describe(),
+        "ego_box_points_last_scan": s.ego_points_last,
+        "ego_box_points_total": s.ego_points_total,
+        "scans_served": s.scans_served,
+        "lidars_in_process": len(cfg.lidars),
+        "inference_threads": cfg.model.inference_threads or "all cores",
+        "cpu_wait_policy": s.cpu_wait_policy,
     }
+
+
+def segmentation_status(s: StatsSnapshot, cfg: NodeConfig) -> Status:
+    """The segmentation status: latency vs thresholds, input health, drops, intensity."""
+    d, c = cfg.diagnostics, s.counts
+    level, msgs = OK, []
+    p95 = s.latency_ms.get("total", (math.nan, math.nan))[1]
+    if not math.isnan(p95) and p95 > d.error_ms:
+        level = ERROR
+        msgs.append(f"p95 processing {p95:.0f} ms > error {d.error_ms:.0f} ms")
+    elif not math.isnan(p95) and p95 > d.warn_ms:
+        level = WARN
+        msgs.append(f"p95 processing {p95:.0f} ms > warn {d.warn_ms:.0f} ms")
+    silent = s.since_last_scan_s is None or s.since_last_scan_s > cfg.input.timeout_s
+    if s.input_publishers > 0 and silent:
+        level = max(level, WARN)
+        since = "ever" if s.since_last_scan_s is None else f"for {s.since_last_scan_s:.1f} s"
+        msgs.append(f"input has {s.input_publishers} publisher(s) but no cloud arrived "
+                    f"{since} (lost in DDS? QoS?)")  # fmt: skip
+    elif c["received"] == 0 or s.input_rate_hz == 0.0:
+        level = max(level, WARN)
+        since = "" if s.since_last_scan_s is None else f" for {s.since_last_scan_s:.1f} s"
+        msgs.append(f"no input scans{since}")
+    if s.incompatible_qos:
+        level = ERROR
+        msgs.append(f"{s.incompatible_qos} publisher(s) with incompatible QoS "
+                    f"({s.incompatible_qos_policy}): their clouds never arrive")  # fmt: skip
+    if s.messages_lost_recent:
+        level = max(level, WARN)
+        msgs.append(f"{s.messages_lost_recent} clouds lost in DDS since the last report")
+    if s.dropped_stale:
+        msgs.append(f"{s.dropped_stale} stale scans dropped")
+    if s.intensity_found is False:  # the network was trained with intensity
+        level = max(level, WARN)
+        msgs.append(f"no intensity field ({', '.join(cfg.input.intensity_fields)}): zeros used")
+    if s.intensity_scans_outside:
+        outside = (f"intensity {_fmt_range(s.intensity_observed)} outside the model's "
+                   f"{_fmt_range(s.intensity_model_range)} in {s.intensity_scans_outside} "
+                   "scans")  # fmt: skip
+        if s.intensity_normalized:
+            msgs.append(outside + ": normalized")
+        else:
+            level = max(level, WARN)
+            msgs.append(outside + " (set input.intensity_scale or intensity_policy normalize)")
+    if c["malformed"] or c["errors"]:
+        level = max(level, WARN)
+        msgs.append(f"{c['malformed']} malformed, {c['errors']} failed")
+    kv = _segmentation_values(s, cfg)
     for stage, (p50, p95_) in s.latency_ms.items():
         kv[f"{stage}_p50_ms"] = f"{p50:.2f}"
         kv[f"{stage}_p95_ms"] = f"{p95_:.2f}"
-    return Status(level, f"{s.node_name}: segmentation", "; ".join(msgs) or "ok",
-                  s.input_topic, {k: str(v) for k, v in kv.items()})  # fmt: skip
+    name = f"{s.node_name}: segmentation" + (f" {s.lidar}" if s.lidar else "")
+    return Status(level, name, "; ".join(msgs) or "ok", s.input_topic,
+                  {k: str(v) for k, v in kv.items()})  # fmt: skip
 
 
 def camera_status(s: StatsSnapshot, cfg: NodeConfig, name: str) -> Status:
@@ -184,11 +212,17 @@ def sensor_status(s: StatsSnapshot) -> list[Status]:
     if s.sensor_contract is None:
         return []
     warn, msg, values = s.sensor_contract.report()
-    return [Status(WARN if warn else OK, f"{s.node_name}: sensor contract", msg or "ok",
-                   s.input_topic, values)]  # fmt: skip
+    name = f"{s.node_name}: sensor contract" + (f" {s.lidar}" if s.lidar else "")
+    return [Status(WARN if warn else OK, name, msg or "ok", s.input_topic, values)]
 
 
-def diagnostics(s: StatsSnapshot, cfg: NodeConfig) -> list[Status]:
-    """One status for segmentation, the sensor contract's, then one per configured camera."""
-    return [segmentation_status(s, cfg), *sensor_status(s)] + [
-        camera_status(s, cfg, c.name) for c in cfg.cameras.cameras]  # fmt: skip
+def diagnostics(snapshots: StatsSnapshot | Sequence[StatsSnapshot],
+                cfg: NodeConfig) -> list[Status]:  # fmt: skip
+    """One segmentation status per LiDAR, each LiDAR's sensor contract, then one per
+    configured camera (from the
+    snapshot of the LiDAR the cameras pair with, ``cameras.lidar``)."""
+    snaps = [snapshots] if isinstance(snapshots, StatsSnapshot) else list(snapshots)
+    cams = next((s for s in snaps if s.lidar == cfg.cameras.lidar), snaps[0])
+    contracts = [st for s in snaps for st in sensor_status(s)]
+    return [segmentation_status(s, cfg) for s in snaps] + contracts + [
+        camera_status(cams, cfg, c.name) for c in cfg.cameras.cameras]  # fmt: skip

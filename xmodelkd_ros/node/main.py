@@ -7,6 +7,11 @@ argument parser, missing/corrupt model, bad parameter) ends it with one log line
 code 1, never a traceback; ``build_only`` builds the TensorRT engine and exits 0; a
 SIGINT or an external shutdown is a clean exit 0, the workers stopped before the node is
 destroyed.
+
+It is also where the process's threads learn not to spin: OpenMP reads its wait policy
+once, when torch or the fused kernels load it, so :func:`~xmodelkd_ros.procenv.quiet_cpu_threads`
+runs before the imports below that load them (docs/performance.md: on 2 cores with one
+busy process beside the node, spinning threads made one stage 25x slower at p95).
 """
 
 from __future__ import annotations
@@ -14,9 +19,14 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from xmodelkd_ros.node.params import ConfigError, check_params_files
-from xmodelkd_ros.node.processing import StartupError
-from xmodelkd_ros.node.segment_node import NODE_NAME, RCLPY_ERROR, SegmentNode
+from xmodelkd_ros.procenv import quiet_cpu_threads
+
+#: OpenMP's wait policy for this process and who chose it (reported in /diagnostics).
+CPU_WAIT_POLICY = quiet_cpu_threads()
+
+from xmodelkd_ros.node.params import ConfigError, check_params_files  # noqa: E402
+from xmodelkd_ros.node.processing import StartupError  # noqa: E402
+from xmodelkd_ros.node.segment_node import NODE_NAME, RCLPY_ERROR, SegmentNode  # noqa: E402
 
 if RCLPY_ERROR is None:  # without it main() reports why, in one line
     import rclpy

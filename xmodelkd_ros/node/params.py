@@ -21,56 +21,22 @@ import yaml
 
 from xmodelkd_ros.labels import CLASS_NAMES
 from xmodelkd_ros.node.slot import POLICIES
+from xmodelkd_ros.node.spec import ConfigError, ParamSpec, check_name, choice, number
+from xmodelkd_ros.node.spec import settable as _runtime
+from xmodelkd_ros.node.vehicle import (
+    EGO_BOX_SPECS,
+    T_VEHICLE_LIDAR_DOC,
+    EgoBox,
+    LidarInput,
+    parse_ego_box,
+    parse_lidars,
+    parse_transform,
+)
 from xmodelkd_ros.runtime import BACKENDS
 
 QOS_CHOICES = ("sensor_data", "reliable")
 #: What the node does when a scan's intensity lies outside the model's trained range.
 INTENSITY_POLICIES = ("warn", "normalize", "off")
-
-
-class ConfigError(ValueError):
-    """A parameter value the node cannot run with (message names the parameter)."""
-
-
-@dataclass(frozen=True)
-class ParamSpec:
-    """One declared parameter. ``default`` None + ``kind`` means 'declared by type only'.
-
-    ``minimum`` / ``maximum`` become the descriptor's range (ROS refuses values outside
-    it) and the schema's bounds. ``read_only`` parameters are fixed once the node runs
-    (topics, QoS, the model): a runtime set is refused with the reason. The others are
-    re-validated and applied by the node's on-set callback.
-    """
-
-    name: str
-    default: Any
-    description: str
-    kind: str = ""  # for defaults whose type cannot be inferred: "string_array", "double_array"
-    choices: tuple[str, ...] = ()
-    minimum: float | None = None
-    maximum: float | None = None
-    read_only: bool = True
-
-    @property
-    def type_name(self) -> str:
-        """``bool`` | ``int`` | ``double`` | ``string`` | ``string_array`` | ``double_array``."""
-        if self.kind:
-            return self.kind
-        d = self.default
-        if isinstance(d, bool):
-            return "bool"
-        if isinstance(d, int):
-            return "int"
-        if isinstance(d, float):
-            return "double"
-        if isinstance(d, list):
-            return "string_array"
-        return "string"
-
-
-def _runtime(name: str, default: Any, description: str, **kw: Any) -> ParamSpec:
-    """A parameter the node applies while running (read per scan)."""
-    return ParamSpec(name, default, description, read_only=False, **kw)
 
 
 # Global parameters, in the order they appear in config/segment.yaml.
@@ -90,12 +56,19 @@ PARAM_SPECS: tuple[ParamSpec, ...] = (
     ParamSpec("max_points", 0, "Largest scan (points) the TensorRT optimization profile "
               "accepts; 0 = the model's max_points (model.json).", minimum=0),
     ParamSpec("inference_threads", 0, "CPU threads for inference (torch with its fused "
-              "kernels, or ONNX Runtime's intra-op pool); 0 = all cores. Set it to leave "
-              "cores to the driver and the rest of the stack.", minimum=0),
+              "kernels, or ONNX Runtime's intra-op pool), shared by all LiDARs; 0 = all "
+              "cores. Set it to leave cores to the driver and the rest of the stack. The "
+              "node's threads sleep rather than spin while they wait (OpenMP's passive wait "
+              "policy unless OMP_WAIT_POLICY is set; ONNX Runtime without spinning), so a "
+              "busy CPU slows it in proportion, not in spikes (docs/performance.md).",
+              minimum=0),
     ParamSpec("build_only", False, "Build the TensorRT engine from the ONNX model, then exit "
               "(prepares a vehicle before it drives)."),
     # --- input
-    ParamSpec("input.points_topic", "~/input/points", "LiDAR PointCloud2 topic (any layout)."),
+    ParamSpec("input.points_topic", "~/input/points", "LiDAR PointCloud2 topic (any layout) "
+              "when lidars.names is empty (one LiDAR, outputs on output.*_topic)."),
+    ParamSpec("input.T_vehicle_lidar", None, T_VEHICLE_LIDAR_DOC + " For "
+              "input.points_topic; each named LiDAR has its own.", kind="double_array"),
     _runtime("input.intensity_fields", ["intensity", "reflectivity", "i"],
              "Point fields fed to the network as intensity, first present wins; none "
              "present gives zeros (reported in diagnostics)."),
@@ -113,10 +86,18 @@ PARAM_SPECS: tuple[ParamSpec, ...] = (
     _runtime("input.timeout_s", 1.0, "Diagnostics WARN when the input topic has publishers "
              "but no cloud arrived for this long (lost in DDS, QoS mismatch).",
              minimum=0.01),
+    # --- several LiDARs, the vehicle frame
+    ParamSpec("lidars.names", None, "LiDARs segmented by this one process and model (input.* "
+              "applies to each); per LiDAR declare lidars.<name>.points_topic / "
+              "segmentation_topic / visualization_topic / filtered_topic / T_vehicle_lidar. "
+              "Empty = one LiDAR on input.points_topic.", kind="string_array"),
+    *EGO_BOX_SPECS,
     # --- cameras
     ParamSpec("cameras.names", None, "Camera names; per camera declare "
               "cameras.<name>.image_topic / info_topic / compressed / T_cam_lidar.",
               kind="string_array"),
+    ParamSpec("cameras.lidar", "", "The LiDAR (of lidars.names) whose scans meet the cameras "
+              "for overlays, T_cam_lidar relative to it; '' = the first."),
     ParamSpec("cameras.calibration_file", "", "calibration.yaml (per camera K, size, "
               "T_cam_lidar) giving extrinsics; per-camera T_cam_lidar overrides it."),
     ParamSpec("cameras.timeout_s", 1.0, "A camera with no image for this long is reported "
@@ -155,9 +136,9 @@ PARAM_SPECS: tuple[ParamSpec, ...] = (
     ParamSpec("qos.depth", 5, "History depth of every subscription and publisher.",
               minimum=1, maximum=1000),
     ParamSpec("queue.policy", "latest", "latest: the worker takes the newest scan, older "
-              "waiting ones are dropped (counted); fifo: keep up to queue.depth.",
-              choices=POLICIES),
-    ParamSpec("queue.depth", 1, "Scans held for the worker with the fifo policy.",
+              "waiting ones are dropped (counted); fifo: keep up to queue.depth. One queue "
+              "per LiDAR, served in turn.", choices=POLICIES),
+    ParamSpec("queue.depth", 1, "Scans held per LiDAR for the worker with the fifo policy.",
               minimum=1, maximum=1000),
     # --- diagnostics
     ParamSpec("diagnostics.period_s", 1.0, "Diagnostics publish period.", minimum=0.01),
@@ -289,6 +270,7 @@ class CamerasConfig:
     """``cameras.*`` and ``sync.*`` (the synchronizer only serves the cameras)."""
 
     cameras: list[CameraConfig]
+    lidar: str  # the LiDAR (LidarInput.name) whose scans meet the cameras
     calibration_file: str
     timeout_s: float
     slop_s: float
@@ -343,31 +325,11 @@ class NodeConfig:
     output: OutputConfig
     queue: QueueConfig
     diagnostics: DiagnosticsConfig
+    lidars: list[LidarInput]  # one per LiDAR; the single-topic form has one named ""
+    ego_box: EgoBox
 
 
 # ----------------------------------------------------------------------------- validation
-
-
-def _choice(values: Mapping[str, Any], name: str, choices: tuple[str, ...]) -> str:
-    v = str(values[name])
-    if v not in choices:
-        raise ConfigError(f"parameter {name}={v!r} is not one of {', '.join(choices)}")
-    return v
-
-
-def _number(values: Mapping[str, Any], spec: ParamSpec) -> float:
-    """A finite number inside the spec's range (what the ROS descriptor enforces too)."""
-    try:
-        v = float(values[spec.name])
-    except (TypeError, ValueError):
-        raise ConfigError(f"parameter {spec.name}={values[spec.name]!r} is not a number") from None
-    if not np.isfinite(v):
-        raise ConfigError(f"parameter {spec.name}={v} must be finite")
-    if spec.minimum is not None and v < spec.minimum:
-        raise ConfigError(f"parameter {spec.name}={v:g} must be >= {spec.minimum:g}")
-    if spec.maximum is not None and v > spec.maximum:
-        raise ConfigError(f"parameter {spec.name}={v:g} must be <= {spec.maximum:g}")
-    return v
 
 
 def class_labels(names: list[str]) -> list[int]:
@@ -412,6 +374,27 @@ def parse_camera(name: str, values: Mapping[str, Any]) -> CameraConfig:
     )
 
 
+def _lidars(v: Mapping[str, Any]) -> tuple[list[LidarInput], str]:
+    """The LiDARs (named, or the single-topic form) and the one the cameras pair with."""
+    lidars = parse_lidars(v, LidarInput(
+        "", str(v["input.points_topic"]), str(v["output.segmentation_topic"]),
+        str(v["output.visualization_topic"]), str(v["output.filtered_topic"]),
+        parse_transform("input.T_vehicle_lidar", v["input.T_vehicle_lidar"])))  # fmt: skip
+    cam_lidar = str(v["cameras.lidar"]) or lidars[0].name
+    if cam_lidar not in {lidar.name for lidar in lidars}:
+        raise ConfigError(f"parameter cameras.lidar={cam_lidar!r} is not one of lidars.names")
+    return lidars, cam_lidar
+
+
+def _camera_names(v: Mapping[str, Any]) -> list[str]:
+    names = [str(x) for x in (v["cameras.names"] or [])]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"parameter cameras.names has duplicates: {names}")
+    for cam in names:
+        check_name("camera", cam)
+    return names
+
+
 def parse_config(values: Mapping[str, Any]) -> NodeConfig:
     """Check every value and build a :class:`NodeConfig`; raises :class:`ConfigError`.
 
@@ -419,15 +402,10 @@ def parse_config(values: Mapping[str, Any]) -> NodeConfig:
     """
     v = {s.name: s.default for s in PARAM_SPECS}
     v.update({k: x for k, x in values.items() if x is not None})
-    n = {s.name: _number(v, s) for s in PARAM_SPECS if s.type_name in ("int", "double")}
+    n = {s.name: number(v, s) for s in PARAM_SPECS if s.type_name in ("int", "double")}
     if not str(v["model"]):
         raise ConfigError("parameter model is empty: give an exported model dir or a .pt file")
-    names = [str(x) for x in (v["cameras.names"] or [])]
-    if len(set(names)) != len(names):
-        raise ConfigError(f"parameter cameras.names has duplicates: {names}")
-    for cam in names:
-        if not cam or not cam.replace("_", "").isalnum():
-            raise ConfigError(f"camera name {cam!r} must be alphanumeric/underscore")
+    names = _camera_names(v)
     min_r, max_r = n["input.min_range"], n["input.max_range"]
     if max_r and min_r >= max_r:
         raise ConfigError(f"input.min_range {min_r} must be below input.max_range {max_r}")
@@ -437,10 +415,11 @@ def parse_config(values: Mapping[str, Any]) -> NodeConfig:
     for k in ("input.points_topic", "output.segmentation_topic"):
         if not str(v[k]):
             raise ConfigError(f"parameter {k} must not be empty")
+    lidars, cam_lidar = _lidars(v)
     return NodeConfig(
         model=ModelConfig(
             path=str(v["model"]),
-            backend=_choice(v, "backend", BACKENDS),
+            backend=choice(v, "backend", BACKENDS),
             device=str(v["device"]),
             engine_cache_dir=str(v["engine_cache_dir"]),
             fp16=bool(v["fp16"]),
@@ -452,13 +431,14 @@ def parse_config(values: Mapping[str, Any]) -> NodeConfig:
             points_topic=str(v["input.points_topic"]),
             intensity_fields=[str(x) for x in v["input.intensity_fields"]],
             intensity_scale=n["input.intensity_scale"],
-            intensity_policy=_choice(v, "input.intensity_policy", INTENSITY_POLICIES),
+            intensity_policy=choice(v, "input.intensity_policy", INTENSITY_POLICIES),
             min_range=min_r,
             max_range=max_r,
             timeout_s=n["input.timeout_s"],
         ),
         cameras=CamerasConfig(
             cameras=[parse_camera(cam, v) for cam in names],
+            lidar=cam_lidar,
             calibration_file=str(v["cameras.calibration_file"]),
             timeout_s=n["cameras.timeout_s"],
             slop_s=n["sync.slop_s"],
@@ -477,10 +457,10 @@ def parse_config(values: Mapping[str, Any]) -> NodeConfig:
             overlay_radius=int(n["output.overlay_radius"]),
         ),
         queue=QueueConfig(
-            qos_input=_choice(v, "qos.input", QOS_CHOICES),
-            qos_output=_choice(v, "qos.output", QOS_CHOICES),
+            qos_input=choice(v, "qos.input", QOS_CHOICES),
+            qos_output=choice(v, "qos.output", QOS_CHOICES),
             qos_depth=int(n["qos.depth"]),
-            policy=_choice(v, "queue.policy", POLICIES),
+            policy=choice(v, "queue.policy", POLICIES),
             depth=int(n["queue.depth"]),
         ),
         diagnostics=DiagnosticsConfig(
@@ -490,4 +470,6 @@ def parse_config(values: Mapping[str, Any]) -> NodeConfig:
             window=int(n["diagnostics.window"]),
             publish_timings=bool(v["debug.publish_timings"]),
         ),
+        lidars=lidars,
+        ego_box=parse_ego_box(n | {"ego_box.enabled": v["ego_box.enabled"]}),
     )

@@ -25,6 +25,7 @@ import numpy as np
 
 from xmodelkd_ros.msgs import DecodedCloud, decode_cloud
 from xmodelkd_ros.node.params import INTENSITY_POLICIES, InputConfig, ModelConfig
+from xmodelkd_ros.node.vehicle import EgoBox
 from xmodelkd_ros.runtime.contract import ContractCheck, ContractGuard
 
 #: Fraction of the model's intensity span an input may exceed before it counts as outside
@@ -157,35 +158,65 @@ class IntensityGuard:
 
 @dataclass
 class ProcessedScan:
-    """One segmented scan: the decoded input, per-point outputs and stage timings (s)."""
+    """One segmented scan: the decoded input, per-point outputs and stage timings (s).
+
+    ``ego`` marks the valid points inside the ego box (None: the box is off); they carry
+    label 0 and confidence 0 and never reach the network.
+    """
 
     cloud: DecodedCloud
     labels: np.ndarray
     confidence: np.ndarray
     intensity: IntensityCheck
     timings: dict[str, float] = field(default_factory=dict)
+    ego: np.ndarray | None = None
     sensor: ContractCheck | None = None  # the model's sensor contract (None: not checked)
+
+    @property
+    def ego_points(self) -> int:
+        """Points of this scan inside the ego box."""
+        return 0 if self.ego is None else int(np.count_nonzero(self.ego))
 
 
 class ScanProcessor:
-    """decode -> range filter -> intensity guard -> segment, for one scan.
+    """decode -> range filter, ego box -> intensity guard -> segment, for one LiDAR's scans.
 
-    ``input_cfg`` may be replaced between scans (runtime parameter changes): each scan
-    reads it once at its start.
+    ``input_cfg`` and ``ego_box`` may be replaced between scans (runtime parameter
+    changes): each scan reads them once at its start. ``T_vehicle_lidar`` (None =
+    identity) places the LiDAR's points in the vehicle frame, where the ego box is stated.
     """
 
-    def __init__(self, segmenter: Any, input_cfg: InputConfig) -> None:
+    def __init__(self, segmenter: Any, input_cfg: InputConfig, ego_box: EgoBox | None = None,
+                 T_vehicle_lidar: np.ndarray | None = None) -> None:  # fmt: skip
         self.segmenter = segmenter
         self.input_cfg = input_cfg
+        self.ego_box = ego_box
+        self.T_vehicle_lidar = T_vehicle_lidar
         self.intensity = IntensityGuard(model_intensity_range(segmenter),
                                         input_cfg.intensity_policy)  # fmt: skip
         self.intensity_found: bool | None = None
         self.contract = ContractGuard.for_segmenter(segmenter)
 
-    def set_input_config(self, cfg: InputConfig) -> None:
-        """Apply changed ``input.*`` parameters from the next scan on."""
+    def set_input_config(self, cfg: InputConfig, ego_box: EgoBox | None = None) -> None:
+        """Apply changed ``input.*`` (and ``ego_box.*``) parameters from the next scan on."""
         self.input_cfg = cfg
         self.intensity.policy = cfg.intensity_policy
+        if ego_box is not None:
+            self.ego_box = ego_box
+
+    def _select(self, xyz: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """(points fed to the network or None for all, points inside the ego box or None)."""
+        cfg, box = self.input_cfg, self.ego_box
+        sel = None
+        if cfg.max_range > 0 or cfg.min_range > 0:
+            r2 = np.einsum("ij,ij->i", xyz, xyz)
+            sel = r2 >= cfg.min_range**2
+            if cfg.max_range > 0:
+                sel &= r2 <= cfg.max_range**2
+        ego = None if box is None else box.inside(xyz, self.T_vehicle_lidar)
+        if ego is not None:
+            sel = ~ego if sel is None else sel & ~ego
+        return sel, ego
 
     def segment(self, msg: Any) -> ProcessedScan:
         """Decode and segment ``msg`` (raises CloudFormatError for a malformed cloud)."""
@@ -200,12 +231,8 @@ class ScanProcessor:
         pts[:, 3] = cloud.intensity
         if cfg.intensity_scale != 1.0:
             pts[:, 3] *= cfg.intensity_scale
-        sel = None
-        if cfg.max_range > 0 or cfg.min_range > 0:
-            r2 = np.einsum("ij,ij->i", pts[:, :3], pts[:, :3])
-            sel = r2 >= cfg.min_range**2
-            if cfg.max_range > 0:
-                sel &= r2 <= cfg.max_range**2
+        sel, ego = self._select(pts[:, :3])
+        if sel is not None:
             pts = pts[sel]
         check = self.intensity.apply(pts[:, 3])
         t_decode = time.perf_counter() - t0
@@ -221,7 +248,22 @@ class ScanProcessor:
         timings = {k: res.timings.get(k, 0.0) for k in ("voxelize", "maps", "inference",
                                                           "postprocess")}  # fmt: skip
         timings["decode"] = t_decode
-        return ProcessedScan(cloud, labels, conf, check, timings, sensor)
+        return ProcessedScan(cloud, labels, conf, check, timings, ego, sensor)
+
+
+#: Stands in for "inside the ego box" in the labels handed to the filtered cloud's encoder
+#: only: no model has this many classes, so no real label collides with it.
+EGO_FILTER_LABEL = 0xFFFF
+
+
+def filter_labels(scan: ProcessedScan, remove: list[int]) -> tuple[np.ndarray, list[int]]:
+    """Labels and the label ids to remove for the filtered cloud: ``remove``, plus the
+    points inside the ego box (whatever ``output.filter_classes`` says about label 0)."""
+    if scan.ego is None or not scan.ego.any():
+        return scan.labels, list(remove)
+    labels = scan.labels.copy()
+    labels[scan.ego] = EGO_FILTER_LABEL
+    return labels, [*remove, EGO_FILTER_LABEL]
 
 
 def warm_up(segmenter: Any, model: str) -> None:

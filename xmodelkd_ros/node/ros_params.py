@@ -28,6 +28,8 @@ from xmodelkd_ros.node.params import (
     parse_config,
     unknown_parameters,
 )
+from xmodelkd_ros.node.spec import check_name
+from xmodelkd_ros.node.vehicle import lidar_param_specs
 
 _INT64_MAX = 2**63 - 1
 
@@ -66,9 +68,12 @@ class NodeParameters:
         # keeps them in this attribute and offers no public accessor.
         self._overrides = dict(getattr(node, "_parameter_overrides", {}) or {})
         self._values = {s.name: self._declare(s) for s in PARAM_SPECS}
-        for name in self._values.get("cameras.names") or []:
-            for s in camera_param_specs(str(name)):
-                self._values[s.name] = self._declare(s)
+        for key, kind, specs in (("cameras.names", "camera", camera_param_specs),
+                                 ("lidars.names", "LiDAR", lidar_param_specs)):  # fmt: skip
+            for name in self._values.get(key) or []:
+                check_name(kind, str(name))  # before it becomes part of parameter names
+                for s in specs(str(name)):
+                    self._values[s.name] = self._declare(s)
         self.config = parse_config(self._values)
         node.add_on_set_parameters_callback(self._on_set)
         unknown = unknown_parameters(self._overrides, self._specs)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from xmodelkd_ros.node.params import PARAM_SPECS, ParamSpec, camera_param_specs
+from xmodelkd_ros.node.vehicle import lidar_param_specs
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA_PATH = ROOT / "schema" / "segment.schema.json"
@@ -72,13 +73,14 @@ def _nest(specs: tuple[ParamSpec, ...], strip: str = "") -> dict[str, Any]:
 def json_schema() -> dict[str, Any]:
     """The JSON schema of a params file for the node (``/**: ros__parameters: ...``)."""
     params = _object(_nest(PARAM_SPECS))
-    cameras = params["properties"]["cameras"]
-    fixed = "|".join(cameras["properties"])
-    cameras["patternProperties"] = {  # cameras.<name>.*: any name but the fixed keys
-        f"^(?!({fixed})$)[A-Za-z0-9_]+$": _object(
-            _nest(camera_param_specs("NAME"), strip="cameras.NAME.")
-        )
-    }
+    for group, specs in (("cameras", camera_param_specs), ("lidars", lidar_param_specs)):
+        obj = params["properties"][group]
+        fixed = "|".join(obj["properties"])
+        obj["patternProperties"] = {  # <group>.<name>.*: any name but the fixed keys
+            f"^(?!({fixed})$)[A-Za-z0-9_]+$": _object(
+                _nest(specs("NAME"), strip=f"{group}.NAME.")
+            )
+        }
     return {
         "$schema": "http://json-schema.org/draft-07/schema#",
         "title": f"Parameters for the xmodelkd_ros {NODE} node",
@@ -124,10 +126,11 @@ def _limits(s: ParamSpec) -> str:
 
 
 def doc_table() -> str:
-    """The parameter table (Markdown), one row per parameter, camera ones last."""
+    """The parameter table (Markdown), one row per parameter, per-camera and per-LiDAR
+    ones last."""
     rows = ["| parameter | type | default | range / choices | at runtime | description |",
             "| --- | --- | --- | --- | --- | --- |"]  # fmt: skip
-    specs = (*PARAM_SPECS, *camera_param_specs("<name>"))
+    specs = (*PARAM_SPECS, *camera_param_specs("<name>"), *lidar_param_specs("<name>"))
     for s in specs:
         desc = s.description.replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
         change = "read-only" if s.read_only else "settable"
