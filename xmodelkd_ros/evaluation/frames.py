@@ -26,8 +26,6 @@ from typing import Any
 import numpy as np
 
 FRAMES_FILE = "frames.jsonl"
-#: The JSON schema of one record (source tree; installed under share/xmodelkd_ros/schema).
-SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schema" / "frames.schema.json"
 
 
 @dataclass

@@ -145,3 +145,43 @@ def paired_gain(
         class_lo=lo[1:],
         class_hi=hi[1:],
     )
+
+
+def nested_bootstrap_iou(
+    counts: np.ndarray, group_sizes: np.ndarray, reps: int = 2000, seed: int = 0,
+    chunk: int = 50,
+) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """Replicates of the pooled mIoU (reps,) and per-class IoU (reps, C) when groups (bags)
+    are drawn with replacement and then, inside each drawn group, its items (scans).
+
+    ``counts`` (F, C, 3): ``[tp, fp, fn]`` per item and class, items grouped contiguously;
+    ``group_sizes`` (G,) items per group (sum F). A group drawn k times contributes k
+    independent resamples of its items. The counts are integers summed in float64, so a
+    replicate is exact and the result depends only on the inputs and ``seed``.
+    """
+    counts = np.asarray(counts, dtype=np.float64)
+    sizes = np.asarray(group_sizes, dtype=np.int64)
+    n_items, n_cls = counts.shape[0], counts.shape[1]
+    if n_items != int(sizes.sum()) or n_items == 0:
+        raise ValueError(f"{n_items} items for groups of {sizes.sum()} items in all")
+    flat = counts.reshape(n_items, n_cls * 3)
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    rng = np.random.default_rng([seed, 0xF1EE7])
+    miou = np.empty(reps)
+    iou = np.empty((reps, n_cls))
+    for lo in range(0, reps, chunk):
+        hi = min(reps, lo + chunk)
+        w = np.empty((hi - lo, n_items))
+        for r in range(hi - lo):
+            g = rng.integers(len(sizes), size=len(sizes))
+            n = sizes[g]
+            pos = (rng.random(int(n.sum())) * np.repeat(n, n)).astype(np.int64)
+            w[r] = np.bincount(np.repeat(starts[g], n) + pos, minlength=n_items)
+        tot = (w @ flat).reshape(hi - lo, n_cls, 3)
+        tp, fp, fn = tot[..., 0], tot[..., 1], tot[..., 2]
+        union = tp + fp + fn
+        with np.errstate(invalid="ignore", divide="ignore"):
+            iou[lo:hi] = np.where(union > 0, tp / np.where(union > 0, union, 1.0), np.nan)
+        present = union > 0
+        miou[lo:hi] = np.where(present, iou[lo:hi], 0.0).sum(1) / np.maximum(present.sum(1), 1)
+    return miou, iou
