@@ -242,3 +242,16 @@ def test_killed_run_resumes_with_the_bags_it_finished(fleet_inputs, local_run, t
     assert (run["resumed"], run["evaluated"]) == (finished, N_BAGS - finished)
     assert (out / "report.json").read_bytes() == (local_run[1] / "report.json").read_bytes()
     assert len(list(out.glob("bags/*/frames.jsonl"))) == N_BAGS
+
+
+def test_unreadable_records_are_one_line(fleet_inputs, local_run, tmp_path, capsys) -> None:
+    bags, model = fleet_inputs
+    out = tmp_path / "out"
+    shutil.copytree(local_run[1], out)
+    frames = sorted(out.glob("bags/*/frames.jsonl"))[0]
+    frames.write_text(frames.read_text()[:-40] + "\n")
+    code, _, err = _fleet([str(bags), "--model", str(model), "--out", str(out)], capsys)
+    err = err.strip().splitlines()[-1]  # after the run's "[fleet] 4 bags ..." line
+    assert code == 2 and err.startswith("error: ")
+    assert "cannot read the records of bag drive0/bag: " in err and "record 3 is not JSON" in err
+    assert f"delete {frames.parent} to evaluate it again" in err

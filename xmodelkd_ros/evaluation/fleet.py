@@ -162,6 +162,8 @@ class Fleet:
         return info
 
     def run(self) -> int:
+        from xmodelkd_ros.evaluation.fleet_report import write_report
+
         t0 = time.perf_counter()
         todo = [b for b in self.bags if self.store.done(b) is None]
         resumed = len(self.bags) - len(todo)
@@ -179,7 +181,8 @@ class Fleet:
             bar.close()
         wall = time.perf_counter() - t0
         doc = self.merge()
-        t_merge = time.perf_counter() - t0 - wall
+        write_report(Path(self.args.out), doc)
+        t_merge = time.perf_counter() - t0 - wall  # reading the records to the report's files
         return self.finish(doc, dict(info, wall_s=wall, merge_s=t_merge, resumed=resumed,
                                      evaluated=self.evaluated, failed=len(self.failures),
                                      threads_per_bag=self.model.threads,
@@ -197,7 +200,11 @@ class Fleet:
                 entry.update(status="failed", reason=self.failures.get(b.name)
                              or self.store.failed(b) or "not evaluated")  # fmt: skip
             else:
-                records[b.name] = self.store.records(b)
+                try:
+                    records[b.name] = self.store.records(b)
+                except (OSError, ValueError) as exc:
+                    raise FleetError(f"cannot read the records of bag {b.name}: {exc}; delete "
+                                     f"{self.store.folder(b)} to evaluate it again") from None
                 backends.add(marker["backend"])
             entries.append(entry)
         meta = dict(self.meta, backend=sorted(backends))
@@ -209,13 +216,12 @@ class Fleet:
         return doc
 
     def finish(self, doc: dict[str, Any], run_info: dict[str, Any]) -> int:
-        """Write the report and ``run.json``, print the verdict; the exit code."""
+        """Write ``run.json``, print the summary and the verdict; the exit code."""
         import json
 
-        from xmodelkd_ros.evaluation.fleet_report import summary_line, write_report
+        from xmodelkd_ros.evaluation.fleet_report import summary_line
 
         out = Path(self.args.out)
-        write_report(out, doc)
         (out / "run.json").write_text(json.dumps(run_info, indent=1) + "\n")
         print(summary_line(doc), flush=True)
         for f in doc["failed_bags"]:

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from xmodelkd_ros.evaluation.frames import class_totals, iou_from_totals, summarize_frames
+from xmodelkd_ros.evaluation.frames import iou_from_totals, summarize_frames
 from xmodelkd_ros.evaluation.stats import nested_bootstrap_iou, percentile_ci
 
 WORST_FRAMES = 20
@@ -41,13 +41,13 @@ def counts_array(records: Sequence[dict[str, Any]], class_names: Sequence[str]) 
     return out
 
 
-def _bag_row(bag: dict[str, Any], records: list[dict[str, Any]], names: Sequence[str]
-             ) -> dict[str, Any]:  # fmt: skip
+def _bag_row(bag: dict[str, Any], records: list[dict[str, Any]], names: Sequence[str],
+             totals: np.ndarray) -> dict[str, Any]:  # fmt: skip
     row = {k: bag[k] for k in ("bag", "path", "kind", "status")}
     if bag["status"] != "ok":
         row["reason"] = bag["reason"]
         return row
-    s = summarize_frames(records, names)
+    s = summarize_frames(records, names, totals)
     row.update(frames=s["frames"], scored_frames=s["scored_frames"],
                scored_points=s["scored_points"], unscored_fraction=s["unscored_fraction"],
                miou=s["metrics"]["miou"] if s["metrics"] else None)  # fmt: skip
@@ -62,21 +62,21 @@ def _worst(records: Sequence[dict[str, Any]], n: int) -> list[dict[str, Any]]:
     return [{f: records[k][f] for f in keep} for _m, k in scored[:n]]
 
 
-def _overall(scored: list[dict[str, Any]], sizes: list[int], names: Sequence[str],
+def _overall(counts: np.ndarray, scored_points: int, sizes: list[int], names: Sequence[str],
              reps: int, seed: int) -> dict[str, Any] | None:  # fmt: skip
-    """Pooled mIoU / IoU per class with their bootstrap intervals (None: nothing scored)."""
-    if not scored:
+    """Pooled mIoU / IoU per class with their bootstrap intervals (None: nothing scored);
+    ``counts`` (F, C, 3) of the scored records, grouped by bag (``sizes``)."""
+    if not len(counts):
         return None
-    tot = class_totals(scored, names)
+    tot = counts.sum(0)
     iou, miou = iou_from_totals(tot)
-    boot_miou, boot_iou = nested_bootstrap_iou(counts_array(scored, names),
-                                               np.asarray(sizes), reps, seed)  # fmt: skip
+    boot_miou, boot_iou = nested_bootstrap_iou(counts, np.asarray(sizes), reps, seed)
     lo, hi = percentile_ci(boot_miou)
     clo, chi = percentile_ci(boot_iou)
     return {
         "miou": miou,
         "miou_ci95": [float(lo), float(hi)],
-        "accuracy": float(tot[:, 0].sum() / max(1, sum(r["scored_points"] for r in scored))),
+        "accuracy": float(tot[:, 0].sum() / max(1, scored_points)),
         "per_class": [
             {"class": c, "tp": int(t[0]), "fp": int(t[1]), "fn": int(t[2]),
              "iou": _num(iou[k]), "ci95": [_num(clo[k]), _num(chi[k])]}
@@ -95,24 +95,27 @@ def merge(bags: Sequence[dict[str, Any]], records_by_bag: dict[str, list[dict[st
     all_records: list[dict[str, Any]] = []
     scored: list[dict[str, Any]] = []
     sizes: list[int] = []
-    rows = []
     for bag in bags:
         recs = records_by_bag.get(bag["bag"], []) if bag["status"] == "ok" else []
-        rows.append(_bag_row(bag, recs, class_names))
         all_records += recs
         mine = [r for r in recs if r["classes"] is not None]
-        if mine:
-            scored += mine
-            sizes.append(len(mine))
+        scored += mine
+        sizes.append(len(mine))
+    counts = counts_array(scored, class_names)  # scored records only, in bag order
+    ends = np.cumsum(sizes)
+    rows = [_bag_row(bag, records_by_bag.get(bag["bag"], []), class_names,
+                     counts[end - n:end].sum(0))
+            for bag, n, end in zip(bags, sizes, ends, strict=True)]  # fmt: skip
     failed = [r for r in rows if r["status"] != "ok"]
-    summary = summarize_frames(all_records, class_names)
+    summary = summarize_frames(all_records, class_names, counts.sum(0))
     summary.pop("metrics")
     return {
         "meta": dict(meta, classes=list(class_names)),
         "bags": {"total": len(bags), "evaluated": len(bags) - len(failed),
-                 "failed": len(failed), "with_ground_truth": len(sizes)},
+                 "failed": len(failed), "with_ground_truth": sum(1 for n in sizes if n)},
         "frames": summary,
-        "overall": _overall(scored, sizes, class_names, reps, seed),
+        "overall": _overall(counts, summary["scored_points"], [n for n in sizes if n],
+                            class_names, reps, seed),
         "bootstrap": {"replicates": reps, "seed": seed,
                       "levels": "bags with replacement, then scans within each drawn bag"},
         "per_bag": rows,
