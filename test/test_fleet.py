@@ -255,3 +255,24 @@ def test_unreadable_records_are_one_line(fleet_inputs, local_run, tmp_path, caps
     assert code == 2 and err.startswith("error: ")
     assert "cannot read the records of bag drive0/bag: " in err and "record 3 is not JSON" in err
     assert f"delete {frames.parent} to evaluate it again" in err
+
+
+def test_kitti_sequence_scores_like_the_same_drive_as_a_bag(fleet_inputs, tmp_path) -> None:
+    """A SemanticKITTI sequence of a drive and the drive's bag give the same records (the
+    KITTI stamps are times.txt's, relative to the first scan)."""
+    from xmodelkd_ros.evaluation.fleet_bags import find_bags
+    from xmodelkd_ros.evaluation.fleet_worker import BagTask, ModelSpec, evaluate_bag
+    from xmodelkd_ros.sim import SimWorld, write_kitti
+
+    bags, model = fleet_inputs
+    write_kitti(tmp_path / "kitti", SimWorld(seed=20, beams=16, cameras=1, width=64, height=48),
+                N_SCANS, sequence=4, progress=False)  # fmt: skip
+    (kitti,) = find_bags([tmp_path / "kitti"])
+    assert (kitti.name, kitti.kind) == ("04", "kitti")
+    (bag,) = find_bags([bags / "drive0"])
+    spec = ModelSpec(str(model), "torch")
+    got = evaluate_bag(BagTask(kitti, spec))["records"]
+    want = evaluate_bag(BagTask(bag, spec))["records"]
+    assert [r["stamp"] for r in got] == [0, 100_000_000, 200_000_000]
+    keys = ("index", "points", "labeled_points", "scored_points", "classes", "miou")
+    assert [{k: r[k] for k in keys} for r in got] == [{k: r[k] for k in keys} for r in want]
