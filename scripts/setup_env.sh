@@ -20,6 +20,11 @@ if [ "${WITH_ROS:-1}" = "1" ]; then
     EXTRAS="$EXTRAS,ros"
 fi
 "$VENV/bin/python" -m pip install --quiet -e ".[$EXTRAS]" "$TORCH_SPEC"
+# The pretrained 2D branch's architecture (EfficientNet-Lite, xmodelkd_ros/nets/
+# image_efficientnet.py). --no-deps: geffnet's metadata asks for torchvision, whose wheels
+# on the package index are CUDA builds that would pull another torch and fail to import
+# beside this one; geffnet itself needs only torch.
+"$VENV/bin/python" -m pip install --quiet --no-deps "geffnet==1.0.2"
 # ONNX Runtime's API headers for the fused CPU graph's custom-op library (optional: without
 # them ONNX Runtime runs the standard-ops graph). Skip with WITH_ORT_OPS=0.
 if [ "${WITH_ORT_OPS:-1}" = "1" ]; then

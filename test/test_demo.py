@@ -22,7 +22,8 @@ def test_failing_stage_is_one_line_and_exit_1(
     code = demo.main(["--smoke", "--out", str(tmp_path)])
     assert code == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1].startswith("demo: FAILED at stage train: training: --set optim.lrr: ")
+    expected = "demo: FAILED at stage train: training: unknown recipe key 'optim.lrr'"
+    assert err[-1].startswith(expected)
     assert not (tmp_path / "summary.json").exists()
 
 

@@ -136,7 +136,7 @@ def test_registry_rejects_duplicates_and_names_the_known_entries():
         reg.get("b")
     assert (*STAGE_KINDS.names(), "all", "evaluate") == STAGE_CHOICES
     assert STAGE_KINDS.names() == (
-        "pretrain", "teacher", "distill", "baseline", "selftrain", "joint"
+        "pretrain", "teacher", "distill", "baseline", "selftrain", "lasermix", "joint"
     )
 
 

@@ -18,7 +18,10 @@ project's own CLIs, in-process through their ``main(argv)`` (no second implement
    the node's own mIoU,
 6. print a summary table and write ``summary.md`` / ``summary.json``. Accuracy claims
    are not made here (one street, one seed) but by
-   ``python -m xmodelkd_ros.evaluation.benchmark``.
+   ``python -m xmodelkd_ros.evaluation.benchmark``: the summary prints the committed
+   claim for the run's label regime (the newest measurement under ``docs/results/``,
+   :mod:`xmodelkd_ros.evaluation.claim`) beside its own one-seed line, and says which
+   one is the claim. The seed is ``--seed`` (default 0), never chosen by its result.
 
 Any failing stage ends the demo with exit code 1 and one line naming the stage and
 the reason (details in ``<out>/demo_error.log``).
@@ -318,6 +321,18 @@ def training_epochs(recipe_json: Path) -> dict[str, int]:
             "baseline": e["controls"]}  # fmt: skip
 
 
+def run_claim(recipe_json: Path) -> dict[str, Any] | None:
+    """The committed claim for the run's label regime (None without the run's recipe or a
+    committed measurement)."""
+    from xmodelkd_ros.evaluation.claim import committed_claim
+    from xmodelkd_ros.training.recipe import load_recipe
+
+    if not recipe_json.is_file():
+        return None
+    claim = committed_claim(load_recipe(str(recipe_json)).data.label_fraction)
+    return None if claim is None else claim.to_dict()
+
+
 def make_summary(
     demo: Demo, train: dict[str, Any], offline: dict[str, Any], replay: dict[str, Any],
     bag: Path, models: dict[str, Path],
@@ -332,6 +347,7 @@ def make_summary(
         "miou_validation": val,
         "miou_heldout_offline": {k: v["miou"] for k, v in offline.items()},
         "heldout_gain": demo.results.get("heldout_gain"),
+        "claim": run_claim(demo.out / "train" / "recipe.json"),
         "miou_heldout_node": (replay.get("metrics") or {}).get("miou"),
         "replay_mode": replay["mode"],
         "latency_ms": replay["latency_ms"]["stamp_to_output"],
@@ -350,6 +366,31 @@ def make_summary(
     }
 
 
+def _gain_lines(s: dict[str, Any]) -> list[str]:
+    """The committed claim (when the summary carries one) and this run's one-seed gain,
+    each saying what it is."""
+    lines: list[str] = []
+    if "claim" in s:
+        from xmodelkd_ros.evaluation.claim import claim_line
+
+        lines += ["", claim_line(s["claim"]), ""]
+    g = s.get("heldout_gain")
+    if g is None:
+        return lines
+    lo, hi = g["ci95"]
+    head = ("This run (one seed, one held-out street; not the claim): distilled - baseline"
+            if "claim" in s else "\nDistilled - baseline")  # fmt: skip
+    return [
+        *lines,
+        f"{head} on the held-out bag: **{100 * g['gain']:+.2f} mIoU** "
+        f"(95% interval over its {g['scans']} scans: {100 * lo:+.2f} to {100 * hi:+.2f}; "
+        f"per scan: mean {100 * g['per_scan_mean']:+.2f}, distilled better on "
+        f"{g['per_scan_wins']}/{g['scans']})",
+        f"One street and one seed show the spread, not the method's gain: accuracy "
+        f"claims are made by `{BENCHMARK}` (held-out streets, several seeds, CI).",
+    ]
+
+
 def format_summary(s: dict[str, Any]) -> str:
     """The final table (Markdown, readable in a terminal)."""
     val, off = s["miou_validation"], s["miou_heldout_offline"]
@@ -366,17 +407,7 @@ def format_summary(s: dict[str, Any]) -> str:
     if val.get("teacher") is not None:
         lines.append(f"| teacher (camera+LiDAR, not deployed{ep.get('teacher', '')}) | "
                      f"{_pct(val['teacher'])} | - |")  # fmt: skip
-    g = s.get("heldout_gain")
-    if g is not None:
-        lo, hi = g["ci95"]
-        lines += [
-            f"\nDistilled - baseline on the held-out bag: **{100 * g['gain']:+.2f} mIoU** "
-            f"(95% interval over its {g['scans']} scans: {100 * lo:+.2f} to {100 * hi:+.2f}; "
-            f"per scan: mean {100 * g['per_scan_mean']:+.2f}, distilled better on "
-            f"{g['per_scan_wins']}/{g['scans']})",
-            f"One street and one seed show the spread, not the method's gain: accuracy "
-            f"claims are made by `{BENCHMARK}` (held-out streets, several seeds, CI).",
-        ]
+    lines += _gain_lines(s)
     rate = s.get("sustainable_rate_hz")
     lines += [
         "", f"Live node ({s['replay_mode']}): mIoU {_pct(s['miou_heldout_node'])}, "

@@ -39,6 +39,7 @@ from xmodelkd_ros.nets.checkpoint import StudentCheckpoint, load_student
 from xmodelkd_ros.nets.fold import fold_batchnorm
 from xmodelkd_ros.nets.inputs import build_inputs
 from xmodelkd_ros.nets.student import PRESETS, StudentConfig
+from xmodelkd_ros.runtime.contract import contract_from_provenance
 from xmodelkd_ros.runtime.graph import (
     OUTPUT_LOGITS,
     OUTPUT_PROBS,
@@ -240,6 +241,7 @@ def export_checkpoint(
         },
         intensity_range=(float(intensity[0]), float(intensity[1])) if intensity else None,
         max_points=int(profile["points"][2]),
+        lidar_contract=contract_from_provenance(ckpt.provenance),
         extra={
             "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "torch_version": torch.__version__,

@@ -7,6 +7,9 @@ in the same output folder and scores their students on the same test scans:
 * ``selftrain`` - the LiDAR-only self-training control (pseudo-labels from the baseline on
   the unlabeled scans): ``distilled - selftrain`` isolates what the cameras bring from what
   more data brings;
+* ``lasermix`` - the LiDAR-only LaserMix control (scans mixed by bands of laser
+  inclination, a mean teacher's targets): the stronger LiDAR-only use of the same
+  unlabeled scans;
 * ``joint`` - 2DPASS-style single-stage training, its 3D branch scored as a student.
 
 Each arm is paired with the baseline (same seed, initialisation stream and data order) and
@@ -26,7 +29,7 @@ import numpy as np
 from xmodelkd_ros.evaluation.stats import miou_from_confusion, paired_gain
 
 #: arm name -> the student checkpoint its stage writes
-ARMS = {"selftrain": "selftrain.pt", "joint": "joint.pt"}
+ARMS = {"selftrain": "selftrain.pt", "lasermix": "lasermix.pt", "joint": "joint.pt"}
 
 
 def parse_arms(text: str) -> list[str]:

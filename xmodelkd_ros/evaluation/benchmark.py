@@ -271,8 +271,9 @@ def build_parser() -> argparse.ArgumentParser:
                    metavar="KEY=VALUE", help="recipe overrides passed to training")  # fmt: skip
     p.add_argument("--arms", type=parse_arms, default=[],
                    help="extra arms trained after the pipeline and scored like the students: "
-                   "selftrain (LiDAR-only self-training control), joint "
-                   "(2DPASS-style single stage), e.g. --arms selftrain,joint")  # fmt: skip
+                   "selftrain (LiDAR-only self-training control), lasermix (LiDAR-only "
+                   "LaserMix control), joint (2DPASS-style single stage), e.g. "
+                   "--arms selftrain,lasermix")  # fmt: skip
     p.add_argument("--quick", action="store_true",
                    help="plumbing check: 2 seeds, 2+2 epochs, 8 training scans, 2 test streets "
                    "x 2 scans (its numbers mean nothing)")  # fmt: skip

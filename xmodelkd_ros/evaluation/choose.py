@@ -14,11 +14,11 @@ Candidates are finished benchmark folders that differ in schedule (``NAME=DIR``,
 ``labels<f>/seed<k>/student.pt``, ``baseline.pt`` and, with ``--arms selftrain``,
 ``selftrain.pt``, e.g. from ``benchmark --set schedule.student_epochs=88``;
 ``NAME:baseline=DIR`` makes a folder a candidate for the named arms only). For each arm
-(``distilled`` and its controls ``baseline``, ``selftrain``) the candidate with the best mean
-validation mIoU over the seeds is chosen; candidates within ``--tie`` of the best go to the
-one listed first (list the cheapest first). ``--measure`` then scores the chosen student
-and each chosen control, paired by seed, on the test streets: the mean gain with the
-benchmark's two-level 95 % bootstrap interval. A measurement is recorded with the
+(``distilled`` and its controls ``baseline``, ``selftrain``, ``lasermix``) the candidate
+with the best mean validation mIoU over the seeds is chosen; candidates within ``--tie`` of
+the best go to the one listed first (list the cheapest first). ``--measure`` then scores
+the chosen student and each chosen control, paired by seed, on the test streets: the mean
+gain with the benchmark's two-level 95 % bootstrap interval. A measurement is recorded with the
 choice it followed and is not repeated for another choice on the same ``--out``: a second
 look at the same test streets would make them validation streets.
 
@@ -69,7 +69,7 @@ from xmodelkd_ros.training.stages import recipe_epochs
 
 #: arm -> the checkpoint of a benchmark run folder it is scored from
 ARM_CHECKPOINTS = {"distilled": "student.pt", "baseline": "baseline.pt",
-                   "selftrain": "selftrain.pt"}  # fmt: skip
+                   "selftrain": "selftrain.pt", "lasermix": "lasermix.pt"}  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,8 @@ from xmodelkd_ros.labels import CLASS_NAMES
 
 #: arm -> the ``recipe_epochs`` key that is its length (the student's weights stand on its
 #: whole lineage: teacher and pretraining too, when it starts from the teacher's 3D branch)
-ARM_LENGTH = {"distilled": "distilled_lineage", "baseline": "controls", "selftrain": "controls"}
+ARM_LENGTH = {"distilled": "distilled_lineage", "baseline": "controls", "selftrain": "controls",
+              "lasermix": "controls"}  # fmt: skip
 
 
 def grid_edges(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from xmodelkd_ros.evaluation.score import BenchmarkError, HeldOutScan, held_out_scans
+from xmodelkd_ros.sim.rigs import rig_arg
 from xmodelkd_ros.sim.splits import SplitError
 
 
@@ -113,8 +114,9 @@ def add_test_street_args(p: argparse.ArgumentParser, seeds: list[int] | None, he
     p.add_argument("--test-seeds", type=parse_seeds, default=seeds, help=help)
     p.add_argument("--test-scans", type=int, default=8, help="scans per test street")
     p.add_argument("--test-stride", type=int, default=10, help="frames between test scans")
-    p.add_argument("--beams", type=int, default=32, choices=(16, 32, 64),
-                   help="LiDAR beams of the test streets")  # fmt: skip
+    p.add_argument("--beams", type=rig_arg, default=32,
+                   help="LiDAR of the test streets: beams (16, 32, 64, 128) or a named rig "
+                   "(xmodelkd_ros.sim.rigs)")  # fmt: skip
 
 
 def add_report_args(p: argparse.ArgumentParser) -> None:

@@ -45,14 +45,15 @@ def held_out_scans(
     seeds: Sequence[int],
     per_street: int,
     stride: int,
-    beams: int,
+    beams: int | str,
     cameras: int,
     render_hw: tuple[int, int],
     progress: Any = None,
     split: str = "test",
 ) -> list[HeldOutScan]:
     """``per_street`` scans of each street of ``split`` (``test``: reserved seeds only;
-    ``val``: validation seeds, for choosing; checked either way). ``cameras`` 0 renders no
+    ``val``: validation seeds, for choosing; checked either way). ``beams``: the LiDAR, a
+    beam count or a named rig (:mod:`xmodelkd_ros.sim.rigs`). ``cameras`` 0 renders no
     images (enough for LiDAR-only students)."""
     from xmodelkd_ros.sim import SimWorld
 

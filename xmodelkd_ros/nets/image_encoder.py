@@ -9,6 +9,10 @@ Why it looks like this:
 * Per-point features need spatial detail (a 32x-downsampled map smears small objects), so
   the head fuses several stages into one map at stride 4 or 8: 1x1 lateral convs, bilinear
   upsampling, sum, then a 3x3 smoothing conv.
+* The head (:class:`FpnHead`) is shared with the pretrained EfficientNet-Lite branch of
+  :mod:`xmodelkd_ros.nets.image_efficientnet`; a backbone only says its stage widths and
+  returns its four stage outputs. ``frozen_bn`` keeps the backbone's BatchNorm layers at
+  their (pretrained) statistics and affine values while the rest trains.
 * :func:`sample_point_features` reads that map at projected LiDAR points with
   ``grid_sample`` using the pixel-centre convention of :mod:`xmodelkd_ros.geometry`
   (pixel centres at integer + 0.5, the image spans ``[0, W] x [0, H]``), which is exactly
@@ -54,6 +58,9 @@ class ImageEncoderConfig:
     normalize_input: bool = True
     mean: tuple[float, float, float] = field(default=(0.485, 0.456, 0.406))
     std: tuple[float, float, float] = field(default=(0.229, 0.224, 0.225))
+    #: Keep the backbone's BatchNorm layers frozen: evaluation-mode statistics and no
+    #: gradient for their scale and shift (the FPN head's BatchNorm still trains).
+    frozen_bn: bool = False
 
     def stages(self) -> tuple[int, ...]:
         if self.fpn_stages is not None:
@@ -118,19 +125,20 @@ class ResNetBackbone(nn.Module):
         return outs
 
 
-class ImageEncoder(ResNetBackbone):
-    """ResNet backbone + FPN-lite: images (B, 3, H, W) -> features (B, C, ~H/s, ~W/s).
+class FpnHead:
+    """The FPN-lite head and the frozen-BatchNorm switch, mixed into an encoder ``nn.Module``.
 
-    Input: RGB in [0, 1] (normalized inside, see ``ImageEncoderConfig.normalize_input``).
-
-    Parameter names of the backbone are those of torchvision's ResNet (no prefix), the
-    head lives under ``lateral.*`` and ``smooth.*``; so ``model.state_dict()`` restricted
-    to backbone keys is a torchvision state_dict.
+    The encoder builds its backbone first, then calls :meth:`build_head` with the widths of
+    its four stages (so the backbone's initialisation draws come first, as they always
+    have), and implements :meth:`backbone` (images -> the four stage outputs, strides 4,
+    8, 16, 32). Parameters whose names start with ``lateral.`` / ``smooth.`` are the head;
+    every other parameter is the backbone's.
     """
 
-    def __init__(self, config: ImageEncoderConfig | None = None):
-        cfg = config or ImageEncoderConfig()
-        super().__init__(cfg.arch)
+    config: ImageEncoderConfig
+    HEAD_PREFIXES = ("lateral.", "smooth.")
+
+    def build_head(self, cfg: ImageEncoderConfig, widths: Sequence[int]) -> None:
         self.config = cfg
         if cfg.out_stride not in (4, 8):
             raise ValueError(f"out_stride must be 4 or 8, got {cfg.out_stride}")
@@ -142,12 +150,11 @@ class ImageEncoder(ResNetBackbone):
                 f"fpn_stages {stages} are all coarser than out_stride {cfg.out_stride}"
             )
         self.stages = stages
-        widths = self.widths
         # Not persistent: they are config, and keep the state_dict a torchvision superset.
-        self.register_buffer(
+        self.register_buffer(  # type: ignore[attr-defined]
             "input_mean", torch.tensor(cfg.mean).view(1, 3, 1, 1), persistent=False
         )
-        self.register_buffer(
+        self.register_buffer(  # type: ignore[attr-defined]
             "input_std", torch.tensor(cfg.std).view(1, 3, 1, 1), persistent=False
         )
         self.lateral = nn.ModuleDict(
@@ -158,14 +165,37 @@ class ImageEncoder(ResNetBackbone):
             nn.BatchNorm2d(cfg.out_channels),
             nn.ReLU(inplace=True),
         )
+        if cfg.frozen_bn:
+            for bn in self.backbone_batchnorms():
+                for p in bn.parameters():
+                    p.requires_grad_(False)
 
     @property
     def out_channels(self) -> int:
         return self.config.out_channels
 
     def backbone(self, images: Tensor) -> list[Tensor]:
-        """Outputs of layer1..layer4 (strides 4, 8, 16, 32)."""
-        return super().forward(images)
+        """Outputs of the four backbone stages (strides 4, 8, 16, 32)."""
+        raise NotImplementedError
+
+    def backbone_parameters(self) -> list[tuple[str, nn.Parameter]]:
+        """(name, parameter) of the backbone: everything but the FPN head."""
+        return [(k, p) for k, p in self.named_parameters()  # type: ignore[attr-defined]
+                if not k.startswith(self.HEAD_PREFIXES)]  # fmt: skip
+
+    def backbone_batchnorms(self) -> list[nn.modules.batchnorm._BatchNorm]:
+        return [m for k, m in self.named_modules()  # type: ignore[attr-defined]
+                if isinstance(m, nn.modules.batchnorm._BatchNorm)
+                and not k.startswith(self.HEAD_PREFIXES)]  # fmt: skip
+
+    def train(self, mode: bool = True) -> FpnHead:
+        """``nn.Module.train``; with ``frozen_bn`` the backbone's BatchNorm layers stay in
+        evaluation mode (their running statistics are neither used per batch nor updated)."""
+        super().train(mode)  # type: ignore[misc]
+        if self.config.frozen_bn:
+            for bn in self.backbone_batchnorms():
+                bn.eval()
+        return self
 
     def forward(self, images: Tensor) -> Tensor:
         if images.ndim != 4 or images.shape[1] != 3:
@@ -184,6 +214,26 @@ class ImageEncoder(ResNetBackbone):
                 lat = F.interpolate(lat, size=size, mode="bilinear", align_corners=False)
             out = lat if out is None else out + lat
         return self.smooth(out)
+
+
+class ImageEncoder(FpnHead, ResNetBackbone):
+    """ResNet backbone + FPN-lite: images (B, 3, H, W) -> features (B, C, ~H/s, ~W/s).
+
+    Input: RGB in [0, 1] (normalized inside, see ``ImageEncoderConfig.normalize_input``).
+
+    Parameter names of the backbone are those of torchvision's ResNet (no prefix), the
+    head lives under ``lateral.*`` and ``smooth.*``; so ``model.state_dict()`` restricted
+    to backbone keys is a torchvision state_dict.
+    """
+
+    def __init__(self, config: ImageEncoderConfig | None = None):
+        cfg = config or ImageEncoderConfig()
+        ResNetBackbone.__init__(self, cfg.arch)
+        self.build_head(cfg, self.widths)
+
+    def backbone(self, images: Tensor) -> list[Tensor]:
+        """Outputs of layer1..layer4 (strides 4, 8, 16, 32)."""
+        return ResNetBackbone.forward(self, images)
 
 
 def sample_point_features(
@@ -228,12 +278,14 @@ def sample_point_features(
 
 
 class WeightLoadError(ValueError):
-    """A torchvision checkpoint does not fit the encoder (shape mismatch or missing keys)."""
+    """Image weights do not fit the encoder (shape mismatch, missing or unexpected keys) or
+    cannot be found."""
 
 
 @dataclass
 class LoadReport:
-    """What :func:`load_torchvision_weights` did; ``missing`` excludes the FPN head."""
+    """What a weight loader did; ``missing`` excludes the FPN head, ``ignored`` is the
+    checkpoint's ImageNet classifier."""
 
     loaded: list[str]
     missing: list[str]
@@ -243,7 +295,8 @@ class LoadReport:
     def __str__(self) -> str:
         return (
             f"loaded {len(self.loaded)} tensors; missing backbone keys: {self.missing or 'none'}; "
-            f"unexpected keys: {self.unexpected or 'none'}; ignored: {len(self.ignored)} (fc.*)"
+            f"unexpected keys: {self.unexpected or 'none'}; ignored: {len(self.ignored)} "
+            "(the ImageNet classifier)"
         )
 
 

@@ -26,11 +26,10 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
+from xmodelkd_ros.nets.image_branch import build_image_encoder, load_image_weights
 from xmodelkd_ros.nets.image_encoder import (
-    ImageEncoder,
     ImageEncoderConfig,
     LoadReport,
-    load_torchvision_weights,
     sample_point_features,
 )
 from xmodelkd_ros.nets.inputs import NetInputs
@@ -140,13 +139,13 @@ def average_views(feats: Tensor, point_idx: Tensor, num_points: int) -> tuple[Te
 
 
 class FusionTeacher(nn.Module):
-    """LiDAR + camera teacher: StudentNet 3D branch, ResNet 2D branch, gated per-point fusion."""
+    """LiDAR + camera teacher: StudentNet 3D branch, 2D branch, gated per-point fusion."""
 
     def __init__(self, config: TeacherConfig | None = None):
         super().__init__()
         self.config = cfg = config or TeacherConfig()
         self.branch_3d = StudentNet(cfg.student)
-        self.image_encoder = ImageEncoder(cfg.image)
+        self.image_encoder = build_image_encoder(cfg.image)
         d3, d2, dc = cfg.student.feature_dim, cfg.image.out_channels, cfg.contrast_dim
         self.proj_2d_to_3d = nn.Linear(d2, d3)
         self.gate_mlp = _mlp(d3 + d2, d3, d3)
@@ -164,9 +163,10 @@ class FusionTeacher(nn.Module):
     def feature_dim(self) -> int:
         return self.config.student.feature_dim
 
-    def load_image_weights(self, path: str) -> LoadReport:
-        """Pretrained torchvision ResNet weights into the 2D branch (see the report)."""
-        return load_torchvision_weights(self.image_encoder, path)
+    def load_image_weights(self, weights: str) -> LoadReport:
+        """Pretrained weights (a file or a package that ships one) into the 2D branch's
+        backbone (:func:`~xmodelkd_ros.nets.image_branch.load_image_weights`)."""
+        return load_image_weights(self.image_encoder, weights)
 
     def forward(
         self, net_inputs: NetInputs, images: Tensor, corr: PointPixelCorrespondence

@@ -64,6 +64,7 @@ class StatsSnapshot:
     overlays_published: dict[str, int] = field(default_factory=dict)
     overlays_skipped: dict[str, int] = field(default_factory=dict)
     camera_notes: dict[str, str] = field(default_factory=dict)
+    sensor_contract: Any = None  # runtime.contract.ContractGuard (None: not checked)
 
 
 def _fmt_range(r: tuple[float, float] | None) -> str:
@@ -178,7 +179,16 @@ def camera_status(s: StatsSnapshot, cfg: NodeConfig, name: str) -> Status:
                   {k: str(v) for k, v in kv.items()})  # fmt: skip
 
 
+def sensor_status(s: StatsSnapshot) -> list[Status]:
+    """The LiDAR against the model's sensor contract (runtime/contract.py); none unchecked."""
+    if s.sensor_contract is None:
+        return []
+    warn, msg, values = s.sensor_contract.report()
+    return [Status(WARN if warn else OK, f"{s.node_name}: sensor contract", msg or "ok",
+                   s.input_topic, values)]  # fmt: skip
+
+
 def diagnostics(s: StatsSnapshot, cfg: NodeConfig) -> list[Status]:
-    """One status for segmentation, then one per configured camera."""
-    return [segmentation_status(s, cfg)] + [camera_status(s, cfg, c.name)
-                                            for c in cfg.cameras.cameras]  # fmt: skip
+    """One status for segmentation, the sensor contract's, then one per configured camera."""
+    return [segmentation_status(s, cfg), *sensor_status(s)] + [
+        camera_status(s, cfg, c.name) for c in cfg.cameras.cameras]  # fmt: skip

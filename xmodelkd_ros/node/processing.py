@@ -25,6 +25,7 @@ import numpy as np
 
 from xmodelkd_ros.msgs import DecodedCloud, decode_cloud
 from xmodelkd_ros.node.params import INTENSITY_POLICIES, InputConfig, ModelConfig
+from xmodelkd_ros.runtime.contract import ContractCheck, ContractGuard
 
 #: Fraction of the model's intensity span an input may exceed before it counts as outside
 #: (float rounding and drivers that clip a little above their nominal maximum).
@@ -163,6 +164,7 @@ class ProcessedScan:
     confidence: np.ndarray
     intensity: IntensityCheck
     timings: dict[str, float] = field(default_factory=dict)
+    sensor: ContractCheck | None = None  # the model's sensor contract (None: not checked)
 
 
 class ScanProcessor:
@@ -178,6 +180,7 @@ class ScanProcessor:
         self.intensity = IntensityGuard(model_intensity_range(segmenter),
                                         input_cfg.intensity_policy)  # fmt: skip
         self.intensity_found: bool | None = None
+        self.contract = ContractGuard.for_segmenter(segmenter)
 
     def set_input_config(self, cfg: InputConfig) -> None:
         """Apply changed ``input.*`` parameters from the next scan on."""
@@ -190,6 +193,7 @@ class ScanProcessor:
         t0 = time.perf_counter()
         cloud = decode_cloud(msg, intensity_field=cfg.intensity_fields)
         self.intensity_found = cloud.intensity_found
+        sensor = self.contract.apply_cloud(cloud)
         m = cloud.num_valid
         pts = np.empty((m, 4), dtype=np.float32)
         pts[:, :3] = cloud.xyz
@@ -217,7 +221,7 @@ class ScanProcessor:
         timings = {k: res.timings.get(k, 0.0) for k in ("voxelize", "maps", "inference",
                                                           "postprocess")}  # fmt: skip
         timings["decode"] = t_decode
-        return ProcessedScan(cloud, labels, conf, check, timings)
+        return ProcessedScan(cloud, labels, conf, check, timings, sensor)
 
 
 def warm_up(segmenter: Any, model: str) -> None:

@@ -300,6 +300,8 @@ class SegmentNode(Node):
                 f"{model_intensity_range(self.segmenter)} (input.intensity_policy "
                 f"{self.cfg.input.intensity_policy}; input.intensity_scale rescales it); "
                 "counted in /diagnostics, logged once")  # fmt: skip
+        if scan.sensor is not None and scan.sensor.first:
+            self.get_logger().warning(f"{scan.sensor.message}; in /diagnostics, logged once")
         if scan.cloud.num_valid == 0:
             self.counts["empty"] += 1
         t1 = time.perf_counter()
@@ -398,6 +400,7 @@ class SegmentNode(Node):
             overlays_published=dict(self.cameras.published),
             overlays_skipped=dict(self.cameras.skipped),
             camera_notes=dict(self.cameras.notes),
+            sensor_contract=self.processor.contract,
         )
 
     def _publish_diagnostics(self) -> None:

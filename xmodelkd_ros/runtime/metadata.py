@@ -97,6 +97,9 @@ class ModelMetadata:
     intensity_range: tuple[float, float] | None = None
     #: Largest scan the TensorRT optimization profile accepts.
     max_points: int = DEFAULT_MAX_POINTS
+    #: The LiDAR rig(s) the model was trained on and the envelope live scans are checked
+    #: against (:mod:`xmodelkd_ros.runtime.contract`); None when unknown or in older exports.
+    lidar_contract: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -146,6 +149,7 @@ class ModelMetadata:
             "tensorrt_profile": self.tensorrt_profile,
             "max_points": int(self.max_points),
             "intensity_range": list(self.intensity_range) if self.intensity_range else None,
+            "lidar_contract": self.lidar_contract,
             "provenance": self.provenance,
             **self.extra,
         }
@@ -165,7 +169,7 @@ class ModelMetadata:
             known = {
                 "format", "classes", "label_ids", "unlabeled", "palette", "grid", "input",
                 "network", "onnx", "checkpoint", "tensorrt_profile", "provenance",
-                "onnx_cpu", "onnx_cpu_fused", "max_points", "intensity_range",
+                "onnx_cpu", "onnx_cpu_fused", "max_points", "intensity_range", "lidar_contract",
             }  # fmt: skip
             profile = dict(data.get("tensorrt_profile") or {})
             max_points = data.get("max_points") or profile.get("points", [0, 0, 0])[2]
@@ -190,6 +194,7 @@ class ModelMetadata:
                 cpu_fused_onnx={k: v for k, v in fused.items() if k != "for"} if fused else None,
                 intensity_range=(float(rng[0]), float(rng[1])) if rng else None,
                 max_points=int(max_points or DEFAULT_MAX_POINTS),
+                lidar_contract=dict(data["lidar_contract"]) if data.get("lidar_contract") else None,
                 extra={k: v for k, v in data.items() if k not in known},
             )
         except (KeyError, TypeError, ValueError, CheckpointError) as exc:

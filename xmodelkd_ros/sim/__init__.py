@@ -10,6 +10,7 @@ In-memory API (what training uses, no disk)::
 
     from xmodelkd_ros.sim import SimWorld
     world = SimWorld(seed=0, beams=32, cameras=3)   # cameras: 0..6 or list[PinholeCamera]
+                                                    # beams: 16|32|64|128 or a rig (sim.rigs)
     f = world.scan(i)                               # any order, any process: pure in (seed, i)
     f.points      # (N, 6) float32 [x, y, z, intensity, ring, time] in the LiDAR frame
     f.labels      # (N,) uint16 label ids 0..19 (xmodelkd_ros.labels; 0 = unlabeled)
@@ -35,7 +36,7 @@ Conventions (other modules rely on them):
   in LiDAR intensity; parking sits at the road edge, sidewalk beyond it.
 
 On disk (``python -m xmodelkd_ros.sim --out DIR --scans N --format kitti|bag
-[--storage sqlite3|mcap] [--beams 32] [--cameras 3] [--seed S]``):
+[--storage sqlite3|mcap] [--beams 32|RIG] [--cameras 3] [--seed S]``):
 
 * :func:`write_kitti` -- SemanticKITTI ``sequences/NN`` (``.label`` = raw id | instance << 16).
 * :func:`write_bag` -- rosbag2 with ``/lidar/points``, ``/lidar/labels`` (GT ``label`` uint16
@@ -48,6 +49,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from .rigs import RIGS, LidarRig, lidar_model, rig
 from .sensors import LIDAR_PRESETS, LidarModel
 from .world import Frame, SimWorld
 
@@ -66,4 +68,15 @@ def write_bag(*args: Any, **kwargs: Any) -> Path:
     return _w(*args, **kwargs)
 
 
-__all__ = ["LIDAR_PRESETS", "Frame", "LidarModel", "SimWorld", "write_bag", "write_kitti"]
+__all__ = [
+    "LIDAR_PRESETS",
+    "RIGS",
+    "Frame",
+    "LidarModel",
+    "LidarRig",
+    "SimWorld",
+    "lidar_model",
+    "rig",
+    "write_bag",
+    "write_kitti",
+]

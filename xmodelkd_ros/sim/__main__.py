@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .rigs import RIGS, rig_arg
+
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
@@ -15,7 +17,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--scans", type=int, default=100, help="number of LiDAR sweeps")
     p.add_argument("--format", choices=("kitti", "bag"), default="kitti")
     p.add_argument("--storage", choices=("sqlite3", "mcap"), default="sqlite3")
-    p.add_argument("--beams", type=int, choices=(16, 32, 64), default=32)
+    p.add_argument("--beams", type=rig_arg, default=32,
+                   help=f"LiDAR: beams or a named rig ({', '.join(RIGS)})")  # fmt: skip
     p.add_argument("--cameras", type=int, default=None,
                    help="1..6 (default: 1 for kitti, 3 for bag)")  # fmt: skip
     p.add_argument("--width", type=int, default=640)

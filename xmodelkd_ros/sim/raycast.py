@@ -72,14 +72,23 @@ def camera_window_fn(
 
 
 def lidar_window_fn(
-    origin: np.ndarray, yaw: float, elev: np.ndarray, columns: int
+    origin: np.ndarray,
+    yaw: float,
+    elev: np.ndarray,
+    columns: int,
+    tilt: float = 0.0,
+    az_slack: float = 0.0,
 ) -> Callable[[np.ndarray, np.ndarray], list[Window]]:
-    """Window function of a spinning LiDAR (yaw-only pose; ``elev`` ascending, radians).
+    """Window function of a spinning LiDAR (``elev`` ascending, radians).
 
-    Column ``j`` has azimuth ``-pi + (j + 0.5) * 2pi / columns`` in the sensor frame.
+    Column ``j`` has azimuth ``-pi + (j + 0.5) * 2pi / columns`` in the sensor frame. The
+    pose is yaw-only unless ``tilt`` (radians between the sensor's and the world's up axes)
+    is set: a ray's world elevation then differs from its ring's by at most ``tilt`` and its
+    world azimuth from its column's by at most ``az_slack``, so the windows widen by those.
     """
     res = 2 * np.pi / columns
-    margin = 0.5 * (np.diff(elev).max() if len(elev) > 1 else 0.01) + 1e-3
+    margin = 0.5 * (np.diff(elev).max() if len(elev) > 1 else 0.01) + 1e-3 + tilt
+    extra = int(np.ceil(az_slack / res))
     rings = len(elev)
 
     def window(lo: np.ndarray, hi: np.ndarray) -> list[Window]:
@@ -105,8 +114,8 @@ def lidar_window_fn(
         mid = np.arctan2(cy.mean(), cx.mean()) - yaw
         da = np.angle(np.exp(1j * (az - mid)))
         a0, a1 = mid + da.min(), mid + da.max()
-        j0 = int(np.floor((a0 + np.pi) / res)) - 1
-        j1 = int(np.floor((a1 + np.pi) / res)) + 2
+        j0 = int(np.floor((a0 + np.pi) / res)) - 1 - extra
+        j1 = int(np.floor((a1 + np.pi) / res)) + 2 + extra
         if j1 - j0 >= columns:
             return [(rows, slice(0, columns))]
         j0m, j1m = j0 % columns, j1 % columns

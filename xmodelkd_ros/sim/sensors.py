@@ -39,17 +39,25 @@ from .scene import (
 )
 from .street import Street
 
-#: Beam-count presets: (lowest, highest elevation in degrees, max range in m).
+#: Beam-count presets: (lowest, highest elevation in degrees, max range in m). Named rigs
+#: (these plus other fields of view, mounting heights and pitches): :mod:`.rigs`.
 LIDAR_PRESETS: dict[int, tuple[float, float, float]] = {
     16: (-15.0, 15.0, 100.0),  # VLP-16 like
     32: (-30.67, 10.67, 100.0),  # HDL-32E like
     64: (-24.9, 2.0, 120.0),  # HDL-64E like
+    128: (-25.0, 15.0, 120.0),  # Pandar128 / OS-128 like
 }
+LIDAR_HEIGHT = 1.73  #: LiDAR height above the road (KITTI's HDL-64 mount)
 
 
 @dataclass
 class LidarModel:
-    """A rotating multi-beam LiDAR. ``elevations_deg`` ascending: ring 0 is the lowest beam."""
+    """A rotating multi-beam LiDAR. ``elevations_deg`` ascending: ring 0 is the lowest beam.
+
+    ``height`` (m above the road) and ``pitch_deg`` (> 0 tilts the forward axis down, a
+    rotation about the LiDAR's y axis) are its mounting on the vehicle: the world places
+    the sensor head (the LiDAR and the cameras calibrated to it) there.
+    """
 
     beams: int = 32
     h_res_deg: float = 0.2
@@ -60,6 +68,8 @@ class LidarModel:
     intensity_noise: float = 0.03
     rate_hz: float = 10.0
     elevations_deg: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    height: float = LIDAR_HEIGHT
+    pitch_deg: float = 0.0
 
     @classmethod
     def preset(cls, beams: int = 32, **kw) -> LidarModel:
@@ -97,10 +107,13 @@ class LidarModel:
         o = pose[:3, 3]
         yaw = float(np.arctan2(pose[1, 0], pose[0, 0]))
         B, C = self.beams, self.columns
+        dirs = (R @ self.dirs.reshape(3, -1)).reshape(3, B, C)
+        tilt, slack = _tilt_and_slack(R, dirs, self.azimuths, yaw)
+        elev = np.deg2rad(self.elevations_deg)
         grid = RayGrid(
             origin=o,
-            dirs=(R @ self.dirs.reshape(3, -1)).reshape(3, B, C),
-            window=lidar_window_fn(o, yaw, np.deg2rad(self.elevations_deg), self.columns),
+            dirs=dirs,
+            window=lidar_window_fn(o, yaw, elev, self.columns, tilt, slack),
             max_t=self.max_range,
         )
         hits = cast(grid, prims, street)
@@ -132,6 +145,21 @@ class LidarModel:
         pts[:, 4] = ring
         pts[:, 5] = self.column_time[col]
         return pts, raw, inst
+
+
+def _tilt_and_slack(
+    R: np.ndarray, dirs: np.ndarray, azimuths: np.ndarray, yaw: float
+) -> tuple[float, float]:
+    """How far a tilted (pitched) sensor's rays leave the yaw-only geometry the ray caster's
+    window assumes: the angle between the sensor's and the world's up axes (bounds each
+    ray's change of elevation) and the largest change of any ray's azimuth. Both 0 for an
+    upright sensor, which then casts exactly as before tilts existed."""
+    tilt = float(np.arccos(np.clip(R[2, 2], -1.0, 1.0)))
+    if tilt < 1e-9:
+        return 0.0, 0.0
+    world_az = np.arctan2(dirs[1], dirs[0]) - yaw
+    slack = np.abs(np.angle(np.exp(1j * (world_az - azimuths[None, :])))).max()
+    return tilt, float(slack)
 
 
 def _materials(hits: Hits, prims: list[Prim], index: np.ndarray):

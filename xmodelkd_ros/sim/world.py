@@ -13,10 +13,11 @@ import numpy as np
 
 from ..geometry import PinholeCamera, make_rig
 from ..labels import raw_to_label
-from .sensors import LidarModel, render_camera
+from .rigs import lidar_model
+from .sensors import LIDAR_HEIGHT, LidarModel, render_camera
 from .street import Street
 
-LIDAR_HEIGHT = 1.73  #: LiDAR height above the road (KITTI's HDL-64 mount)
+__all__ = ["EPOCH_NS", "LIDAR_HEIGHT", "Frame", "SimWorld"]
 EPOCH_NS = 1_700_000_000_000_000_000  #: stamp of scan 0
 
 
@@ -49,14 +50,16 @@ class SimWorld:
     """A deterministic procedural street driven along by an ego vehicle.
 
     ``cameras``: number of rig cameras (0..6, see :func:`xmodelkd_ros.geometry.make_rig`) or
-    an explicit list of :class:`PinholeCamera`. Everything is a pure function of ``seed`` and
-    the frame index, so ``SimWorld(s).scan(i)`` can be called in any order, in any process.
+    an explicit list of :class:`PinholeCamera`. ``beams``: a beam-count preset (16, 32,
+    64, 128) or a named LiDAR rig of :data:`~xmodelkd_ros.sim.rigs.RIGS` (``"32-high"``).
+    Everything is a pure function of ``seed`` and the frame index, so
+    ``SimWorld(s).scan(i)`` can be called in any order, in any process.
     """
 
     def __init__(
         self,
         seed: int = 0,
-        beams: int = 32,
+        beams: int | str = 32,
         cameras: int | Sequence[PinholeCamera] = 3,
         width: int = 640,
         height: int = 360,
@@ -67,7 +70,7 @@ class SimWorld:
     ) -> None:
         self.seed = int(seed)
         self.street = Street(self.seed)
-        self.lidar = lidar if lidar is not None else LidarModel.preset(beams, rate_hz=lidar_rate_hz)
+        self.lidar = lidar if lidar is not None else lidar_model(beams, rate_hz=lidar_rate_hz)
         if isinstance(cameras, int):
             self.cameras = make_rig(cameras, width, height) if cameras > 0 else []
         else:
@@ -97,7 +100,8 @@ class SimWorld:
 
     def pose_at(self, stamp_ns: int) -> np.ndarray:
         """LiDAR pose (4x4 lidar->world) at ``stamp_ns``: the ego follows its lane with a
-        gentle lateral sway, so poses carry real yaw."""
+        gentle lateral sway, so poses carry real yaw. The LiDAR's mounting height and
+        pitch place the sensor head on the vehicle."""
         t = (stamp_ns - EPOCH_NS) * 1e-9
         x = self.speed * t
         w, a = 0.08, 0.35
@@ -106,7 +110,11 @@ class SimWorld:
         c, s = np.cos(yaw), np.sin(yaw)
         T = np.eye(4)
         T[:3, :3] = [[c, -s, 0], [s, c, 0], [0, 0, 1]]
-        T[:3, 3] = (x, y, LIDAR_HEIGHT)
+        if self.lidar.pitch_deg:
+            p = np.deg2rad(self.lidar.pitch_deg)
+            T[:3, :3] = T[:3, :3] @ [[np.cos(p), 0, np.sin(p)], [0, 1, 0],
+                                     [-np.sin(p), 0, np.cos(p)]]  # fmt: skip
+        T[:3, 3] = (x, y, self.lidar.height)
         return T
 
     def _prims(self, stamp_ns: int, pose: np.ndarray, reach: float):

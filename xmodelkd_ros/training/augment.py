@@ -1,8 +1,10 @@
 """Point and image augmentation that keeps point-pixel correspondences valid.
 
-Order matters and is fixed here: correspondences are computed on the raw scan with
-the real calibration, then images are cropped/resized (pixel coordinates follow) and
-colour-jittered, and only then are the points rotated/flipped/scaled/jittered. The
+Order matters and is fixed here: the sensor augmentations that drop points (beam
+subsampling, ring and range dropout; :mod:`.sensor_augment`) run first, then
+correspondences are computed on the remaining raw points with the real calibration, then
+images are cropped/resized (pixel coordinates follow) and colour-jittered, and only then
+are the points moved (mounting jitter, then rotated/flipped/scaled/jittered). The
 correspondences are indices, so moving the points never breaks them.
 """
 
@@ -15,6 +17,12 @@ from PIL import Image
 
 from xmodelkd_ros.training.data.prepared import Prepared
 from xmodelkd_ros.training.data.sample import Correspondences, Sample, compute_correspondences
+from xmodelkd_ros.training.sensor_augment import (
+    mount_jitter,
+    moves_sensor,
+    sensor_active,
+    sensor_keep,
+)
 
 
 @dataclass
@@ -29,6 +37,13 @@ class AugmentConfig:
     color_jitter: float = 0.2  # brightness / contrast / saturation strength
     crop_scale: tuple[float, float] = (0.8, 1.0)  # side fraction of the random crop
     hflip_image: bool = False  # off by default: would mirror the camera geometry
+    # sensor robustness (sensor_augment.py), all off by default:
+    beam_subsample: tuple[int, ...] = (1,)  # keep every k-th ring, k drawn from these
+    ring_dropout: float = 0.0  # probability of dropping each whole ring
+    range_dropout: float = 0.0  # drop probability at range_dropout_at m and beyond
+    range_dropout_at: float = 50.0
+    mount_height: float = 0.0  # sensor height jitter, +- m
+    mount_pitch_deg: float = 0.0  # sensor pitch jitter, +- degrees
 
 
 def augment_points(points: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator) -> np.ndarray:
@@ -133,6 +148,16 @@ def prepare_sample(
         keep = np.sort(rng.choice(points.shape[0], size=max_points, replace=False))
         points = points[keep]
         labels = None if labels is None else labels[keep]
+    # drawn only when a sensor option is on: without them every other draw is as before
+    sensor_rng = (
+        np.random.default_rng(rng.integers(1 << 62)) if cfg.enabled and sensor_active(cfg)
+        else None
+    )  # fmt: skip
+    if sensor_rng is not None:
+        keep = sensor_keep(points, cfg, sensor_rng)
+        if not keep.all():
+            points = points[keep]
+            labels = None if labels is None else labels[keep]
     images: list[np.ndarray] = []
     offsets: list[int] = []
     corr = Correspondences.empty()
@@ -174,6 +199,8 @@ def prepare_sample(
             np.concatenate([p.image_idx for p in parts]),
             np.concatenate([p.uv for p in parts]).reshape(-1, 2),
         )
+    if sensor_rng is not None and moves_sensor(cfg):
+        points = mount_jitter(points, cfg, sensor_rng)
     if cfg.enabled:
         points = augment_points(points, cfg, pts_rng)
     return Prepared(points, labels, images, corr, sample.name, offsets)

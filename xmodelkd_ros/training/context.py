@@ -15,6 +15,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
@@ -113,6 +114,42 @@ def epoch_batches(
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     if len(batches) > 1 and len(batches[-1]) < batch_size:
         batches = batches[:-1]  # BatchNorm and DDP want equal, non-trivial batches
+    return batches[:cap] if cap else batches
+
+
+def train_batches(
+    ctx: Context, source: Any, epoch: int, batch_size: int, cap: int | None
+) -> list[list[int]]:
+    """This rank's training batches of ``epoch``: :func:`epoch_batches` over all scans, or
+    with ``data.labeled_per_batch`` = k, :func:`labeled_batches` (k labeled scans in
+    every batch) when ``source`` has labeled scans and enough unlabeled ones."""
+    k = ctx.recipe.data.labeled_per_batch
+    labeled = getattr(source, "labeled", None)
+    if k is None or labeled is None or not bool(np.any(labeled)) \
+            or int(np.sum(~np.asarray(labeled, bool))) < batch_size - k:
+        return epoch_batches(ctx, len(source), epoch, batch_size, cap)
+    return labeled_batches(ctx, np.asarray(labeled, bool), epoch, batch_size, k, cap)
+
+
+def labeled_batches(
+    ctx: Context, labeled: np.ndarray, epoch: int, batch_size: int, k: int, cap: int | None
+) -> list[list[int]]:
+    """Batches of ``k`` labeled and ``batch_size - k`` unlabeled scans: an epoch is one pass
+    over the unlabeled scans (shuffled), the labeled ones are drawn from reshuffled passes
+    over the labeled set as often as needed. So the labeled scans are seen at the same
+    rate however large the unlabeled pool (the semi-supervised methods' sampling); the
+    order is a function of (seed, epoch). Ranks take every ``world_size``-th batch."""
+    m = batch_size - k
+    lab, unl = np.flatnonzero(labeled), np.flatnonzero(~labeled)
+    rng = np.random.default_rng([ctx.seed, epoch, 0x1AB])
+    u = rng.permutation(unl)
+    n = len(u) // m
+    passes = -(-n * k // len(lab))
+    lab_order = np.concatenate([rng.permutation(lab) for _ in range(passes)] or [lab[:0]])
+    batches = [[*map(int, lab_order[b * k:(b + 1) * k]), *map(int, u[b * m:(b + 1) * m])]
+               for b in range(n)]  # fmt: skip
+    world, rank = ctx.dist.world_size, ctx.dist.rank
+    batches = batches[rank:len(batches) // world * world:world]
     return batches[:cap] if cap else batches
 
 

@@ -26,6 +26,9 @@ DATASETS: Registry[type] = Registry("data.dataset", DatasetError)
 
 def build_source(recipe: Recipe, split: str) -> Any:
     """The reader for ``split`` ("train", "val" or "pretrain") of the recipe's dataset."""
+    if recipe.data.unlabeled_scans and (recipe.data.dataset != "synthetic" or recipe.data.root):
+        raise DatasetError("data.unlabeled_scans (a pool of generated streets) needs "
+                           "data.dataset synthetic without data.root")  # fmt: skip
     if split == "pretrain" and recipe.data.pretrain == "bag":
         return _bag_source(recipe.data)
     part = "train" if split == "pretrain" else split
@@ -61,26 +64,58 @@ class SyntheticData:
         if data.root is not None:
             return SemanticKittiData.build(recipe, part)
         from xmodelkd_ros.sim.splits import SplitError
-        from xmodelkd_ros.training.data.synthetic import SyntheticWorld
 
         scans = data.scans_of(part)
         if scans is None:
             raise DatasetError(f"data.{part}_scans is not set (scans of the synthetic world)")
-        h, w = data.render_size
         try:
-            return SyntheticWorld(
-                seed=getattr(data, f"{part}_seeds"),
-                scans=scans,
-                stride=data.stride,
-                sim_kwargs={"cameras": data.cameras, "width": w, "height": h},
-                split=part,
-                label_fraction=data.label_fraction if part == "train" else 1.0,
-                label_seed=recipe.seed,
-                temporal_views=_temporal_views(data, part),
-                temporal_step=data.temporal_step,
-            )
+            world = _synthetic_world(recipe, part, getattr(data, f"{part}_seeds"), scans)
+            if part != "train" or data.unlabeled_scans == 0:
+                return world
+            return _with_pool(recipe, world)
         except SplitError as exc:
             raise DatasetError(str(exc)) from None
+
+
+def _synthetic_world(recipe: Recipe, part: str, seeds: list[int], scans: int,
+                     label_fraction: float | None = None) -> Any:  # fmt: skip
+    from xmodelkd_ros.training.data.synthetic import SyntheticWorld
+
+    data = recipe.data
+    h, w = data.render_size
+    if label_fraction is None:
+        label_fraction = data.label_fraction if part == "train" else 1.0
+    return SyntheticWorld(
+        seed=seeds,
+        scans=scans,
+        stride=data.stride,
+        sim_kwargs={"cameras": data.cameras, "width": w, "height": h},
+        split=part,
+        label_fraction=label_fraction,
+        label_seed=recipe.seed,
+        temporal_views=_temporal_views(data, part),
+        temporal_step=data.temporal_step,
+        cache_dir=data.cache_dir,
+        rigs=data.rigs,
+    )
+
+
+def _with_pool(recipe: Recipe, world: Any) -> Any:
+    """The training scans followed by ``data.unlabeled_scans`` label-free scans of the
+    streets ``data.unlabeled_seeds`` (training streets not among ``data.train_seeds``)."""
+    from xmodelkd_ros.training.data.synthetic import ScanPool
+
+    data = recipe.data
+    if not data.unlabeled_seeds:
+        raise DatasetError("data.unlabeled_scans > 0 needs data.unlabeled_seeds (its streets)")
+    shared = sorted(set(data.unlabeled_seeds) & set(data.train_seeds))
+    if shared:
+        raise DatasetError(
+            f"data.unlabeled_seeds {shared} are also data.train_seeds: the pool's streets "
+            "must be others (their scans would repeat the labeled ones)"
+        )
+    pool = _synthetic_world(recipe, "train", data.unlabeled_seeds, data.unlabeled_scans, 0.0)
+    return ScanPool(world, pool)
 
 
 @DATASETS.register("semantickitti")
@@ -147,6 +182,12 @@ def augment_config(section: AugmentSection, enabled: bool) -> AugmentConfig:
         jitter=section.jitter,
         color_jitter=section.color_jitter,
         crop_scale=tuple(section.crop_scale),
+        beam_subsample=tuple(int(k) for k in section.beam_subsample),
+        ring_dropout=section.ring_dropout,
+        range_dropout=section.range_dropout,
+        range_dropout_at=section.range_dropout_at,
+        mount_height=section.mount_height,
+        mount_pitch_deg=section.mount_pitch_deg,
     )
 
 

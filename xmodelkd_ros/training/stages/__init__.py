@@ -1,6 +1,7 @@
 """The stage kinds of the method, in two families: :mod:`.fusion` (``pretrain``,
 ``teacher``, ``joint``: the camera+LiDAR network) and :mod:`.student` (``distill``,
-``baseline``, ``selftrain``: the LiDAR-only network). :mod:`.base` holds what they share.
+``baseline``, ``selftrain``, ``lasermix``: the LiDAR-only network). :mod:`.base` holds
+what they share.
 
 They are registered here, in the order ``--stage`` documents them (the order a run
 trains them in), so the families' modules need not be imported in that order.
@@ -24,6 +25,7 @@ from xmodelkd_ros.training.stages.fusion import (
 from xmodelkd_ros.training.stages.student import (
     BaselineStage,
     DistillStage,
+    LaserMixStage,
     SelfTrainStage,
     control_epochs,
     lineage_epochs,
@@ -31,7 +33,7 @@ from xmodelkd_ros.training.stages.student import (
 )
 
 for _kind in (PretrainStage, TeacherStage, DistillStage, BaselineStage, SelfTrainStage,
-              JointStage):  # fmt: skip
+              LaserMixStage, JointStage):  # fmt: skip
     STAGE_KINDS.register(_kind.name)(_kind)
 
 __all__ = [
@@ -40,6 +42,7 @@ __all__ = [
     "BaselineStage",
     "DistillStage",
     "JointStage",
+    "LaserMixStage",
     "PretrainStage",
     "SelfTrainStage",
     "StageKind",

@@ -7,6 +7,9 @@
 * ``selftrain`` - the LiDAR-only self-training control: the student on labels + the
   confident pseudo-labels of a frozen LiDAR-only network (``baseline.pt``), the
   baseline's epochs.
+* ``lasermix`` - the LiDAR-only semi-supervised control in the manner of LaserMix: scans
+  mixed by bands of laser inclination, targets from a mean teacher
+  (:mod:`~xmodelkd_ros.training.lasermix`), the baseline's epochs.
 
 They share one initialisation and data order (stream 3), so distilled and controls are
 paired: the gain between them is the teacher's, not a draw of the seed.
@@ -22,9 +25,10 @@ from torch import Tensor, nn
 from xmodelkd_ros.nets.checkpoint import CheckpointError, load_student
 from xmodelkd_ros.nets.student import StudentConfig, StudentNet
 from xmodelkd_ros.nets.teacher import FusionTeacher, PointPixelCorrespondence
-from xmodelkd_ros.training.context import Context
+from xmodelkd_ros.training.context import Context, grid_of
 from xmodelkd_ros.training.data.collate import Batch
 from xmodelkd_ros.training.data.sample import IGNORE_INDEX
+from xmodelkd_ros.training.lasermix import LaserMixStep, LaserMixWeights
 from xmodelkd_ros.training.losses import confidence_mask
 from xmodelkd_ros.training.method_steps import SelfTrainStep, batch_labels, kd_region
 from xmodelkd_ros.training.objectives import DistillLoss, DistillWeights
@@ -206,3 +210,20 @@ class SelfTrainStage(ControlKind):
             p.requires_grad_(False)
         loss = self.loss(ctx, student, None)
         return SelfTrainStep(student, loss, labeller.eval(), st.confidence)
+
+
+class LaserMixStage(ControlKind):
+    """The LiDAR-only LaserMix control: same epochs, initialisation and data order as
+    ``baseline`` (stream 3); labels, inclination-mixed scans and a mean teacher's targets
+    (``loss.lasermix``, :class:`~xmodelkd_ros.training.lasermix.LaserMixWeights`). Needs
+    no other stage's output."""
+
+    name = "lasermix"
+    final = "lasermix.pt"
+
+    def build(self, ctx: Context, num_classes: int) -> nn.Module:
+        student = StudentNet(student_cfg_of(ctx.recipe.model, num_classes))
+        loss = self.loss(ctx, student, None)
+        w = dataclasses.asdict(ctx.recipe.loss.lasermix)
+        weights = LaserMixWeights(**{**w, "areas": tuple(int(a) for a in w["areas"])})
+        return LaserMixStep(student, loss, weights, grid_of(ctx.recipe.model))

@@ -1,0 +1,104 @@
+"""Sensor augmentation: training scans that look as if another LiDAR, or another mounting,
+had recorded them.
+
+Why: a student trained on one rig is deployed behind others (fewer or more beams, another
+vertical field of view, another height or pitch). These operations show training the
+variations a change of sensor brings, each off by default:
+
+* beam subsampling (keep every k-th ring, k drawn per scan, random phase): a 32-beam scan
+  becomes a 16-beam one over the same field of view;
+* ring dropout (drop whole rings at random): irregular vertical spacing, fewer beams;
+* range-dependent point dropout (drop probability rising linearly with range to
+  ``range_dropout`` at ``range_dropout_at`` metres): the sparser far field of a sensor
+  with fewer beams or less power;
+* mounting jitter (sensor height and pitch, uniform per scan): a rigid transform of the
+  scan into the frame of a sensor mounted higher / lower or tilted.
+
+Rings come from the points when the reader delivers them (column 4: simulator, nuScenes),
+else from the elevation comb (:func:`xmodelkd_ros.rings.point_rings`). The drops run
+before the point-pixel correspondences are computed (they remove points, so the indices
+stay right); the mounting transform runs with the other point augmentations after them
+(it moves points, which never breaks an index). All randomness comes from the generator
+``prepare_sample`` hands in, itself a pure function of (seed, stage, epoch, index).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from xmodelkd_ros.rings import point_rings
+
+
+def drops_points(cfg: Any) -> bool:
+    """Whether any point-dropping option of ``cfg`` (an ``AugmentConfig``) is on."""
+    return any(k > 1 for k in cfg.beam_subsample) or cfg.ring_dropout > 0 or cfg.range_dropout > 0
+
+
+def moves_sensor(cfg: Any) -> bool:
+    """Whether the mounting jitter of ``cfg`` is on."""
+    return cfg.mount_height > 0 or cfg.mount_pitch_deg > 0
+
+
+def sensor_active(cfg: Any) -> bool:
+    """Whether any sensor augmentation of ``cfg`` is on (else no random draw is made)."""
+    return drops_points(cfg) or moves_sensor(cfg)
+
+
+def ring_keep(ring: np.ndarray, subsample: int, dropout: float, rng: np.random.Generator
+              ) -> np.ndarray:  # fmt: skip
+    """(N,) bool: points on the rings kept by subsampling (every ``subsample``-th ring from
+    a random phase) and ``dropout`` (each remaining ring dropped with that probability; if
+    every ring would go, none is dropped)."""
+    keep = np.ones(len(ring), bool)
+    if len(ring) == 0:
+        return keep
+    if subsample > 1:
+        keep &= ring % subsample == rng.integers(subsample)
+    if dropout > 0:
+        rings = np.unique(ring[keep])
+        dropped = rings[rng.random(len(rings)) < dropout]
+        if len(dropped) < len(rings):
+            keep &= ~np.isin(ring, dropped)
+    return keep
+
+
+def range_keep(xyz: np.ndarray, dropout: float, at: float, rng: np.random.Generator
+               ) -> np.ndarray:  # fmt: skip
+    """(N,) bool: each point kept with probability ``1 - dropout * min(r / at, 1)``
+    (``r``: its distance from the sensor)."""
+    r = np.linalg.norm(np.asarray(xyz, np.float64), axis=1)
+    return rng.random(len(r)) >= dropout * np.minimum(r / at, 1.0)
+
+
+def sensor_keep(points: np.ndarray, cfg: Any, rng: np.random.Generator) -> np.ndarray:
+    """(N,) bool: which points survive beam subsampling, ring dropout and range dropout."""
+    keep = np.ones(len(points), bool)
+    k = int(rng.choice(cfg.beam_subsample)) if any(v > 1 for v in cfg.beam_subsample) else 1
+    if k > 1 or cfg.ring_dropout > 0:
+        keep &= ring_keep(point_rings(points), k, cfg.ring_dropout, rng)
+    if cfg.range_dropout > 0:
+        keep &= range_keep(points[:, :3], cfg.range_dropout, cfg.range_dropout_at, rng)
+    return keep
+
+
+def mount_transform(height: float, pitch_deg: float) -> tuple[np.ndarray, np.ndarray]:
+    """(R, t) taking points of the original sensor frame into that of a sensor raised by
+    ``height`` and pitched by ``pitch_deg`` (> 0: forward axis down): ``p' = R (p - t)``."""
+    p = np.deg2rad(pitch_deg)
+    c, s = np.cos(p), np.sin(p)
+    # the new sensor's axes in the old frame are the columns of Ry(p); inverse = transpose
+    R = np.array([[c, 0.0, -s], [0.0, 1.0, 0.0], [s, 0.0, c]])
+    return R, np.array([0.0, 0.0, height])
+
+
+def mount_jitter(points: np.ndarray, cfg: Any, rng: np.random.Generator) -> np.ndarray:
+    """The scan seen from a sensor mounted ``U(-mount_height, mount_height)`` m higher and
+    pitched ``U(-mount_pitch_deg, mount_pitch_deg)`` degrees; other columns untouched."""
+    h = rng.uniform(-cfg.mount_height, cfg.mount_height) if cfg.mount_height > 0 else 0.0
+    p = rng.uniform(-cfg.mount_pitch_deg, cfg.mount_pitch_deg) if cfg.mount_pitch_deg > 0 else 0.0
+    R, t = mount_transform(h, p)
+    out = points.copy()
+    out[:, :3] = ((points[:, :3].astype(np.float64) - t) @ R.T).astype(np.float32)
+    return out
