@@ -103,8 +103,9 @@ def start_local_ray(num_cpus: int) -> None:
     from ray._private import ray_constants
 
     ray_constants.ENABLE_RAY_CLUSTER = False
-    ray.init(num_cpus=num_cpus, include_dashboard=False, logging_level="ERROR",
-             log_to_driver=False, runtime_env=RUNTIME_ENV)  # fmt: skip
+    # "local": a new instance even where RAY_ADDRESS is set or `ray start` left a cluster
+    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False,
+             logging_level="ERROR", log_to_driver=False, runtime_env=RUNTIME_ENV)  # fmt: skip
 
 
 def connect_ray(address: str, workers: int) -> tuple[Any, bool]:
