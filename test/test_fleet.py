@@ -276,3 +276,21 @@ def test_kitti_sequence_scores_like_the_same_drive_as_a_bag(fleet_inputs, tmp_pa
     assert [r["stamp"] for r in got] == [0, 100_000_000, 200_000_000]
     keys = ("index", "points", "labeled_points", "scored_points", "classes", "miou")
     assert [{k: r[k] for k in keys} for r in got] == [{k: r[k] for k in keys} for r in want]
+
+
+def test_unreachable_ray_cluster_is_one_line(fleet_inputs, tmp_path, capsys) -> None:
+    """Ray itself retries an address that does not answer for minutes; the fleet says so
+    at once (a port nothing listens on: connection refused)."""
+    pytest.importorskip("ray")
+    import socket
+
+    bags, model = fleet_inputs
+    with socket.socket() as s:  # a free port, closed again
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    t0 = time.monotonic()
+    code, _, err = _fleet([str(bags), "--model", str(model), "--out", str(tmp_path),
+                           "--ray", f"127.0.0.1:{port}"], capsys)  # fmt: skip
+    err = err.strip().splitlines()[-1]
+    assert code == 2 and err.startswith(f"error: cannot reach the Ray cluster at 127.0.0.1:{port}")
+    assert time.monotonic() - t0 < 30

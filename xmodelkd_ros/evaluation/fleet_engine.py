@@ -108,6 +108,21 @@ def start_local_ray(num_cpus: int) -> None:
              logging_level="ERROR", log_to_driver=False, runtime_env=RUNTIME_ENV)  # fmt: skip
 
 
+def _reachable(address: str, timeout_s: float = 10.0) -> None:
+    """Ray retries an address that does not answer for minutes: a ``host:port`` (or
+    ``ray://host:port``) is tried once with a TCP connection first."""
+    import socket
+
+    host, sep, port = address.split("://")[-1].rpartition(":")
+    if not sep or not port.isdigit():
+        return  # "auto", or a form Ray resolves itself
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise FleetError(f"cannot reach the Ray cluster at {address}: "
+                         f"{exc.strerror or exc}") from None  # fmt: skip
+
+
 def connect_ray(address: str, workers: int) -> tuple[Any, bool]:
     """``ray`` connected to ``address`` (``local``: start one here, ``auto``: the running
     cluster); also whether this call started the connection (and must shut it down).
@@ -119,6 +134,8 @@ def connect_ray(address: str, workers: int) -> tuple[Any, bool]:
         raise FleetError("--ray needs Ray: pip install 'xmodelkd_ros[fleet]' (ray)") from None
     if ray.is_initialized():
         return ray, False
+    if address != "local":
+        _reachable(address)
     try:
         if address == "local":
             start_local_ray(workers)
