@@ -44,6 +44,9 @@ EXTRAS = {
     # nuScenes-lidarseg reader (multi-camera data); not needed for the synthetic default.
     "nuscenes": ["nuscenes-devkit"],
     "gpu": ["spconv-cu120", "tensorrt>=10"],
+    # many bags on a Ray cluster (python -m xmodelkd_ros.evaluation.fleet --ray); local
+    # worker processes need nothing more
+    "fleet": ["ray>=2.9"],
     # spconv's CPU build is the weight-layout oracle in tests and the reference in bench/.
     "dev": [
         "pytest>=8",
@@ -51,6 +54,8 @@ EXTRAS = {
         "hypothesis>=6.100",
         "ruff>=0.5",
         "spconv>=2.3",
+        # frames.jsonl is validated against schema/frames.schema.json in the tests
+        "jsonschema>=4.18",
     ],
 }
 
@@ -92,6 +97,7 @@ setup(
             "segment_node = xmodelkd_ros.node.main:main",
             "xmodelkd_benchmark = xmodelkd_ros.evaluation.benchmark:main",
             "xmodelkd_choose = xmodelkd_ros.evaluation.choose:main",
+            "xmodelkd_fleet = xmodelkd_ros.evaluation.fleet:main",
         ],
     },
 )

@@ -15,7 +15,7 @@ fi
 "$VENV/bin/python" -m pip install --quiet "$TORCH_SPEC"
 # The ROS 2 wheels (rclpy + Fast DDS) stand in for a ROS distribution on bare machines;
 # skip them with WITH_ROS=0 on a vehicle whose rclpy comes from /opt/ros.
-EXTRAS="dev,export,train"
+EXTRAS="dev,export,train,fleet"
 if [ "${WITH_ROS:-1}" = "1" ]; then
     EXTRAS="$EXTRAS,ros"
 fi

@@ -12,7 +12,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 #: Imported, but installed with pip (setup.py), not by rosdep.
 PIP_ONLY = {"torch", "onnx", "onnxruntime", "tensorrt", "spconv", "rosbags", "nuscenes",
-            "tensorboard", "pytest", "hypothesis", "omegaconf", "geffnet"}  # fmt: skip
+            "tensorboard", "pytest", "hypothesis", "omegaconf", "geffnet",
+            "ray"}  # fmt: skip
 #: rosdep keys for Python libraries -> the module they provide.
 PYTHON_KEYS = {"python3-numpy": "numpy", "python3-yaml": "yaml", "python3-tqdm": "tqdm",
                "python3-pil": "PIL", "python3-opencv": "cv2"}  # fmt: skip

@@ -23,8 +23,9 @@ IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
 CAMERA_INFO = "sensor_msgs/msg/CameraInfo"
 DEFAULT_LABELS_TOPIC = "/lidar/labels"
 
-#: One bag message to publish: (topic, log time ns, raw CDR, LiDAR header stamp or None).
-BagMessage = tuple[str, int, bytes, "int | None"]
+#: One bag message to publish: (topic, log time ns, raw CDR, LiDAR header stamp or None,
+#: LiDAR point count or None).
+BagMessage = tuple[str, int, bytes, "int | None", "int | None"]
 
 
 @dataclass
@@ -187,20 +188,21 @@ def iter_scans(plan: BagPlan) -> Iterator[tuple[int, Any]]:
 def groups(plan: BagPlan) -> Iterator[tuple[int, list[BagMessage]]]:
     """Bag messages in log-time order, grouped: each LiDAR message with the camera
     messages that follow it until the next scan. Yields (log time of the group's first
-    message, [(topic, log ns, raw CDR, LiDAR stamp or None)])."""
+    message, [(topic, log ns, raw CDR, LiDAR stamp or None, LiDAR points or None)])."""
     reader = open_reader(plan.path)
     try:
         wanted = {plan.lidar_topic, *plan.camera_topics}
         conns = [c for c in reader.connections if c.topic in wanted]
         group: list[BagMessage] = []
         for conn, t, raw in reader.messages(connections=conns):
-            stamp = None
+            stamp = points = None
             if conn.topic == plan.lidar_topic:
-                stamp = stamp_ns(reader.deserialize(raw, conn.msgtype).header)
+                msg = reader.deserialize(raw, conn.msgtype)
+                stamp, points = stamp_ns(msg.header), int(msg.width) * int(msg.height)
                 if group:
                     yield group[0][1], group
                 group = []
-            group.append((conn.topic, int(t), bytes(raw), stamp))
+            group.append((conn.topic, int(t), bytes(raw), stamp, points))
         if group:
             yield group[0][1], group
     finally:

@@ -2,7 +2,8 @@
 
 Why thin: the flags map one to one onto :class:`ReplayOptions`; the launch file builds
 its command against :func:`build_parser`, so the two cannot drift apart. Errors are one
-line on stderr with exit code 2 (bad input) or 1 (node or middleware failure).
+line on stderr with exit code 2 (bad input) or 1 (node or middleware failure); with
+``--criteria`` a criterion not met is exit 1 too, after the table.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from xmodelkd_ros.evaluation import criteria as crit
 from xmodelkd_ros.replay.bag import DEFAULT_LABELS_TOPIC
 from xmodelkd_ros.replay.options import ReplayError, ReplayOptions
 from xmodelkd_ros.replay.report import summary_line
@@ -61,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "package's large-data profile, config/fastdds_large_data.xml); "
                         "never overrides FASTDDS_DEFAULT_PROFILES_FILE, CYCLONEDDS_URI or a "
                         "non-Fast-DDS RMW_IMPLEMENTATION already set")
+    p.add_argument("--criteria", type=Path, default=None,
+                   help="pass/fail criteria (YAML, e.g. config/criteria.yaml): the table goes "
+                        "to the terminal and report.md; exit 1 when one is not met")
     p.add_argument("--quiet", action="store_true")
     return p  # fmt: skip
 
@@ -77,7 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         lidar_topic=a.lidar_topic, rate=a.rate, max_throughput=a.max_throughput,
         report=a.report, backend=a.backend, params_file=a.params_file, domain_id=a.domain_id,
         cameras=not a.no_cameras, output_timeout_s=a.timeout, late_ms=a.late_ms,
-        quiet=a.quiet, dds_profile=a.dds_profile,
+        quiet=a.quiet, dds_profile=a.dds_profile, criteria=a.criteria,
     )  # fmt: skip
     try:
         rep = run_replay(opts)
@@ -90,4 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(summary_line(rep), flush=True)
     if a.report is not None:
         print(f"report: {a.report / 'report.md'}", flush=True)
+    if rep.get("criteria") is not None:
+        print(crit.terminal(rep["criteria"]), flush=True)
+        return 0 if crit.passed(rep["criteria"]) else 1
     return 0

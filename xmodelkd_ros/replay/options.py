@@ -10,6 +10,10 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from xmodelkd_ros.evaluation.criteria import Criteria
 
 STARTUP_TIMEOUT_S = 180.0  # torch + rclpy import and model load on a loaded 2-core machine
 
@@ -46,6 +50,8 @@ class ReplayOptions:
     #: Fast DDS profile for the bag player (this process) and the node: "default" (the
     #: shipped large-data profile), a path, or "none"; never overrides the user's own.
     dds_profile: str = "default"
+    #: pass/fail criteria (a YAML path, loaded and checked before the node starts)
+    criteria: Path | Criteria | None = None
 
 
 def log(opts: ReplayOptions, msg: str) -> None:

@@ -39,6 +39,7 @@ class PlayResult:
     started: bool = False  # t0/wall0 set from the first message
     published: dict[int, int] = field(default_factory=dict)  # LiDAR stamp -> publish ns
     order: list[int] = field(default_factory=list)  # LiDAR stamps in publish order
+    points: dict[int, int] = field(default_factory=dict)  # LiDAR stamp -> points in the scan
     wall_play_s: float = 0.0  # publishing only
     wall_total_s: float = 0.0  # first publish -> last output received
     lost_waiting: int = 0  # back-pressure waits that timed out
@@ -66,7 +67,7 @@ def play(opts: ReplayOptions, plan: BagPlan, peer: Peer, node: NodeProcess) -> P
         for first_log, group in groups(plan):
             if not res.started:
                 res.t0, res.wall0, res.started = first_log, time.monotonic_ns(), True
-            for topic, log_ns, raw, stamp in group:
+            for topic, log_ns, raw, stamp, points in group:
                 if not opts.max_throughput:
                     target = res.wall0 + (log_ns - res.t0) / opts.rate
                     delay = (target - time.monotonic_ns()) / 1e9
@@ -75,6 +76,7 @@ def play(opts: ReplayOptions, plan: BagPlan, peer: Peer, node: NodeProcess) -> P
                 if stamp is not None:
                     res.published[stamp] = time.monotonic_ns()
                     res.order.append(stamp)
+                    res.points[stamp] = points or 0
                 peer.pubs[topic].publish(raw)
             peer.check()
             if (opts.max_throughput and res.order

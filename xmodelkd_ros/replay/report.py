@@ -2,7 +2,8 @@
 
 Why apart from the player: the report is a pure function of what was published and what
 came back (plus the node's last ``/diagnostics``), so it is computed the same for both
-modes and written as ``report.json`` (everything), ``report.md`` and ``confusion.png``.
+modes and written as ``report.json`` (the summary), ``frames.jsonl`` (the per-frame
+records it is computed from), ``report.md`` and ``confusion.png``.
 """
 
 from __future__ import annotations
@@ -15,10 +16,18 @@ from typing import Any
 
 import numpy as np
 
+from xmodelkd_ros.evaluation import criteria as crit
+from xmodelkd_ros.evaluation.frames import (
+    FRAMES_FILE,
+    latency_values,
+    summarize_frames,
+    write_frames,
+)
 from xmodelkd_ros.replay.bag import BagPlan
+from xmodelkd_ros.replay.frames import replay_records
 from xmodelkd_ros.replay.options import ReplayOptions
 from xmodelkd_ros.replay.player import PlayResult
-from xmodelkd_ros.replay.scoring import ScoreCounts, class_names, score_scan
+from xmodelkd_ros.replay.scoring import class_names
 
 
 def _percentiles(values_ms: Sequence[float]) -> dict[str, float | None]:
@@ -30,29 +39,7 @@ def _percentiles(values_ms: Sequence[float]) -> dict[str, float | None]:
             "max": float(a.max())}  # fmt: skip
 
 
-def _latencies_ms(
-    opts: ReplayOptions, play: PlayResult, outputs: dict[int, tuple[int, np.ndarray]],
-    answered: list[int],
-) -> tuple[list[float], list[float]]:  # fmt: skip
-    """(bag stamp -> output, publish -> output) per answered scan, in ms.
-
-    At rate R the bag clock runs R x wall time from the first message; at max throughput a
-    scan's stamp is taken as its publish instant.
-    """
-    published = play.published
-    e2e_ms, pub_ms = [], []
-    for s in answered:
-        recv = outputs[s][0]
-        pub_ms.append((recv - published[s]) / 1e6)
-        if opts.max_throughput:
-            e2e_ms.append((recv - published[s]) / 1e6)
-        else:
-            sim_recv = play.t0 + (recv - play.wall0) * opts.rate
-            e2e_ms.append((sim_recv - s) / 1e6 / opts.rate)
-    return e2e_ms, pub_ms
-
-
-def _model_class_names(model: Path) -> list[str]:
+def model_class_names(model: Path) -> list[str]:
     """The exported model's class names (``model.json``), else the training classes."""
     names = class_names()
     try:
@@ -65,23 +52,27 @@ def _model_class_names(model: Path) -> list[str]:
     return names
 
 
-def _score(
-    gt: dict[int, np.ndarray], outputs: dict[int, tuple[int, np.ndarray]], answered: list[int],
-    names: list[str],
-) -> tuple[Any, ScoreCounts, int]:  # fmt: skip
-    """(metrics or None without ground truth, point counts, scans scored)."""
-    from xmodelkd_ros.training.metrics import ConfusionMatrix
+def _metrics(summary: dict[str, Any], confusion: np.ndarray, names: list[str]
+             ) -> dict[str, Any]:  # fmt: skip
+    """The report's ``metrics`` from the records' summary, with the summed confusion (the
+    one figure records do not hold, for ``confusion.png``); all zero when nothing scored."""
+    m = summary["metrics"] or {"miou": 0.0, "accuracy": 0.0, "iou": dict.fromkeys(names)}
+    return {"miou": m["miou"], "accuracy": m["accuracy"], "iou": m["iou"],
+            "confusion": confusion.tolist()}  # fmt: skip
 
-    metrics = None
-    counts = ScoreCounts()
-    scored_scans = 0
-    if gt:
-        cm = ConfusionMatrix(len(names))
-        for s in answered:
-            if s in gt and score_scan(cm, gt[s], outputs[s][1], counts):
-                scored_scans += 1
-        metrics = cm.result(names)
-    return metrics, counts, scored_scans
+
+def measured(rep: dict[str, Any]) -> dict[str, Any]:
+    """What the criteria are checked against (:mod:`xmodelkd_ros.evaluation.criteria`)."""
+    m, sc, pts = rep.get("metrics"), rep["scans"], rep["points"]
+    unscored = pts["unpredicted"]
+    return {
+        "miou": m["miou"] if m else None,
+        "class_iou": m["iou"] if m else {},
+        "p95_latency_ms": rep["latency_ms"]["stamp_to_output"]["p95"],
+        "dropped_fraction": sc["dropped_fraction"],
+        "answered_fraction": sc["received"] / sc["published"] if sc["published"] else 0.0,
+        "unscored_fraction": unscored / (unscored + pts["scored"]) if unscored else 0.0,
+    }
 
 
 def _add_sustainable_rate(rep: dict[str, Any]) -> None:
@@ -102,19 +93,21 @@ def build_report(
     play: PlayResult, outputs: dict[int, tuple[int, np.ndarray]], diag: dict[str, str],
     duplicates: int, startup_s: float,
 ) -> dict[str, Any]:  # fmt: skip
-    """Match outputs to published scans by stamp, score, and summarise latency/drops."""
+    """Match outputs to published scans by stamp into per-frame records, and summarise
+    them (scores, latency, drops). The records are ``rep["frames"]`` (``frames.jsonl``)."""
     order, published = play.order, play.published
     stamps = np.asarray(order, dtype=np.int64)
     period_ms = float(np.median(np.diff(stamps)) / 1e6) if len(stamps) > 1 else 100.0
     # late: the output came after the next scan was due (one scan period of wall time)
     late_ms = opts.late_ms if opts.late_ms is not None else (
         period_ms if opts.max_throughput else period_ms / opts.rate)
-    answered = [s for s in order if s in outputs]
-    dropped = [s for s in order if s not in outputs]
+    names = model_class_names(model)
+    records, confusion = replay_records(opts, play, outputs, gt, names, late_ms)
+    summary = summarize_frames(records, names)
+    dropped = [r["stamp"] for r in records if r["dropped"]]
     unexpected = [s for s in outputs if s not in published]
-    e2e_ms, pub_ms = _latencies_ms(opts, play, outputs, answered)
-    late = int(sum(1 for v in e2e_ms if v > late_ms))
-    metrics, counts, scored_scans = _score(gt, outputs, answered, _model_class_names(model))
+    e2e_ms = latency_values(records, "stamp_to_output")
+    pub_ms = latency_values(records, "publish_to_output")
     n = len(order)
     rep: dict[str, Any] = {
         "bag": str(plan.path),
@@ -129,24 +122,25 @@ def build_report(
         "scans": {
             "in_bag": plan.num_scans,
             "published": n,
-            "received": len(answered),
-            "dropped": len(dropped),
-            "dropped_fraction": (len(dropped) / n) if n else 0.0,
-            "late": late,
+            "received": summary["answered"],
+            "dropped": summary["dropped"],
+            "dropped_fraction": summary["dropped_fraction"],
+            "late": summary["late"],
             "late_threshold_ms": late_ms,
             "node_dropped_stale": _int_or_none(diag.get("scans_dropped_stale")),
             "node_received": _int_or_none(diag.get("scans_received")),
             "duplicates": duplicates,
             "unexpected_stamps": len(unexpected),
-            "scored": scored_scans,
-            "mismatched_point_count": counts.mismatched_scans,
-            "without_ground_truth": sum(1 for s in answered if s not in gt) if gt else None,
+            "scored": summary["scored_frames"],
+            "mismatched_point_count": sum(1 for r in records if "problem" in r),
+            "without_ground_truth": sum(1 for r in records if r["answered"]
+                                        and not r["has_truth"]) if gt else None,
             "dropped_stamps": dropped[:50],
         },
         "throughput": {
             "bag_scan_rate_hz": 1000.0 / period_ms if period_ms > 0 else None,
             "wall_s": play.wall_total_s,
-            "output_rate_hz": (len(answered) / play.wall_total_s)
+            "output_rate_hz": (summary["answered"] / play.wall_total_s)
             if play.wall_total_s > 0 else None,
         },
         "latency_ms": {
@@ -154,11 +148,14 @@ def build_report(
             "publish_to_output": _percentiles(pub_ms),
         },
         "node_diagnostics": _node_stages(diag),
-        "points": {"scored": counts.scored, "unpredicted": counts.unpredicted},
-        "metrics": metrics.to_dict() if metrics is not None else None,
+        "points": {"scored": summary["scored_points"], "unpredicted": summary["unscored_points"]},
+        "metrics": _metrics(summary, confusion, names) if gt else None,
     }
     if opts.max_throughput:
         _add_sustainable_rate(rep)
+    if opts.criteria is not None:
+        rep["criteria"] = crit.check(opts.criteria, measured(rep))
+    rep["frames"] = records
     return rep
 
 
@@ -199,16 +196,19 @@ def _dds_line(dds: dict[str, Any] | None) -> str:
 
 
 def write_replay_report(out: Path, rep: dict[str, Any]) -> None:
-    """``report.json`` (everything), ``report.md`` (tables) and ``confusion.png``."""
+    """``report.json`` (the summary), ``frames.jsonl`` (the records it summarises),
+    ``report.md`` (tables) and ``confusion.png``."""
     from xmodelkd_ros.training.report import confusion_png
 
     out.mkdir(parents=True, exist_ok=True)
+    write_frames(out / FRAMES_FILE, rep.get("frames", []))
     m = rep.get("metrics")
     if m is not None:
         names = list(m["iou"])
         confusion_png(np.asarray(m["confusion"]), names, out / "confusion.png",
                       title=f"replay {Path(rep['bag']).name}: rows = truth")  # fmt: skip
-    (out / "report.json").write_text(json.dumps(rep, indent=1))
+    (out / "report.json").write_text(
+        json.dumps({k: v for k, v in rep.items() if k != "frames"}, indent=1))
     sc, lat = rep["scans"], rep["latency_ms"]
     lines = [
         "# xmodelkd_ros replay evaluation", "",
@@ -253,6 +253,9 @@ def write_replay_report(out: Path, rep: dict[str, Any]) -> None:
         for c, v in m["iou"].items():
             lines.append(f"| {c} | {'n/a' if v is None else f'{100 * v:.1f}'} |")
         lines += ["", "![confusion](confusion.png)"]
+    if rep.get("criteria"):
+        lines += ["", *crit.markdown(rep["criteria"])]
+    lines += ["", f"Per-frame records: `{FRAMES_FILE}` (schema/frames.schema.json)."]
     (out / "report.md").write_text("\n".join(lines) + "\n")
 
 

@@ -8,6 +8,7 @@ the peer is up, and both are torn down whatever happens.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import tempfile
 import time
@@ -18,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from xmodelkd_ros.dds import PROFILE_ENV, large_data_env, user_dds_config
+from xmodelkd_ros.evaluation.criteria import Criteria, CriteriaError, load_criteria
 from xmodelkd_ros.replay.bag import BagPlan, plan_bag, read_ground_truth
 from xmodelkd_ros.replay.node_process import (
     NodeProcess,
@@ -30,7 +32,7 @@ from xmodelkd_ros.replay.node_process import (
 from xmodelkd_ros.replay.options import ReplayError, ReplayOptions, log
 from xmodelkd_ros.replay.peer import Peer
 from xmodelkd_ros.replay.player import PlayResult, play
-from xmodelkd_ros.replay.report import build_report, write_replay_report
+from xmodelkd_ros.replay.report import build_report, model_class_names, write_replay_report
 
 
 @contextlib.contextmanager
@@ -66,6 +68,24 @@ def _checked_inputs(
     if opts.params_file is not None and not opts.params_file.is_file():
         raise ReplayError(f"params file {opts.params_file} does not exist")
     return model, plan, gt, params_file
+
+
+def _criteria(opts: ReplayOptions, model: Path, gt: dict[int, np.ndarray]) -> Criteria | None:
+    """The criteria file loaded and checked against what this replay measures (bad input
+    before the node starts)."""
+    if opts.criteria is None or isinstance(opts.criteria, Criteria):
+        return opts.criteria
+    no_truth = None if gt else "the replay has no ground truth (--no-labels or none in the bag)"
+    try:
+        criteria = load_criteria(opts.criteria)
+        criteria.require({"miou": no_truth, "class_iou": no_truth, "p95_latency_ms": None,
+                          "dropped_fraction": None, "answered_fraction": None,
+                          "unscored_fraction": None,
+                          "failed_bags": "a replay evaluates one bag (the fleet counts failed "
+                                         "bags)"}, model_class_names(model))  # fmt: skip
+    except CriteriaError as exc:
+        raise ReplayError(str(exc)) from None
+    return criteria
 
 
 def _dds_env(opts: ReplayOptions) -> dict[str, str]:
@@ -122,9 +142,12 @@ def _await_last_diagnostics(
 
 
 def run_replay(opts: ReplayOptions) -> dict[str, Any]:
-    """Replay ``opts.bag`` through a freshly started node; returns the report dict (and
-    writes ``report.md`` / ``report.json`` / ``confusion.png`` when ``opts.report``)."""
+    """Replay ``opts.bag`` through a freshly started node; returns the report dict, its
+    per-frame records under ``"frames"`` and, with ``opts.criteria``, the checked criteria
+    under ``"criteria"`` (and writes ``report.md`` / ``report.json`` / ``frames.jsonl`` /
+    ``confusion.png`` when ``opts.report``)."""
     model, plan, gt, params_file = _checked_inputs(opts)
+    opts = dataclasses.replace(opts, criteria=_criteria(opts, model, gt))
     topic = output_topic(params_file)
     user_dds = user_dds_config(os.environ)
     dds = _dds_env(opts)
