@@ -123,6 +123,15 @@ def test_load_reports_missing_unexpected_and_names_shape_mismatch():
         load_torchvision_weights(model, "/nonexistent/resnet.pth")
 
 
+def test_unreadable_weights_file_is_one_line(tmp_path):
+    model = ImageEncoder(ImageEncoderConfig(arch="tiny"))
+    corrupt = tmp_path / "resnet.pth"
+    corrupt.write_bytes(b"not a checkpoint")
+    with pytest.raises(WeightLoadError, match=r"^cannot read image weights .*resnet\.pth: ") as e:
+        load_torchvision_weights(model, corrupt)
+    assert "\n" not in str(e.value)
+
+
 @pytest.mark.parametrize("stride", [4, 8])
 @pytest.mark.parametrize("size", [(64, 96), (65, 97)])
 def test_encoder_output_shape(stride, size):

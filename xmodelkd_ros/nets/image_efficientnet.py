@@ -29,7 +29,6 @@ import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
-import torch
 from torch import Tensor, nn
 
 from xmodelkd_ros.nets.image_encoder import (
@@ -37,8 +36,8 @@ from xmodelkd_ros.nets.image_encoder import (
     ImageEncoderConfig,
     LoadReport,
     WeightLoadError,
-    _extract_state_dict,
     _key_list,
+    read_weights,
 )
 
 #: arch -> (geffnet model name, the block stages whose outputs have strides 4, 8, 16, 32)
@@ -131,13 +130,7 @@ def load_efficientnet_lite_weights(
     ``_fc``: reported as ignored) must land; otherwise, or on a shape mismatch,
     :class:`WeightLoadError` names the keys and the model is left untouched.
     """
-    if isinstance(path_or_state, (str, Path)):
-        if not Path(path_or_state).is_file():
-            raise WeightLoadError(f"image weights {path_or_state} not found")
-        raw = torch.load(Path(path_or_state), map_location="cpu", weights_only=True)
-    else:
-        raw = path_or_state
-    state = _extract_state_dict(raw)
+    state = read_weights(path_or_state)
     key_map = checkpoint_key_map(model)
     own = model.state_dict()
     ignored = sorted(k for k in state if k.startswith(HEAD_KEYS))

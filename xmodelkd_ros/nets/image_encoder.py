@@ -300,6 +300,22 @@ class LoadReport:
         )
 
 
+def read_weights(path_or_state: str | Path | Mapping[str, Tensor]) -> Mapping[str, Tensor]:
+    """An image backbone's state dict from a file or a mapping (``state_dict`` wrappers and
+    DDP's ``module.`` prefixes removed); a missing or unreadable file is one
+    :class:`WeightLoadError` line, never torch's paragraph."""
+    if not isinstance(path_or_state, (str, Path)):
+        return _extract_state_dict(path_or_state)
+    path = Path(path_or_state)
+    if not path.is_file():
+        raise WeightLoadError(f"image weights {path} not found")
+    try:
+        raw = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for corrupt or foreign files
+        raise WeightLoadError(f"cannot read image weights {path}: {type(exc).__name__}") from exc
+    return _extract_state_dict(raw)
+
+
 def _extract_state_dict(obj: object) -> Mapping[str, Tensor]:
     if isinstance(obj, Mapping) and "state_dict" in obj:
         obj = obj["state_dict"]
@@ -333,13 +349,7 @@ def load_torchvision_weights(
     not end as a silently random-initialised backbone. ``strict=False`` is the explicit
     opt-in to a partial load; the returned :class:`LoadReport` then says what was skipped.
     """
-    if isinstance(path_or_state, (str, Path)):
-        if not Path(path_or_state).is_file():
-            raise WeightLoadError(f"image weights {path_or_state} not found")
-        raw = torch.load(Path(path_or_state), map_location="cpu", weights_only=True)
-    else:
-        raw = path_or_state
-    state = _extract_state_dict(raw)
+    state = read_weights(path_or_state)
     own = {
         k: v for k, v in model.state_dict().items()
         if not k.startswith(("lateral.", "smooth."))
