@@ -35,9 +35,10 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from doc_block import markers, replace_block  # noqa: E402 (bench/, beside this script)
 
 LIDARS = ("a", "b", "c")
-BEGIN, END = "<!-- bench_lidars:begin -->", "<!-- bench_lidars:end -->"
+BEGIN, END = markers("bench_lidars")
 STARTUP_S = 180.0
 
 
@@ -316,13 +317,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
     if args.readme:
-        doc = args.readme.read_text()
-        if BEGIN not in doc or END not in doc:
-            raise SystemExit(f"error: {args.readme} has no {BEGIN} ... {END} block")
         cmd = " ".join(["python bench/bench_lidars.py", *(sys.argv[1:] if argv is None else argv)])
-        head, rest = doc.split(BEGIN, 1)
-        args.readme.write_text(head + BEGIN + f"\n`{cmd}`\n\n{text}\n" + END
-                               + rest.split(END, 1)[1])  # fmt: skip
+        replace_block(args.readme, "bench_lidars", f"`{cmd}`\n\n{text}\n")
     return 0
 
 

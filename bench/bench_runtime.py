@@ -37,6 +37,8 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from doc_block import markers, replace_block
+
 from xmodelkd_ros.nets.checkpoint import load_student
 from xmodelkd_ros.nets.inputs import build_inputs
 from xmodelkd_ros.runtime import Segmenter, SegmentResult, choose_backend
@@ -58,16 +60,7 @@ ORT_GRAPHS = {
     "onnxruntime-pairs": (CPU_ONNX_FILE, "pairs"),
     "onnxruntime-tables": (ONNX_FILE, "tables"),
 }
-BEGIN, END = "<!-- bench_runtime:begin -->", "<!-- bench_runtime:end -->"
-
-
-def replace_block(path: Path, text: str) -> None:
-    """Put ``text`` between the BEGIN/END markers of ``path`` (docs/performance.md)."""
-    doc = path.read_text()
-    if BEGIN not in doc or END not in doc:
-        raise SystemExit(f"error: {path} has no {BEGIN} ... {END} block")
-    head, rest = doc.split(BEGIN, 1)
-    path.write_text(head + BEGIN + "\n" + text + END + rest.split(END, 1)[1])
+BEGIN, END = markers("bench_runtime")
 
 
 class GemmProbe:
@@ -333,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
         args.markdown.write_text(table + "\n" + footer + "\n")
     if args.readme:
         cmd = " ".join(["python bench/bench_runtime.py", *(sys.argv[1:] if argv is None else argv)])
-        replace_block(args.readme, f"`{cmd}`\n\n{table}\n\n{footer.strip()}\n")
+        replace_block(args.readme, "bench_runtime", f"`{cmd}`\n\n{table}\n\n{footer.strip()}\n")
     return 0
 
 

@@ -52,6 +52,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from doc_block import markers, replace_block  # noqa: E402 (bench/, beside this script)
 
 STAGES = ("voxelize", "maps", "inference", "postprocess", "total")
 #: configuration name -> the OpenMP environment of the child ("node": none, and the child
@@ -60,7 +61,7 @@ CONFIGS: dict[str, dict[str, str]] = {
     "node": {}, "unset": {}, "active": {"OMP_WAIT_POLICY": "ACTIVE"},
     **{f"spin{k}k": {"GOMP_SPINCOUNT": str(k * 1000)} for k in (1, 20, 200)},
 }  # fmt: skip
-BEGIN, END = "<!-- bench_shared_cpu:begin -->", "<!-- bench_shared_cpu:end -->"
+BEGIN, END = markers("bench_shared_cpu")
 BUSY_LOOP = "import time\nend = time.monotonic() + {s}\nwhile time.monotonic() < end:\n    pass\n"
 
 
@@ -180,14 +181,6 @@ def table(results: dict[tuple[str, str, int, int], dict], busy_levels: list[int]
     return "\n".join(lines)
 
 
-def replace_block(path: Path, text: str) -> None:
-    doc = path.read_text()
-    if BEGIN not in doc or END not in doc:
-        raise SystemExit(f"error: {path} has no {BEGIN} ... {END} block")
-    head, rest = doc.split(BEGIN, 1)
-    path.write_text(head + BEGIN + "\n" + text + END + rest.split(END, 1)[1])
-
-
 def parse_configs(specs: list[str], threads: int) -> list[tuple[str, int]]:
     out = []
     for spec in specs:
@@ -260,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.readme:
         cmd = " ".join(["python bench/bench_shared_cpu.py", *(sys.argv[1:] if argv is None
                                                                else argv)])  # fmt: skip
-        replace_block(args.readme, f"`{cmd}`\n\n{text}\n\n{footer}\n")
+        replace_block(args.readme, "bench_shared_cpu", f"`{cmd}`\n\n{text}\n\n{footer}\n")
     return 0
 
 
