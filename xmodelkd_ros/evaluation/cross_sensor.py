@@ -256,9 +256,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="test: reserved streets, for the measurement; val: validation "
                    "streets, for choosing the training options")  # fmt: skip
     p.add_argument("--test-seeds", required=True,
-                   help="streets of --split: reserved test streets never used before (9068 "
-                   "onward: 9000-9067 have judged choices), e.g. 9068-9071; validation "
-                   "streets 100-199")  # fmt: skip
+                   help="streets of --split: reserved test streets never used before (9072 "
+                   "onward: 9000-9067 judged choices, 9068-9071 a pilot), e.g. 9072-9079; "
+                   "validation streets 100-199")  # fmt: skip
     p.add_argument("--test-scans", type=int, default=4, help="scans per test street")
     p.add_argument("--test-stride", type=int, default=10, help="frames between test scans")
     p.add_argument("--out", default="runs/cross_sensor", help="output folder")
