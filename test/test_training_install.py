@@ -40,8 +40,11 @@ def test_installed_tree_runs_recipes_from_outside_the_source(tmp_path):
             shutil.copytree(path, src / name, ignore=ignore)
         elif path.exists():
             shutil.copy2(path, src / name)
+    # --ignore-installed: without it pip first uninstalls the environment's own
+    # xmodelkd_ros (a developer's editable install) before installing into the prefix.
     pip = [sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation",
-           "--no-index", "--no-compile", "--quiet", "--prefix", str(prefix), str(src)]  # fmt: skip
+           "--no-index", "--no-compile", "--quiet", "--ignore-installed",
+           "--prefix", str(prefix), str(src)]  # fmt: skip
     try:
         _run(pip)
     except AssertionError as exc:
