@@ -6,14 +6,12 @@ test_node_ros (node in its own process, own ROS domain, the real untrained stude
 
 from __future__ import annotations
 
-import contextlib
-import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import pytest
+from ros_peer import RosPeer
 from test_node_live import _set
 from test_node_ros import (
     NODE,
@@ -30,47 +28,24 @@ from test_node_ros import (
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
 
-class LidarsPeer:
+class LidarsPeer(RosPeer):
     """Publishers of each LiDAR's clouds, subscribers of its outputs and /diagnostics."""
 
     def __init__(self, domain: int, lidars: list[str]) -> None:
-        import rclpy
         from diagnostic_msgs.msg import DiagnosticArray
-        from rclpy.executors import SingleThreadedExecutor
         from rclpy.qos import QoSProfile, ReliabilityPolicy
         from sensor_msgs.msg import PointCloud2
 
-        self.ctx = rclpy.Context()
-        rclpy.init(context=self.ctx, domain_id=domain)
-        self.node = rclpy.create_node("test_lidars_peer", context=self.ctx)
+        super().__init__(domain, "test_lidars_peer")
         rel = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
         self.pub = {n: self.node.create_publisher(PointCloud2, f"/{NODE}/{n}/input/points", rel)
                     for n in lidars}  # fmt: skip
-        self.lock = threading.Lock()
-        self.got: dict[str, list[Any]] = {}
         self.subs = [self.node.create_subscription(
             PointCloud2, f"/{NODE}/{n}/output/{kind}", self._store(f"{kind}/{n}"), rel)
             for n in lidars for kind in ("segmentation", "filtered")]  # fmt: skip
         self.subs.append(self.node.create_subscription(DiagnosticArray, "/diagnostics",
                                                        self._store("diag"), 10))  # fmt: skip
-        self.executor = SingleThreadedExecutor(context=self.ctx)
-        self.executor.add_node(self.node)
-        self.thread = threading.Thread(target=self._spin, daemon=True)
-        self.thread.start()
-
-    def _spin(self) -> None:
-        with contextlib.suppress(Exception):  # context shut down under us at teardown
-            self.executor.spin()
-
-    def _store(self, key: str) -> Callable[[Any], None]:
-        def cb(msg: Any) -> None:
-            with self.lock:
-                self.got.setdefault(key, []).append(msg)
-        return cb
-
-    def msgs(self, key: str) -> list[Any]:
-        with self.lock:
-            return list(self.got.get(key, []))
+        self.spin_in_background()
 
     def stamps(self, lidar: str) -> set[int]:
         return {stamp_of(m) for m in self.msgs(f"segmentation/{lidar}")}
@@ -87,12 +62,6 @@ class LidarsPeer:
     def connected(self) -> bool:
         return all(p.get_subscription_count() > 0 for p in self.pub.values()) and all(
             s.get_publisher_count() > 0 for s in self.subs)  # fmt: skip
-
-    def close(self) -> None:
-        self.executor.shutdown(timeout_sec=2)
-        self.node.destroy_node()
-        self.ctx.try_shutdown()
-        self.thread.join(timeout=5)
 
 
 def _start(params: dict[str, Any], tmp: Any, env: dict[str, str], domain: int,

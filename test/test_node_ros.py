@@ -9,11 +9,9 @@ in ``finally``.
 
 from __future__ import annotations
 
-import contextlib
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +20,7 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
+from ros_peer import RosPeer
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
@@ -163,21 +162,17 @@ class NodeProcess:
         return rc
 
 
-class Peer:
+class Peer(RosPeer):
     """The test's ROS side: publishers for the node's inputs, subscribers for its outputs."""
 
     def __init__(self, domain: int, cameras: list[str], overlay: bool = False,
                  reliable: bool = False, debug: bool = False) -> None:  # fmt: skip
-        import rclpy
         from diagnostic_msgs.msg import DiagnosticArray
-        from rclpy.executors import SingleThreadedExecutor
         from rclpy.qos import QoSProfile, ReliabilityPolicy
         from sensor_msgs.msg import CameraInfo, Image, PointCloud2
         from std_msgs.msg import Float64
 
-        self.ctx = rclpy.Context()
-        rclpy.init(context=self.ctx, domain_id=domain)
-        self.node = rclpy.create_node("test_peer", context=self.ctx)
+        super().__init__(domain, "test_peer")
         rel = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
         self.pub_points = self.node.create_publisher(
             PointCloud2, f"/{NODE}/input/points", rel if reliable else 10)
@@ -185,8 +180,6 @@ class Peer:
                            for c in cameras}  # fmt: skip
         self.pub_info = {c: self.node.create_publisher(CameraInfo, f"/camera/{c}/camera_info",
                                                        10) for c in cameras}  # fmt: skip
-        self.lock = threading.Lock()
-        self.got: dict[str, list[Any]] = {}
         topics = {"seg": f"/{NODE}/output/segmentation", "viz": f"/{NODE}/output/visualization",
                   "filtered": f"/{NODE}/output/filtered"}  # fmt: skip
         self.subs = [self.node.create_subscription(PointCloud2, t, self._store(k), rel)
@@ -200,24 +193,7 @@ class Peer:
         if debug:
             self.subs.append(self.node.create_subscription(
                 Float64, f"/{NODE}/debug/processing_time_ms", self._store("debug"), rel))
-        self.executor = SingleThreadedExecutor(context=self.ctx)
-        self.executor.add_node(self.node)
-        self.thread = threading.Thread(target=self._spin, daemon=True)
-        self.thread.start()
-
-    def _spin(self) -> None:
-        with contextlib.suppress(Exception):  # context shut down under us at teardown
-            self.executor.spin()
-
-    def _store(self, key: str) -> Callable[[Any], None]:
-        def cb(msg: Any) -> None:
-            with self.lock:
-                self.got.setdefault(key, []).append(msg)
-        return cb
-
-    def msgs(self, key: str) -> list[Any]:
-        with self.lock:
-            return list(self.got.get(key, []))
+        self.spin_in_background()
 
     def status(self, suffix: str) -> tuple[int, str, dict[str, str]] | None:
         """Latest diagnostics status whose name ends with ``suffix``: (level, message, kv)."""
@@ -237,12 +213,6 @@ class Peer:
         pubs = [self.pub_points, *(self.pub_images[c] for c in cameras)]
         return all(p.get_subscription_count() > 0 for p in pubs) and all(
             s.get_publisher_count() > 0 for s in self.subs)  # fmt: skip
-
-    def close(self) -> None:
-        self.executor.shutdown(timeout_sec=2)
-        self.node.destroy_node()
-        self.ctx.try_shutdown()
-        self.thread.join(timeout=5)
 
 
 def base_params(model: Path, **extra: Any) -> dict[str, Any]:
