@@ -1,5 +1,6 @@
 """Sensor augmentation: beam subsampling and ring dropout keep whole rings, range dropout
-keeps points at its stated rate, mounting jitter is a rigid transform; rings found from
+keeps points at its stated rate, the elevation cap drops exactly what lies above its drawn
+elevation, mounting jitter is a rigid transform; rings found from
 elevation; the recipe keys and the simulator's mix of rigs."""
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from xmodelkd_ros.training.data.synthetic import SyntheticWorld
 from xmodelkd_ros.training.datasets import augment_config
 from xmodelkd_ros.training.recipe import RecipeError, load_recipe
 from xmodelkd_ros.training.sensor_augment import (
+    elevation_keep,
     mount_jitter,
     mount_transform,
     range_keep,
@@ -93,6 +95,31 @@ def test_prepare_sample_drops_points_with_their_labels_and_pairs() -> None:
     np.testing.assert_array_equal(again.points, prep.points)  # pure in the generator
 
 
+@settings(max_examples=40, deadline=None)
+@given(lo=st.floats(-10.0, 10.0), width=st.floats(0.0, 10.0), seed=st.integers(0, 1000))
+def test_elevation_cap_keeps_what_lies_below_one_drawn_elevation(lo, width, seed) -> None:
+    xyz = np.random.default_rng(seed).normal(size=(500, 3)) * [20.0, 20.0, 3.0]
+    keep = elevation_keep(xyz, (lo, lo + width), 1.0, np.random.default_rng(seed))
+    # independent oracle: the same draw, elevation from asin(z / |p|)
+    rng = np.random.default_rng(seed)
+    rng.random()
+    top = rng.uniform(lo, lo + width)
+    elev = np.degrees(np.arcsin(xyz[:, 2] / np.linalg.norm(xyz, axis=1)))
+    decided = np.abs(elev - top) > 1e-6
+    np.testing.assert_array_equal(keep[decided], (elev <= top)[decided])
+    assert elevation_keep(xyz, (lo, lo + width), 0.0, np.random.default_rng(seed)).all()
+
+
+def test_elevation_cap_narrows_a_scan_to_a_64_beam_like_top() -> None:
+    s = _sim_sample(32)
+    cfg = AugmentConfig(elevation_cap=(2.0, 2.0), elevation_cap_p=1.0)
+    assert sensor_active(cfg)
+    kept = s.points[sensor_keep(s.points, cfg, np.random.default_rng(0))]
+    elev = np.degrees(np.arctan2(kept[:, 2], np.hypot(kept[:, 0], kept[:, 1])))
+    assert elev.max() <= 2.0 + 1e-6 and 0 < len(kept) < len(s.points)
+    assert not sensor_active(AugmentConfig(elevation_cap=(2.0, 2.0), elevation_cap_p=0.0))
+
+
 def test_sensor_options_draw_nothing_when_off() -> None:
     off = AugmentConfig()
     assert not sensor_active(off)
@@ -123,11 +150,17 @@ def test_recipe_keys_are_checked() -> None:
     assert r.augment.beam_subsample == [1, 2] and r.data.rigs == ["16", "32-high"]
     cfg = augment_config(r.augment, True)  # what the training data pipeline gets
     assert cfg.beam_subsample == (1, 2) and cfg.ring_dropout == 0.1 and sensor_active(cfg)
+    capped = augment_config(load_recipe("synthetic", ["augment.elevation_cap=[0,10]"]).augment,
+                            True)  # fmt: skip
+    assert capped.elevation_cap == (0.0, 10.0) and sensor_active(capped)
     d = load_recipe("synthetic")
     assert d.data.rigs == [] and d.augment.beam_subsample == [1] and d.augment.mount_height == 0
     for bad, what in (("augment.ring_dropout=1.0", "ring_dropout"),
                       ("augment.beam_subsample=[0]", "beam_subsample"),
                       ("augment.mount_height=-1", "mount_height"),
+                      ("augment.elevation_cap=[5,1]", "elevation_cap"),
+                      ("augment.elevation_cap=[1,2,3]", "elevation_cap"),
+                      ("augment.elevation_cap_p=1.5", "elevation_cap_p"),
                       ("data.rigs=[hdl99]", "data.rigs")):  # fmt: skip
         with pytest.raises(RecipeError, match=what):
             load_recipe("synthetic", [bad])

@@ -53,8 +53,8 @@ def contract_from_provenance(provenance: dict[str, Any]) -> dict[str, Any] | Non
     k = max(int(v) for v in aug.get("beam_subsample") or [1])
     dh, dp = float(aug.get("mount_height", 0.0)), float(aug.get("mount_pitch_deg", 0.0))
     beams = [r.beams for r in rigs]
-    sensor_keys = ("beam_subsample", "ring_dropout", "range_dropout", "mount_height",
-                   "mount_pitch_deg")  # fmt: skip
+    sensor_keys = ("beam_subsample", "ring_dropout", "range_dropout", "elevation_cap",
+                   "elevation_cap_p", "mount_height", "mount_pitch_deg")  # fmt: skip
     return {
         "rigs": [r.to_dict() for r in rigs],
         "source": "data.rigs" if names else f"the {data.get('dataset')} dataset's rig",

@@ -42,6 +42,8 @@ class AugmentConfig:
     ring_dropout: float = 0.0  # probability of dropping each whole ring
     range_dropout: float = 0.0  # drop probability at range_dropout_at m and beyond
     range_dropout_at: float = 50.0
+    elevation_cap: tuple[float, ...] = ()  # (lo, hi) degrees: drop points above U(lo, hi)
+    elevation_cap_p: float = 0.5  # share of scans the cap applies to
     mount_height: float = 0.0  # sensor height jitter, +- m
     mount_pitch_deg: float = 0.0  # sensor pitch jitter, +- degrees
 

@@ -186,6 +186,8 @@ def augment_config(section: AugmentSection, enabled: bool) -> AugmentConfig:
         ring_dropout=section.ring_dropout,
         range_dropout=section.range_dropout,
         range_dropout_at=section.range_dropout_at,
+        elevation_cap=tuple(float(v) for v in section.elevation_cap),
+        elevation_cap_p=section.elevation_cap_p,
         mount_height=section.mount_height,
         mount_pitch_deg=section.mount_pitch_deg,
     )

@@ -175,6 +175,10 @@ class AugmentSection:
     #: a point's drop probability: range_dropout * min(range / range_dropout_at, 1)
     range_dropout: float = 0.0
     range_dropout_at: float = 50.0
+    #: [lo, hi] degrees: a scan (probability elevation_cap_p) loses every point above an
+    #: elevation drawn from U(lo, hi), a narrower upper field of view; [] = off
+    elevation_cap: list[float] = field(default_factory=list)
+    elevation_cap_p: float = 0.5
     #: mounting jitter per scan: sensor height +- m, pitch +- degrees
     mount_height: float = 0.0
     mount_pitch_deg: float = 0.0
@@ -189,6 +193,13 @@ class AugmentSection:
                 raise RecipeError(f"augment.{name} must be in [0, 1), got {getattr(self, name)}")
         if not self.range_dropout_at > 0:
             raise RecipeError(f"augment.range_dropout_at must be > 0, got {self.range_dropout_at}")
+        cap = self.elevation_cap
+        if cap and (len(cap) != 2 or cap[0] > cap[1]):
+            raise RecipeError(f"augment.elevation_cap must be [] or [lo, hi] degrees with "
+                              f"lo <= hi, got {list(cap)!r}")  # fmt: skip
+        if not 0.0 <= self.elevation_cap_p <= 1.0:
+            raise RecipeError(
+                f"augment.elevation_cap_p must be in [0, 1], got {self.elevation_cap_p}")
         if self.mount_height < 0 or self.mount_pitch_deg < 0:
             raise RecipeError("augment.mount_height and augment.mount_pitch_deg must be >= 0")
 

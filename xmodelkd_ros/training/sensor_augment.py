@@ -8,6 +8,10 @@ variations a change of sensor brings, each off by default:
 * beam subsampling (keep every k-th ring, k drawn per scan, random phase): a 32-beam scan
   becomes a 16-beam one over the same field of view;
 * ring dropout (drop whole rings at random): irregular vertical spacing, fewer beams;
+* an elevation cap (with probability ``elevation_cap_p`` every point above an elevation
+  drawn per scan from ``elevation_cap`` degrees is dropped): the narrower upper field of
+  view of another sensor (an HDL-64E sees nothing above +2 degrees, a 32-beam rig up to
+  +10.7), so walls and trees without their upper parts are still walls and trees;
 * range-dependent point dropout (drop probability rising linearly with range to
   ``range_dropout`` at ``range_dropout_at`` metres): the sparser far field of a sensor
   with fewer beams or less power;
@@ -33,7 +37,17 @@ from xmodelkd_ros.rings import point_rings
 
 def drops_points(cfg: Any) -> bool:
     """Whether any point-dropping option of ``cfg`` (an ``AugmentConfig``) is on."""
-    return any(k > 1 for k in cfg.beam_subsample) or cfg.ring_dropout > 0 or cfg.range_dropout > 0
+    return (
+        any(k > 1 for k in cfg.beam_subsample)
+        or cfg.ring_dropout > 0
+        or cfg.range_dropout > 0
+        or caps_elevation(cfg)
+    )
+
+
+def caps_elevation(cfg: Any) -> bool:
+    """Whether the elevation cap of ``cfg`` is on."""
+    return len(cfg.elevation_cap) == 2 and cfg.elevation_cap_p > 0
 
 
 def moves_sensor(cfg: Any) -> bool:
@@ -72,14 +86,30 @@ def range_keep(xyz: np.ndarray, dropout: float, at: float, rng: np.random.Genera
     return rng.random(len(r)) >= dropout * np.minimum(r / at, 1.0)
 
 
+def elevation_keep(xyz: np.ndarray, cap: tuple[float, float], p: float,
+                   rng: np.random.Generator) -> np.ndarray:  # fmt: skip
+    """(N,) bool: with probability ``p`` the points at or below an elevation (degrees,
+    seen from the sensor) drawn from ``U(cap[0], cap[1])``; else every point."""
+    if rng.random() >= p:
+        return np.ones(len(xyz), bool)
+    top = rng.uniform(cap[0], cap[1])
+    xyz = np.asarray(xyz, np.float64)
+    elevation = np.degrees(np.arctan2(xyz[:, 2], np.hypot(xyz[:, 0], xyz[:, 1])))
+    return elevation <= top
+
+
 def sensor_keep(points: np.ndarray, cfg: Any, rng: np.random.Generator) -> np.ndarray:
-    """(N,) bool: which points survive beam subsampling, ring dropout and range dropout."""
+    """(N,) bool: which points survive beam subsampling, ring dropout, range dropout and
+    the elevation cap."""
     keep = np.ones(len(points), bool)
     k = int(rng.choice(cfg.beam_subsample)) if any(v > 1 for v in cfg.beam_subsample) else 1
     if k > 1 or cfg.ring_dropout > 0:
         keep &= ring_keep(point_rings(points), k, cfg.ring_dropout, rng)
     if cfg.range_dropout > 0:
         keep &= range_keep(points[:, :3], cfg.range_dropout, cfg.range_dropout_at, rng)
+    if caps_elevation(cfg):
+        lo, hi = cfg.elevation_cap
+        keep &= elevation_keep(points[:, :3], (lo, hi), cfg.elevation_cap_p, rng)
     return keep
 
 

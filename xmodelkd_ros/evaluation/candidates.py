@@ -1,0 +1,219 @@
+"""Train candidate option sets of the student stages over shared teachers, paired by seed.
+
+Why: a choice between options of the student stages (sensor augmentation, KD weights, a
+student length) is fair only when the candidates differ in nothing else. Each seed's
+teacher is trained once (or taken from ``--teachers``) and copied into every candidate's
+folder, so every candidate's distilled student starts from the same teacher and every
+baseline from the same initialisation and data order; only the candidate's ``--set``
+differs. Jobs (teacher per seed, then ``distill`` and ``baseline`` per candidate and seed)
+run as child processes, ``--jobs`` at a time, each on one thread; a killed run resumes
+from each stage's ``last.pt`` when the same command runs again.
+
+Output: ``<out>/teachers/seed<s>/`` and ``<out>/<candidate>/seed<s>/`` (``teacher.pt``,
+``student.pt``, ``baseline.pt``, ``recipe.json``), the layout ``cross_sensor --runs
+<out>/<candidate>`` and ``choose`` read. It scores nothing: validation and test scoring
+are separate commands, so training never sees a street that judges it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import shlex
+import shutil
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from xmodelkd_ros.evaluation.cli import (
+    HeldOutTool,
+    parse_tool_args,
+    progress_bar,
+    run_tool,
+    tool_parser,
+)
+from xmodelkd_ros.evaluation.score import BenchmarkError
+from xmodelkd_ros.training.recipe import load_recipe
+from xmodelkd_ros.training.recipe_types import Recipe, RecipeError
+
+#: the final checkpoint of each stage a job trains
+FINAL = {"teacher": "teacher.pt", "distill": "student.pt", "baseline": "baseline.pt"}
+
+
+@dataclass
+class Job:
+    """One stage of one seed in one folder; ``after``: the job whose output it needs."""
+
+    stage: str
+    seed: int
+    recipe: Recipe
+    after: Job | None = None
+    done: threading.Event = field(default_factory=threading.Event)
+    failed: str | None = None
+
+    @property
+    def out(self) -> Path:
+        return Path(self.recipe.out)
+
+    @property
+    def label(self) -> str:
+        return f"{self.stage} {self.out}"
+
+
+def parse_candidate(text: str) -> tuple[str, list[str]]:
+    """``NAME=KEY=VALUE KEY=VALUE`` (``NAME=`` for none) -> (name, overrides)."""
+    name, sep, sets = text.partition("=")
+    name = name.strip()
+    if not sep or not name or not name.replace("_", "").replace("-", "").isalnum():
+        raise argparse.ArgumentTypeError(
+            f"bad candidate {text!r}: NAME=KEY=VALUE [KEY=VALUE ...] (NAME: letters, digits, _ -)"
+        )
+    return name, shlex.split(sets)
+
+
+class Candidates(HeldOutTool):
+    """The jobs of one run and the pool that trains them."""
+
+    tool = "candidates"
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        super().__init__(args)
+        names = [n for n, _ in args.candidate]
+        if len(set(names)) != len(names) or "teachers" in names:
+            raise BenchmarkError(f"candidate names must be unique and not 'teachers': {names}")
+        try:  # every candidate's recipe loads before anything trains
+            self.base = load_recipe(args.recipe, list(args.overrides))
+            self.recipes = {n: load_recipe(args.recipe, [*args.overrides, *sets])
+                            for n, sets in args.candidate}  # fmt: skip
+        except RecipeError as exc:
+            raise BenchmarkError(str(exc)) from None
+
+    def seeded(self, recipe: Recipe, folder: Path, seed: int) -> Recipe:
+        r = copy.deepcopy(recipe)
+        r.out, r.seed = str(folder / f"seed{seed}"), seed
+        return r
+
+    def jobs(self) -> list[Job]:
+        """Teachers first (the distills wait for theirs), then baselines, then distills."""
+        teachers, controls, students = [], [], []
+        for s in self.seeds:
+            given = Path(self.args.teachers) / f"seed{s}" if self.args.teachers else None
+            t = Job("teacher", s, self.seeded(self.base, self.out / "teachers", s))
+            if given is not None:
+                if not (given / FINAL["teacher"]).is_file():
+                    raise BenchmarkError(f"no teacher.pt in {given} (--teachers)")
+                t.recipe.out = str(given)
+            teachers.append(t)
+            for name, recipe in self.recipes.items():
+                controls.append(Job("baseline", s, self.seeded(recipe, self.out / name, s)))
+                students.append(Job("distill", s, self.seeded(recipe, self.out / name, s), t))
+        return [*teachers, *controls, *students]
+
+    def run_job(self, job: Job) -> None:
+        from xmodelkd_ros.training.api import train_in_child
+
+        if job.after is not None:
+            job.after.done.wait()
+            if job.after.failed:
+                job.failed = f"its teacher failed ({job.after.label})"
+                return
+            job.out.mkdir(parents=True, exist_ok=True)
+            src, dst = job.after.out / FINAL["teacher"], job.out / FINAL["teacher"]
+            if not dst.is_file():
+                shutil.copy2(src, dst)
+        if (job.out / FINAL[job.stage]).is_file():
+            self.log(f"{job.label}: already done")
+            return
+        self.log(f"{job.label}: training")
+        t0 = time.perf_counter()
+        code = train_in_child(job.recipe, job.stage, resume=True, threads=1)
+        if code != 0:
+            job.failed = f"exit {code}"
+            self.log(f"{job.label}: FAILED ({job.failed}; see {job.out / 'train.log'})")
+        else:
+            self.log(f"{job.label}: done in {(time.perf_counter() - t0) / 60:.1f} min")
+
+    def run(self) -> int:
+        self.out.mkdir(parents=True, exist_ok=True)
+        commit, dirty = self.commit()
+        self.log(f"candidates: {', '.join(self.recipes)} x seeds {self.seeds}, {self.args.jobs} "
+                 f"jobs, commit {commit[:10]}{' (dirty)' if dirty else ''}")  # fmt: skip
+        jobs = self.jobs()
+        bar = progress_bar(self.args.progress, len(jobs), "candidate jobs")
+
+        def one(job: Job) -> None:
+            try:
+                self.run_job(job)
+            except OSError as exc:
+                job.failed = str(exc)
+                self.log(f"{job.label}: FAILED ({exc})")
+            finally:
+                job.done.set()
+                if bar is not None:
+                    bar.update(1)
+
+        # a job waits only for a job queued before it, so the pool never deadlocks
+        with ThreadPoolExecutor(max_workers=self.args.jobs) as pool:
+            list(pool.map(one, jobs))
+        if bar is not None:
+            bar.close()
+        failed = [j for j in jobs if j.failed]
+        for j in failed:
+            self.log(f"unfinished: {j.label} ({j.failed})")
+        self.log(f"candidates: {len(jobs) - len(failed)}/{len(jobs)} jobs finished")
+        return 1 if failed else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = tool_parser("candidates", __doc__.split("\n\n")[0])
+    p.add_argument("--candidate", type=parse_candidate, action="append", required=True,
+                   metavar="NAME=KEY=VALUE ...",
+                   help="a candidate: its name and the recipe overrides of its student stages "
+                   "(quoted; NAME= for the recipe as it is); repeat for each")  # fmt: skip
+    p.add_argument("--recipe", default="synthetic", help="training recipe (name or YAML path)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="overrides shared by the teachers and every candidate",
+    )
+    p.add_argument("--out", default="runs/candidates", help="output folder")
+    p.add_argument("--seeds", type=int, default=3, help="training seeds 0..N-1 (paired)")
+    p.add_argument(
+        "--teachers",
+        default=None,
+        help="a folder of seed<s>/teacher.pt to use instead of training teachers",
+    )
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=2,
+        help="training processes at a time (one thread each: one per core)",
+    )
+    p.set_defaults(progress=True)
+    p.add_argument(
+        "--no-progress",
+        dest="progress",
+        action="store_false",
+        default=argparse.SUPPRESS,
+        help="no tqdm progress bar",
+    )
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_tool_args(build_parser(), argv)
+    if args.seeds < 1 or args.jobs < 1:
+        print("error: --seeds and --jobs must be >= 1", file=sys.stderr)
+        return 2
+    return run_tool(lambda: Candidates(args).run())
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
