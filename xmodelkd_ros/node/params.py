@@ -83,6 +83,12 @@ PARAM_SPECS: tuple[ParamSpec, ...] = (
              "(label 0); 0 disables.", minimum=0.0),
     _runtime("input.max_range", 0.0, "Points farther than this (m, 3D) are not segmented "
              "(label 0); 0 disables.", minimum=0.0),
+    ParamSpec("input.align_mount", False, "Re-express every scan at the mount the model was "
+              "trained on (height and pitch from model.json's lidar_contract) using the "
+              "LiDAR's T_vehicle_lidar, whose vehicle frame must have z = 0 on the ground "
+              "(base_footprint): a LiDAR mounted higher, lower or tilted then looks to the "
+              "network like the one it learned from (docs/cross-sensor.md). Needs "
+              "T_vehicle_lidar for every LiDAR and an exported model with a lidar_contract."),
     _runtime("input.timeout_s", 1.0, "Diagnostics WARN when the input topic has publishers "
              "but no cloud arrived for this long (lost in DDS, QoS mismatch).",
              minimum=0.01),
@@ -263,6 +269,7 @@ class InputConfig:
     min_range: float
     max_range: float
     timeout_s: float
+    align_mount: bool = False
 
 
 @dataclass(frozen=True)
@@ -416,6 +423,10 @@ def parse_config(values: Mapping[str, Any]) -> NodeConfig:
         if not str(v[k]):
             raise ConfigError(f"parameter {k} must not be empty")
     lidars, cam_lidar = _lidars(v)
+    unposed = [lidar.name or "input" for lidar in lidars if lidar.T_vehicle_lidar is None]
+    if v["input.align_mount"] and unposed:
+        raise ConfigError(f"input.align_mount needs T_vehicle_lidar for every LiDAR; none for "
+                          f"{', '.join(unposed)}")  # fmt: skip
     return NodeConfig(
         model=ModelConfig(
             path=str(v["model"]),
@@ -435,6 +446,7 @@ def parse_config(values: Mapping[str, Any]) -> NodeConfig:
             min_range=min_r,
             max_range=max_r,
             timeout_s=n["input.timeout_s"],
+            align_mount=bool(v["input.align_mount"]),
         ),
         cameras=CamerasConfig(
             cameras=[parse_camera(cam, v) for cam in names],

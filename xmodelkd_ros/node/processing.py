@@ -25,8 +25,10 @@ import numpy as np
 
 from xmodelkd_ros.msgs import DecodedCloud, decode_cloud
 from xmodelkd_ros.node.params import INTENSITY_POLICIES, InputConfig, ModelConfig
+from xmodelkd_ros.node.spec import ConfigError
 from xmodelkd_ros.node.vehicle import EgoBox
 from xmodelkd_ros.runtime.contract import ContractCheck, ContractGuard
+from xmodelkd_ros.runtime.mount import alignment, apply_alignment, trained_mount
 
 #: Fraction of the model's intensity span an input may exceed before it counts as outside
 #: (float rounding and drivers that clip a little above their nominal maximum).
@@ -183,7 +185,10 @@ class ScanProcessor:
 
     ``input_cfg`` and ``ego_box`` may be replaced between scans (runtime parameter
     changes): each scan reads them once at its start. ``T_vehicle_lidar`` (None =
-    identity) places the LiDAR's points in the vehicle frame, where the ego box is stated.
+    identity) places the LiDAR's points in the vehicle frame, where the ego box is stated;
+    with ``input.align_mount`` it also moves the network's copy of each scan to the model's
+    trained mount (:mod:`xmodelkd_ros.runtime.mount`; the sensor contract then checks that
+    copy, so a wrong calibration shows there as a ground off the trained height or tilt).
     """
 
     def __init__(self, segmenter: Any, input_cfg: InputConfig, ego_box: EgoBox | None = None,
@@ -196,6 +201,17 @@ class ScanProcessor:
                                         input_cfg.intensity_policy)  # fmt: skip
         self.intensity_found: bool | None = None
         self.contract = ContractGuard.for_segmenter(segmenter)
+        self.align = self._alignment() if input_cfg.align_mount else None
+
+    def _alignment(self) -> np.ndarray:
+        """The 4x4 moving this LiDAR's points to the model's trained mount."""
+        mount = trained_mount(self.contract.contract)
+        if mount is None:
+            raise ConfigError("input.align_mount: the model states no trained mount (no "
+                              "lidar_contract in model.json; export the checkpoint)")  # fmt: skip
+        if self.T_vehicle_lidar is None:
+            raise ConfigError("input.align_mount needs this LiDAR's T_vehicle_lidar")
+        return alignment(self.T_vehicle_lidar, *mount)
 
     def set_input_config(self, cfg: InputConfig, ego_box: EgoBox | None = None) -> None:
         """Apply changed ``input.*`` (and ``ego_box.*``) parameters from the next scan on."""
@@ -224,14 +240,18 @@ class ScanProcessor:
         t0 = time.perf_counter()
         cloud = decode_cloud(msg, intensity_field=cfg.intensity_fields)
         self.intensity_found = cloud.intensity_found
-        sensor = self.contract.apply_cloud(cloud)
         m = cloud.num_valid
         pts = np.empty((m, 4), dtype=np.float32)
         pts[:, :3] = cloud.xyz
         pts[:, 3] = cloud.intensity
         if cfg.intensity_scale != 1.0:
             pts[:, 3] *= cfg.intensity_scale
-        sel, ego = self._select(pts[:, :3])
+        sel, ego = self._select(pts[:, :3])  # ranges and the ego box: the sensor's own frame
+        if self.align is not None:
+            pts = apply_alignment(pts, self.align)
+            sensor = self.contract.apply_cloud(cloud, pts[:, :3])
+        else:
+            sensor = self.contract.apply_cloud(cloud)
         if sel is not None:
             pts = pts[sel]
         check = self.intensity.apply(pts[:, 3])

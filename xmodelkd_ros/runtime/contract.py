@@ -123,14 +123,18 @@ class Observation:
     range_m: float  # 99th percentile of the distance
 
 
-def observe(xyz: np.ndarray, ring: np.ndarray | None = None) -> Observation:
-    """:class:`Observation` of a scan (``xyz`` in the LiDAR frame; ``ring``: its ring field)."""
+def observe(xyz: np.ndarray, ring: np.ndarray | None = None,
+            ground_xyz: np.ndarray | None = None) -> Observation:  # fmt: skip
+    """:class:`Observation` of a scan (``xyz`` in the LiDAR frame; ``ring``: its ring field;
+    ``ground_xyz``: the same points where the network sees them, when the node moved them
+    to the trained mount: the ground is fitted there, the sensor's own rings, elevations
+    and ranges in its frame)."""
     el = elevation_deg(xyz)
     rng = np.linalg.norm(xyz, axis=1)
     return Observation(
         rings=ring_count(xyz, ring),
         elevation_deg=(float(np.percentile(el, 0.5)), float(np.percentile(el, 99.5))),
-        ground=ground_plane(xyz),
+        ground=ground_plane(xyz if ground_xyz is None else ground_xyz),
         range_m=float(np.percentile(rng, 99)),
     )
 
@@ -199,10 +203,11 @@ class ContractGuard:
         """Check one scan (when its turn comes); None when it is not checked."""
         return self._check(xyz, ring) if self._turn() else None
 
-    def _check(self, xyz: np.ndarray, ring: np.ndarray | None) -> ContractCheck | None:
+    def _check(self, xyz: np.ndarray, ring: np.ndarray | None,
+               ground_xyz: np.ndarray | None = None) -> ContractCheck | None:  # fmt: skip
         if len(xyz) < 100 or self.contract is None:
             return None
-        reasons = outside(self.contract, observe(xyz, ring))
+        reasons = outside(self.contract, observe(xyz, ring, ground_xyz))
         with self._lock:
             self.scans_checked += 1
             first = bool(reasons) and self.scans_outside == 0
@@ -211,12 +216,14 @@ class ContractGuard:
                 self.last_reasons = reasons
         return ContractCheck(bool(reasons), reasons, first)
 
-    def apply_cloud(self, cloud: Any) -> ContractCheck | None:
-        """:meth:`apply` on a decoded cloud (its valid points and ``ring`` field if any)."""
+    def apply_cloud(self, cloud: Any, xyz: np.ndarray | None = None) -> ContractCheck | None:
+        """:meth:`apply` on a decoded cloud (its valid points and ``ring`` field if any);
+        ``xyz``: its points as the network sees them, when moved (mounting alignment): the
+        ground is checked there, the sensor itself on the cloud's points."""
         if not self._turn():
             return None
         ring = cloud.column("ring") if cloud.field("ring") is not None else None
-        return self._check(cloud.xyz, ring)
+        return self._check(cloud.xyz, ring, xyz)
 
     def report(self) -> tuple[bool, str, dict[str, str]]:
         """(warn, message, diagnostics key/values) of the scans checked so far."""
