@@ -101,6 +101,28 @@ def test_the_command_end_to_end(tmp_path, one_thread) -> None:
     assert scores["baseline/16"].shape[:2] == (1, 1)
 
 
+def test_align_adds_a_row_for_each_rig_mounted_otherwise(tmp_path, one_thread) -> None:
+    _checkpoint(tmp_path / "student.pt", 0)
+    out = tmp_path / "out"
+    rc = cross_sensor.main(["--distilled", str(tmp_path / "student.pt"), "--rigs",
+                            "16,32,32-high", "--align", "--test-seeds", "9068", "--test-scans",
+                            "1", "--out", str(out), "--bootstrap", "20",
+                            "--no-progress"])  # fmt: skip
+    assert rc == 0
+    doc = json.loads((out / "cross_sensor.json").read_text())
+    assert list(doc["rigs"]) == ["32", "16", "32-high", "32-high+aligned"]
+    assert doc["meta"]["aligned"] == ["32-high+aligned"]  # 16 sits at the trained mount
+    d = doc["diagnosis"]
+    assert d["32-high"]["ground_height_m"] == pytest.approx(2.2, abs=0.05)
+    assert d["32-high+aligned"]["ground_height_m"] == pytest.approx(1.73, abs=0.05)
+    assert "moved to 32's mount" in (out / "cross_sensor.md").read_text()
+    scans = held_out_scans([9068], 1, 10, "32-high", 0, (1, 1))
+    moved = cross_sensor.aligned_scans(scans, "32-high", "32")
+    np.testing.assert_allclose(moved[0].points[:, 2], scans[0].points[:, 2] + 2.2 - 1.73,
+                               atol=1e-5)  # fmt: skip
+    np.testing.assert_array_equal(moved[0].labels, scans[0].labels)
+
+
 def test_bad_inputs_are_one_line_errors(tmp_path, capsys) -> None:
     base = ["--test-seeds", "9068", "--out", str(tmp_path / "o"), "--no-progress"]
     assert cross_sensor.main(["--runs", str(tmp_path), *base]) == 2

@@ -10,13 +10,17 @@ and reports per rig and model the mIoU, the drop against the training rig paired
 scan with a bootstrap 95 % interval over seeds and scans, per class, and whether the
 distilled student loses less than the baseline. A diagnosis (:mod:`.sensor_stats`) says
 how each rig's scans differ from the training rig's: density per voxel, vertical extent,
-ground height and tilt, range, intensity, class mix. Writes ``cross_sensor.md`` /
-``cross_sensor.json`` (and the per-scan confusions, ``cross_sensor_scores.npz``).
+ground height and tilt, range, intensity, class mix. ``--align`` adds, for every rig
+mounted otherwise than the training rig, the node's mounting alignment (``input.align_mount``
+with the rig's true pose as the calibration) as a row ``<rig>+aligned``. Writes
+``cross_sensor.md`` / ``cross_sensor.json`` (and the per-scan confusions,
+``cross_sensor_scores.npz``).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shlex
 import sys
@@ -45,8 +49,12 @@ from xmodelkd_ros.evaluation.cross_sensor_report import (
 )
 from xmodelkd_ros.evaluation.score import BenchmarkError, held_out_scans, score_student
 from xmodelkd_ros.evaluation.sensor_stats import compare, diagnosis_markdown, public, rig_stats
+from xmodelkd_ros.runtime.mount import alignment, apply_alignment, rig_pose
 from xmodelkd_ros.sim.rigs import CROSS_SENSOR_RIGS, RigError, rig, rigs_of
 from xmodelkd_ros.sim.splits import check_seeds
+
+#: The row of a rig's scans moved to the training rig's mount (``--align``).
+ALIGNED = "+aligned"
 
 #: Checkpoint file of each model in a run folder (as ``train`` and the benchmark write them).
 MODEL_FILES = {"distilled": "student.pt", "baseline": "baseline.pt"}
@@ -125,10 +133,27 @@ def reference_rig(args: argparse.Namespace, ckpts: dict[str, list[Path]]) -> str
     return firsts.pop()
 
 
+def mounted_otherwise(rigs: list[str], reference: str) -> list[str]:
+    """The rigs whose height or pitch differs from ``reference``'s (``--align`` rows)."""
+    ref = rig(reference)
+    return [r for r in rigs
+            if (rig(r).height, rig(r).pitch_deg) != (ref.height, ref.pitch_deg)]  # fmt: skip
+
+
+def aligned_scans(scans: list[Any], name: str, reference: str) -> list[Any]:
+    """``scans`` of rig ``name`` moved to ``reference``'s mount, as the node's
+    ``input.align_mount`` does with the rig's true pose as its calibration."""
+    r, ref = rig(name), rig(reference)
+    T = alignment(rig_pose(r.height, r.pitch_deg), ref.height, ref.pitch_deg)
+    return [dataclasses.replace(s, points=apply_alignment(s.points, T)) for s in scans]
+
+
 def score_rigs(args: argparse.Namespace, ckpts: dict[str, list[Path]], rigs: list[str],
-               log: Any) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, Any]]:  # fmt: skip
+               log: Any, align: Sequence[str] = ()
+               ) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, Any]]:  # fmt: skip
     """Render the test streets through each rig and score every checkpoint on them:
-    model -> rig -> (seeds, scans, K, K) confusions, and rig -> diagnosis statistics."""
+    model -> rig -> (seeds, scans, K, K) confusions, and rig -> diagnosis statistics; the
+    rigs of ``align`` also moved to ``rigs[0]``'s mount, as rows ``<rig>+aligned``."""
     from xmodelkd_ros.nets.checkpoint import load_student
 
     grid = load_student(next(iter(ckpts.values()))[0]).grid
@@ -136,16 +161,21 @@ def score_rigs(args: argparse.Namespace, ckpts: dict[str, list[Path]], rigs: lis
     cms: dict[str, dict[str, np.ndarray]] = {m: {} for m in ckpts}
     stats: dict[str, Any] = {}
     n_runs = sum(len(p) for p in ckpts.values())
-    bar = progress_bar(args.progress, len(rigs) * n_runs, "cross-sensor (rig, checkpoint)")
+    total = (len(rigs) + len(align)) * n_runs
+    bar = progress_bar(args.progress, total, "cross-sensor (rig, checkpoint)")
     for name in rigs:
         t0 = time.perf_counter()
         scans = held_out_scans(seeds, args.test_scans, args.test_stride, name, 0, (1, 1),
                                None, args.split)  # fmt: skip
-        stats[name] = rig_stats(scans, grid)
-        for model, paths in ckpts.items():
-            cms[model][name] = np.stack([score_student(p, scans) for p in paths])
-            if bar is not None:
-                bar.update(len(paths))
+        rows = [(name, scans)]
+        if name in align:
+            rows.append((name + ALIGNED, aligned_scans(scans, name, rigs[0])))
+        for row, row_scans in rows:
+            stats[row] = rig_stats(row_scans, grid)
+            for model, paths in ckpts.items():
+                cms[model][row] = np.stack([score_student(p, row_scans) for p in paths])
+                if bar is not None:
+                    bar.update(len(paths))
         log(f"{name}: {len(scans)} scans, {stats[name]['points_per_scan']:.0f} points each, "
             f"scored in {time.perf_counter() - t0:.0f} s")  # fmt: skip
     if bar is not None:
@@ -197,9 +227,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     except RigError as exc:
         raise BenchmarkError(str(exc)) from None
     rigs = [reference] + [r for r in dict.fromkeys(rigs) if r != reference]
+    align = mounted_otherwise(rigs, reference) if args.align else []
     log(f"cross-sensor: {', '.join(f'{m} x {len(p)}' for m, p in ckpts.items())}, "
-        f"trained on {reference}, rigs {', '.join(rigs)}")  # fmt: skip
-    cms, stats = score_rigs(args, ckpts, rigs, log)
+        f"trained on {reference}, rigs {', '.join(rigs)}"
+        f"{'; aligned to its mount: ' + ', '.join(align) if align else ''}")  # fmt: skip
+    cms, stats = score_rigs(args, ckpts, rigs, log, align)
     notes = compare(stats, reference)
     commit, dirty = git_commit(Path(__file__).resolve().parents[1])
     doc = {
@@ -212,7 +244,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "trained_on": {m: [trained_rigs(p) for p in ps] for m, ps in ckpts.items()},
             "reference": reference,
             "reference_label": rig_label(rig(reference).to_dict()),
-            "rig_specs": {r: rig(r).to_dict() for r in rigs},
+            "rig_specs": {
+                **{r: rig(r).to_dict() for r in rigs},
+                **{r + ALIGNED: {**rig(r).to_dict(), "aligned_to": reference} for r in align},
+            },
+            "aligned": [r + ALIGNED for r in align],
             "split": args.split,
             "test_seeds": list(args.test_seeds),
             "test_seeds_text": args.test_seeds_text,
@@ -259,6 +295,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="streets of --split: reserved test streets never used before (9072 "
                    "onward: 9000-9067 judged choices, 9068-9071 a pilot), e.g. 9072-9079; "
                    "validation streets 100-199")  # fmt: skip
+    p.add_argument("--align", action="store_true",
+                   help="also score every rig mounted otherwise than the training rig with "
+                   "its scans moved to the training mount (the node's input.align_mount, "
+                   "the rig's true pose as calibration): rows <rig>+aligned")  # fmt: skip
     p.add_argument("--test-scans", type=int, default=4, help="scans per test street")
     p.add_argument("--test-stride", type=int, default=10, help="frames between test scans")
     p.add_argument("--out", default="runs/cross_sensor", help="output folder")

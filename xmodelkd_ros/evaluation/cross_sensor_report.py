@@ -108,7 +108,8 @@ def rig_label(d: dict[str, Any]) -> str:
     """``32 beams, -30.7..+10.7 deg, 1.73 m`` of a rig's ``to_dict``."""
     lo, hi = d["vertical_fov_deg"]
     pitch = f", pitch {d['pitch_deg']:+g} deg" if d["pitch_deg"] else ""
-    return f"{d['beams']} beams, {lo:+.1f}..{hi:+.1f} deg, {d['height_m']:.2f} m{pitch}"
+    moved = f", moved to {d['aligned_to']}'s mount" if d.get("aligned_to") else ""
+    return f"{d['beams']} beams, {lo:+.1f}..{hi:+.1f} deg, {d['height_m']:.2f} m{pitch}{moved}"
 
 
 def table_markdown(doc: dict[str, Any]) -> list[str]:
