@@ -382,7 +382,8 @@ def parse_camera(name: str, values: Mapping[str, Any]) -> CameraConfig:
 
 
 def _lidars(v: Mapping[str, Any]) -> tuple[list[LidarInput], str]:
-    """The LiDARs (named, or the single-topic form) and the one the cameras pair with."""
+    """The LiDARs (named, or the single-topic form) and the one the cameras pair with;
+    with ``input.align_mount`` each needs its pose."""
     lidars = parse_lidars(v, LidarInput(
         "", str(v["input.points_topic"]), str(v["output.segmentation_topic"]),
         str(v["output.visualization_topic"]), str(v["output.filtered_topic"]),
@@ -390,6 +391,10 @@ def _lidars(v: Mapping[str, Any]) -> tuple[list[LidarInput], str]:
     cam_lidar = str(v["cameras.lidar"]) or lidars[0].name
     if cam_lidar not in {lidar.name for lidar in lidars}:
         raise ConfigError(f"parameter cameras.lidar={cam_lidar!r} is not one of lidars.names")
+    unposed = [lidar.name or "input" for lidar in lidars if lidar.T_vehicle_lidar is None]
+    if v["input.align_mount"] and unposed:
+        raise ConfigError(f"input.align_mount needs T_vehicle_lidar for every LiDAR; none for "
+                          f"{', '.join(unposed)}")  # fmt: skip
     return lidars, cam_lidar
 
 
@@ -423,10 +428,6 @@ def parse_config(values: Mapping[str, Any]) -> NodeConfig:
         if not str(v[k]):
             raise ConfigError(f"parameter {k} must not be empty")
     lidars, cam_lidar = _lidars(v)
-    unposed = [lidar.name or "input" for lidar in lidars if lidar.T_vehicle_lidar is None]
-    if v["input.align_mount"] and unposed:
-        raise ConfigError(f"input.align_mount needs T_vehicle_lidar for every LiDAR; none for "
-                          f"{', '.join(unposed)}")  # fmt: skip
     return NodeConfig(
         model=ModelConfig(
             path=str(v["model"]),

@@ -153,6 +153,10 @@ class SegmentNode(Node):
         for lidar in cfg.lidars:
             processor = ScanProcessor(self.segmenter, cfg.input, cfg.ego_box,
                                       lidar.T_vehicle_lidar)  # fmt: skip
+            if processor.align is not None:
+                z = processor.align[2, 3]
+                log.info(f"{lidar.name or 'input'}: scans moved to the model's trained mount "
+                         f"(input.align_mount; z shifted {z:+.2f} m at the origin)")  # fmt: skip
             stats = InputStats(cfg.diagnostics.window, rate_window, LATENCY_STAGES)
             self.channels[lidar.name] = LidarChannel(self, lidar, processor, stats, qin, qout,
                                                      self._on_points)  # fmt: skip
