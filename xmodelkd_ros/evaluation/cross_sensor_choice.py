@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from xmodelkd_ros.evaluation.cli import parse_tool_args, run_tool, tool_parser
-from xmodelkd_ros.evaluation.cross_sensor_report import drop_difference
+from xmodelkd_ros.evaluation.cross_sensor_report import ci_text, drop_difference
 from xmodelkd_ros.evaluation.report import gain_doc
 from xmodelkd_ros.evaluation.score import BenchmarkError
 from xmodelkd_ros.evaluation.stats import miou_from_confusion, paired_gain
@@ -94,11 +94,6 @@ def choose(doc: dict[str, Any], ref: str, max_cost: float) -> tuple[str, dict[st
     return chosen, why
 
 
-def _ci(g: dict[str, Any], scale: float = 1.0) -> str:
-    lo, hi = (scale * v for v in g["ci95"])
-    return f"{scale * g['mean']:+.1f} [{lo:+.1f}, {hi:+.1f}]"
-
-
 def markdown(doc: dict[str, Any], meta: dict[str, Any], judged: list[str],
              choice: tuple[str, dict[str, str]] | None) -> str:  # fmt: skip
     ref = meta["reference"]
@@ -113,7 +108,7 @@ def markdown(doc: dict[str, Any], meta: dict[str, Any], judged: list[str],
     for n, d in doc.items():
         cells = [f"`{n}`", f"{d['miou'][ref]:.1f}"]
         cells += [f"{d['miou'][r]:.1f} ({d['drop'][r]:+.1f})" for r in judged]
-        cells += [f"{d['worst']:+.1f}", _ci(d["cost"], 100.0) if "cost" in d else "-"]
+        cells += [f"{d['worst']:+.1f}", ci_text(d["cost"]) if "cost" in d else "-"]
         lines.append("| " + " | ".join(cells) + " |")
     lines += [
         "",
@@ -124,7 +119,7 @@ def markdown(doc: dict[str, Any], meta: dict[str, Any], judged: list[str],
     ]
     for n, d in doc.items():
         if "drop_change" in d:
-            cells = [_ci(d["drop_change"][r], 100.0) for r in judged]
+            cells = [ci_text(d["drop_change"][r]) for r in judged]
             lines.append(f"| `{n}` | " + " | ".join(cells) + " |")
     if choice is not None:
         chosen, why = choice

@@ -99,7 +99,8 @@ def _pct(v: float | None, sign: bool = False) -> str:
     return f"{100 * v:+.1f}" if sign else f"{100 * v:.1f}"
 
 
-def _ci(doc: dict[str, Any]) -> str:
+def ci_text(doc: dict[str, Any]) -> str:
+    """``+1.2 [-0.3, +2.8]`` of a ``{"mean", "ci95"}`` doc in fractions (mIoU points)."""
     lo, hi = doc["ci95"]
     return f"{_pct(doc['mean'], True)} [{_pct(lo, True)}, {_pct(hi, True)}]"
 
@@ -128,9 +129,9 @@ def table_markdown(doc: dict[str, Any]) -> list[str]:
         row = f"| {rig}{' (trained)' if rig == ref else ''} | {label} |"
         for m in models:
             d = entry["models"][m]
-            row += f" {_pct(d['mean'])} | {_ci(d['drop']) if 'drop' in d else '-'} |"
+            row += f" {_pct(d['mean'])} | {ci_text(d['drop']) if 'drop' in d else '-'} |"
         if pair:
-            row += f" {_ci(entry['drop_difference']) if 'drop_difference' in entry else '-'} |"
+            row += f" {ci_text(entry['drop_difference']) if 'drop_difference' in entry else '-'} |"
         lines.append(row)
     return lines
 
