@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
+from scoring_oracle import brute_miou, tiny_student
 
 from xmodelkd_ros.evaluation.choose import choose, main, parse_arm_list, parse_candidate
 from xmodelkd_ros.evaluation.choose_report import edge_lines, grid_edges
@@ -23,25 +23,11 @@ TINY = ["--seeds", str(SEEDS), "--val-seeds", "104", "--val-scans", "1", "--boot
 MEASURE = ["--measure", "--test-seeds", "9000", "--test-scans", "1"]
 
 
-def _student(path: Path, init: int, road_bias: float | None = None) -> None:
-    """A narrow untrained student; ``road_bias`` makes it call (almost) everything road."""
-    from xmodelkd_ros.nets import StudentCheckpoint, StudentNet, save_student, student_config
-    from xmodelkd_ros.nets.inputs import default_grid
-
-    cfg = student_config("small", enc_widths=(8, 16), dec_widths=(8,))
-    torch.manual_seed(init)
-    state = StudentNet(cfg).state_dict()
-    if road_bias is not None:
-        state["classifier.bias"][CLASS_NAMES.index("road")] = road_bias
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_student(StudentCheckpoint(cfg, default_grid(), state), path)
-
-
 def _folder(root: Path, init: int, road_bias: float | None) -> Path:
     for s in range(SEEDS):
         d = root / "labels1" / f"seed{s}"
-        _student(d / "student.pt", 10 * init + s, road_bias)
-        _student(d / "baseline.pt", 10 * init + s + 5, road_bias)
+        tiny_student(d / "student.pt", 10 * init + s, road_bias)
+        tiny_student(d / "baseline.pt", 10 * init + s + 5, road_bias)
     return root
 
 
@@ -52,25 +38,6 @@ def folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     copy = base / "road_copy"
     shutil.copytree(road, copy)
     return {"plain": _folder(base / "plain", 2, None), "road": road, "road_copy": copy}
-
-
-def _brute_miou(ck: Path, streets: list[int], split: str) -> float:
-    """Independent oracle: predictions through the Segmenter, IoU by a per-class loop over
-    the pooled points of the streets' scans (no confusion matrix)."""
-    from xmodelkd_ros.evaluation.score import held_out_scans
-    from xmodelkd_ros.runtime import Segmenter
-
-    seg = Segmenter.from_checkpoint(ck, backend="torch", device="cpu")
-    scans = held_out_scans(streets, 1, 10, 32, 0, (180, 320), split=split)
-    gt = np.concatenate([s.labels for s in scans]).astype(np.int64)
-    pred = np.concatenate([seg.segment(s.points).labels for s in scans]).astype(np.int64)
-    pred, gt = pred[gt > 0], gt[gt > 0]
-    ious = []
-    for c in range(1, NUM_CLASSES + 1):
-        union = np.sum((gt == c) | (pred == c))
-        if union:
-            ious.append(np.sum((gt == c) & (pred == c)) / union)
-    return float(np.mean(ious))
 
 
 def test_tie_rule_prefers_the_earlier_candidate() -> None:
@@ -86,7 +53,7 @@ def test_choice_matches_an_independent_miou_and_measure_runs_once(folders, tmp_p
     assert main([*argv, *MEASURE, "--measure-all"]) == 0
     doc = json.loads((out / "choice.json").read_text())
     oracle = {
-        n: {arm: np.mean([_brute_miou(p / "labels1" / f"seed{s}" / ck, [104], "val")
+        n: {arm: np.mean([brute_miou(p / "labels1" / f"seed{s}" / ck, [104], "val")
                           for s in range(SEEDS)])
             for arm, ck in (("distilled", "student.pt"), ("baseline", "baseline.pt"))}
         for n, p in folders.items()
@@ -100,7 +67,7 @@ def test_choice_matches_an_independent_miou_and_measure_runs_once(folders, tmp_p
         assert oracle[doc["choice"][arm]][arm] == pytest.approx(best)
         assert doc["choice"][arm] != "road_copy"
     m = json.loads((out / "measure.json").read_text())
-    want = np.mean([_brute_miou(folders[doc["choice"]["distilled"]] / "labels1" / f"seed{s}"
+    want = np.mean([brute_miou(folders[doc["choice"]["distilled"]] / "labels1" / f"seed{s}"
                                 / "student.pt", [9000], "test") for s in range(SEEDS)])  # fmt: skip
     assert m["miou"]["distilled"] == pytest.approx(want, abs=1e-9)
     assert set(m["ablation"]) == set(folders)
@@ -173,7 +140,7 @@ def test_arms_a_candidate_is_limited_to_and_the_selftrain_control(folders, tmp_p
     st = tmp_path / "with_selftrain"
     shutil.copytree(folders["plain"], st)
     for s in range(SEEDS):  # a self-training arm: here simply another LiDAR-only net
-        _student(st / "labels1" / f"seed{s}" / "selftrain.pt", 100 + s)
+        tiny_student(st / "labels1" / f"seed{s}" / "selftrain.pt", 100 + s)
     out = tmp_path / "c"
     argv = ["--candidate", f"st={st}", "--candidate", f"road:baseline={folders['road']}",
             "--arms", "distilled,baseline,selftrain", "--out", str(out), *TINY]  # fmt: skip
