@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -103,7 +104,7 @@ def test_a_network_against_its_copy_gains_nothing(runs: Path, tmp_path: Path) ->
     assert pair["mean"] == 0.0 and pair["ci95"] == [0.0, 0.0] and pair["seeds"] == [0, 1]
 
 
-def test_a_teacher_is_scored_with_its_cameras(tmp_path: Path) -> None:
+def test_a_teacher_is_scored_with_its_cameras(tmp_path: Path, capsys) -> None:
     from xmodelkd_ros.training.train import main as train
 
     run = tmp_path / "t" / "seed0"
@@ -120,6 +121,14 @@ def test_a_teacher_is_scored_with_its_cameras(tmp_path: Path) -> None:
     assert scans[0].images and scans[0].images[0].shape[:2] == (60, 100)  # the run's render size
     want = 100 * float(miou_from_confusion(score_teacher(run / "teacher.pt", scans, recipe).sum(0)))
     assert doc["nets"]["t"]["miou"]["0"] == pytest.approx(want)
+    other = tmp_path / "u" / "seed0"  # the same teacher, said to have rendered 64 x 100
+    shutil.copytree(run, other)
+    rj = json.loads((other / "recipe.json").read_text())
+    rj["data"]["render_size"] = [64, 100]
+    (other / "recipe.json").write_text(json.dumps(rj))
+    both = [*argv, "--teacher", f"u={tmp_path}/u/seed{{seed}}/teacher.pt"]
+    assert main([*both, "--out", str(out), *STREETS]) == 2
+    assert "different cameras / render sizes" in capsys.readouterr().err
     (run / "recipe.json").unlink()
     assert main([*argv, "--out", str(out), *STREETS]) == 2  # a teacher needs its recipe
 

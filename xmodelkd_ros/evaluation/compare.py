@@ -125,6 +125,21 @@ def teacher_recipe(path: Path) -> Any:
         raise BenchmarkError(f"{rj}: {exc}") from None
 
 
+def camera_rig(teachers: Sequence[Net], seeds: Sequence[int]) -> tuple[int, tuple[int, int]]:
+    """(cameras, render H x W) the scans need: the teachers' (all alike), or none."""
+    rigs = {}
+    for net in teachers:
+        for s in found_seeds(net, seeds):
+            r = teacher_recipe(net.path(s))
+            rigs[(r.data.cameras, tuple(r.data.render_size))] = f"{net.name} seed {s}"
+    if len(rigs) > 1:
+        raise BenchmarkError(
+            "the teachers were trained with different cameras / render sizes: "
+            + "; ".join(f"{who}: {c} x {hw}" for (c, hw), who in rigs.items())
+        )
+    return next(iter(rigs), (0, (180, 320)))
+
+
 def score_nets(
     nets: Sequence[Net], seeds: Sequence[int], scans: list[HeldOutScan], bar: Any = None
 ) -> dict[str, dict[int, np.ndarray]]:
@@ -267,11 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     nets = build_nets(args)
     pairs = list(args.pair or [])
-    teachers = [n for n in nets if n.teacher]
-    cams, hw = 0, (180, 320)
-    if teachers:
-        r = teacher_recipe(teachers[0].path(found_seeds(teachers[0], args.seeds)[0]))
-        cams, hw = r.data.cameras, tuple(r.data.render_size)
+    cams, hw = camera_rig([n for n in nets if n.teacher], args.seeds)
     bar = progress_bar(args.progress, len(args.streets) * args.scans, f"{args.split} scans")
     scans = held_out_scans(
         args.streets, args.scans, args.stride, args.beams, cams, hw, bar, split=args.split
