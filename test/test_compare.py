@@ -65,8 +65,8 @@ def test_networks_and_pairs_against_an_independent_miou(runs: Path, tmp_path: Pa
         got = doc["nets"][name]["miou"]
         assert list(got) == [str(s) for s in seeds]
         for s in seeds:
-            want = 100 * brute_miou(runs / name / f"seed{s}" / "student.pt", [104], "val")
-            assert got[str(s)] == pytest.approx(want, abs=1e-6)
+            want = brute_miou(runs / name / f"seed{s}" / "student.pt", [104], "val")
+            assert got[str(s)] == pytest.approx(want, abs=1e-8)
     assert doc["nets"]["road"]["missing_seeds"] == [1]
     pair = doc["pairs"]["road - plain"]
     assert pair["seeds"] == [0]  # only the seed both have
@@ -119,7 +119,7 @@ def test_a_teacher_is_scored_with_its_cameras(tmp_path: Path, capsys) -> None:
         [104], 1, 10, 32, recipe.data.cameras, tuple(recipe.data.render_size), split="val"
     )
     assert scans[0].images and scans[0].images[0].shape[:2] == (60, 100)  # the run's render size
-    want = 100 * float(miou_from_confusion(score_teacher(run / "teacher.pt", scans, recipe).sum(0)))
+    want = float(miou_from_confusion(score_teacher(run / "teacher.pt", scans, recipe).sum(0)))
     assert doc["nets"]["t"]["miou"]["0"] == pytest.approx(want)
     other = tmp_path / "u" / "seed0"  # the same teacher, said to have rendered 64 x 100
     shutil.copytree(run, other)

@@ -76,7 +76,8 @@ def committed_claim(label_fraction: float, results_dir: Path = RESULTS_DIR) -> C
     return max(claims, key=lambda c: (max(c.test_streets), c.source))
 
 
-def _span(values: list[int]) -> str:
+def seed_span(values: list[int]) -> str:
+    """``[140, ..., 149]`` -> ``"140-149"`` when contiguous, else the sorted list."""
     ordered = sorted(values)
     if ordered == list(range(ordered[0], ordered[-1] + 1)) and len(ordered) > 1:
         return f"{ordered[0]}-{ordered[-1]}"
@@ -96,7 +97,7 @@ def claim_line(claim: dict[str, Any] | None) -> str:
     return (
         f"The claim (the benchmark's, docs/results/{claim['source']}): "
         f"{100 * claim['label_fraction']:g} % "
-        f"labels, {gains}; {len(streets)} held-out test streets ({_span(streets)}) x "
+        f"labels, {gains}; {len(streets)} held-out test streets ({seed_span(streets)}) x "
         f"{claim['scans_per_street']} scans, {len(claim['seeds'])} seeds "
-        f"({_span(claim['seeds'])})."
+        f"({seed_span(claim['seeds'])})."
     )

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from xmodelkd_ros.evaluation.claim import seed_span
 from xmodelkd_ros.evaluation.cli import (
     add_report_args,
     git_commit,
@@ -38,6 +39,8 @@ from xmodelkd_ros.evaluation.cli import (
     run_tool,
     tool_parser,
 )
+from xmodelkd_ros.evaluation.cross_sensor_report import ci_text, pct
+from xmodelkd_ros.evaluation.report import gain_doc
 from xmodelkd_ros.evaluation.score import (
     BenchmarkError,
     HeldOutScan,
@@ -46,7 +49,6 @@ from xmodelkd_ros.evaluation.score import (
     score_teacher,
 )
 from xmodelkd_ros.evaluation.stats import miou_from_confusion, paired_gain
-from xmodelkd_ros.labels import CLASS_NAMES
 from xmodelkd_ros.sim.rigs import rig_arg
 
 
@@ -165,21 +167,12 @@ def score_nets(
 
 
 def pair_doc(a: dict[int, np.ndarray], b: dict[int, np.ndarray], reps: int) -> dict[str, Any]:
-    """A - B on the seeds both have: mean, 95 % CI, per seed and per class (mIoU points)."""
+    """A - B on the seeds both have (:func:`~.report.gain_doc`, fractions), with those seeds."""
     seeds = sorted(set(a) & set(b))
     if not seeds:
         return {"seeds": [], "mean": None, "ci95": None, "per_seed": [], "per_class": {}}
     g = paired_gain(np.stack([a[s] for s in seeds]), np.stack([b[s] for s in seeds]), reps=reps)
-    return {
-        "seeds": seeds,
-        "mean": 100 * g.mean,
-        "ci95": [100 * g.ci[0], 100 * g.ci[1]],
-        "per_seed": [100 * float(v) for v in g.per_seed],
-        "per_class": {
-            c: None if np.isnan(m) else round(100 * float(m), 1)
-            for c, m in zip(CLASS_NAMES, g.class_mean, strict=True)
-        },
-    }
+    return {"seeds": seeds, **gain_doc(g)}
 
 
 def compare_doc(
@@ -192,9 +185,7 @@ def compare_doc(
     """Every network's mIoU per seed and every pair's paired gain."""
     net_docs = {}
     for net in nets:
-        by_seed = {
-            s: 100 * float(miou_from_confusion(cm.sum(0))) for s, cm in cms[net.name].items()
-        }
+        by_seed = {s: float(miou_from_confusion(cm.sum(0))) for s, cm in cms[net.name].items()}
         net_docs[net.name] = {
             "kind": "teacher" if net.teacher else "student",
             "pattern": net.pattern,
@@ -206,12 +197,8 @@ def compare_doc(
     return {"nets": net_docs, "pairs": pair_docs}
 
 
-def _num(v: float | None, sign: bool = True) -> str:
-    return "n/a" if v is None else (f"{v:+.1f}" if sign else f"{v:.1f}")
-
-
 def markdown(doc: dict[str, Any]) -> str:
-    """The comparison as two Markdown tables (networks, then pairs)."""
+    """The comparison as two Markdown tables (networks, then pairs), in mIoU points."""
     w = doc["streets"]
     lines = [
         f"Scored on {w['split']} streets {w['seeds']} x {w['scans_per_street']} scans "
@@ -221,20 +208,20 @@ def markdown(doc: dict[str, Any]) -> str:
         "|---|---|---|---|---|",
     ]
     for name, n in doc["nets"].items():
-        per = " / ".join(f"{v:.1f}" for v in n["miou"].values())
+        per = " / ".join(pct(v) for v in n["miou"].values())
         miss = ", ".join(map(str, n["missing_seeds"])) or "-"
-        lines.append(f"| {name} | {n['kind']} | {per} | {n['mean']:.1f} | {miss} |")
+        lines.append(f"| {name} | {n['kind']} | {per} | {pct(n['mean'])} | {miss} |")
     if doc["pairs"]:
         lines += [
             "",
-            "| pair (A - B) | seeds | gain | 95 % CI | per seed |",
-            "|---|---|---|---|---|",
+            "| pair (A - B) | seeds | gain [95 % CI] | per seed |",
+            "|---|---|---|---|",
         ]
         for name, p in doc["pairs"].items():
-            ci = "n/a" if p["ci95"] is None else f"[{p['ci95'][0]:+.1f}, {p['ci95'][1]:+.1f}]"
-            per = " / ".join(_num(v) for v in p["per_seed"]) or "-"
+            gain = "n/a" if p["mean"] is None else ci_text(p)
+            per = " / ".join(pct(v, True) for v in p["per_seed"]) or "-"
             seeds = ", ".join(map(str, p["seeds"])) or "none in common"
-            lines.append(f"| {name} | {seeds} | {_num(p['mean'])} | {ci} | {per} |")
+            lines.append(f"| {name} | {seeds} | {gain} | {per} |")
     return "\n".join(lines) + "\n"
 
 
@@ -295,7 +282,7 @@ def run(args: argparse.Namespace) -> int:
     doc = {
         "streets": {
             "split": args.split,
-            "seeds": _span(args.streets),
+            "seeds": seed_span(args.streets),
             "scans_per_street": args.scans,
             "stride": args.stride,
             "beams": str(args.beams),
@@ -313,14 +300,6 @@ def run(args: argparse.Namespace) -> int:
     )
     print(markdown(doc), end="")
     return 0
-
-
-def _span(seeds: Sequence[int]) -> str:
-    """``[140, ..., 149]`` -> ``"140-149"`` when contiguous, else the list."""
-    s = list(seeds)
-    if s == list(range(s[0], s[0] + len(s))) and len(s) > 1:
-        return f"{s[0]}-{s[-1]}"
-    return ",".join(map(str, s))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

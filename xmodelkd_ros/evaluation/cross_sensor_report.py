@@ -93,7 +93,8 @@ def summarize(cms: dict[str, dict[str, np.ndarray]], reference: str, reps: int =
     return out
 
 
-def _pct(v: float | None, sign: bool = False) -> str:
+def pct(v: float | None, sign: bool = False) -> str:
+    """A fraction as mIoU points with one decimal (``sign``: always signed); n/a if absent."""
     if v is None or not np.isfinite(v):
         return "n/a"
     return f"{100 * v:+.1f}" if sign else f"{100 * v:.1f}"
@@ -102,7 +103,7 @@ def _pct(v: float | None, sign: bool = False) -> str:
 def ci_text(doc: dict[str, Any]) -> str:
     """``+1.2 [-0.3, +2.8]`` of a ``{"mean", "ci95"}`` doc in fractions (mIoU points)."""
     lo, hi = doc["ci95"]
-    return f"{_pct(doc['mean'], True)} [{_pct(lo, True)}, {_pct(hi, True)}]"
+    return f"{pct(doc['mean'], True)} [{pct(lo, True)}, {pct(hi, True)}]"
 
 
 def rig_label(d: dict[str, Any]) -> str:
@@ -129,7 +130,7 @@ def table_markdown(doc: dict[str, Any]) -> list[str]:
         row = f"| {rig}{' (trained)' if rig == ref else ''} | {label} |"
         for m in models:
             d = entry["models"][m]
-            row += f" {_pct(d['mean'])} | {ci_text(d['drop']) if 'drop' in d else '-'} |"
+            row += f" {pct(d['mean'])} | {ci_text(d['drop']) if 'drop' in d else '-'} |"
         if pair:
             row += f" {ci_text(entry['drop_difference']) if 'drop_difference' in entry else '-'} |"
         lines.append(row)
@@ -149,11 +150,11 @@ def class_markdown(doc: dict[str, Any]) -> list[str]:
         "|---" * (len(rigs) + 2) + "|",
     ]
     for c in CLASS_NAMES:
-        base = " / ".join(_pct(doc["rigs"][ref]["models"][m]["per_class"][c]) for m in models)
+        base = " / ".join(pct(doc["rigs"][ref]["models"][m]["per_class"][c]) for m in models)
         cells = []
         for r in rigs:
             ms = doc["rigs"][r]["models"]
-            cells.append(" / ".join(_pct(ms[m]["drop"]["per_class"][c]["mean"], True)
+            cells.append(" / ".join(pct(ms[m]["drop"]["per_class"][c]["mean"], True)
                                     for m in models))  # fmt: skip
         lines.append(f"| {c} | {base} | " + " | ".join(cells) + " |")
     return lines
