@@ -158,8 +158,7 @@ def test_arms_a_candidate_is_limited_to_and_the_selftrain_control(folders, tmp_p
 
 
 def test_a_class_absent_from_the_scans_is_null_in_json_and_na_in_markdown() -> None:
-    from xmodelkd_ros.evaluation.choose_report import gain_text
-    from xmodelkd_ros.evaluation.report import gain_doc
+    from xmodelkd_ros.evaluation.report import ci_text, gain_doc
     from xmodelkd_ros.evaluation.stats import PairedGain
 
     nan_road = np.zeros(NUM_CLASSES)
@@ -167,7 +166,7 @@ def test_a_class_absent_from_the_scans_is_null_in_json_and_na_in_markdown() -> N
     g = PairedGain(np.array([0.01]), 0.01, (0.0, 0.02), nan_road, nan_road, nan_road)
     doc = json.loads(json.dumps(gain_doc(g), allow_nan=False))  # NaN would raise here
     assert doc["per_class"]["road"] == {"mean": None, "ci95": [None, None]}
-    assert gain_text(doc["per_class"]["road"]) == "n/a" and gain_text(doc) == "+1.0 [+0.0, +2.0]"
+    assert ci_text(doc["per_class"]["road"]) == "n/a" and ci_text(doc) == "+1.0 [+0.0, +2.0]"
 
 
 def _cand(name: str, lineage: int | None, controls: int | None, arms: tuple[str, ...]) -> dict:

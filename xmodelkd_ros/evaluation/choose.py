@@ -43,7 +43,6 @@ import numpy as np
 
 from xmodelkd_ros.evaluation.choose_report import (
     choice_markdown,
-    gain_text,
     grid_edges,
     measure_markdown,
 )
@@ -59,7 +58,7 @@ from xmodelkd_ros.evaluation.cli import (
     run_tool,
     tool_parser,
 )
-from xmodelkd_ros.evaluation.report import gain_doc
+from xmodelkd_ros.evaluation.report import ci_text, gain_doc
 from xmodelkd_ros.evaluation.score import BenchmarkError, score_student
 from xmodelkd_ros.evaluation.stats import miou_from_confusion, paired_gain
 from xmodelkd_ros.runtime.metadata import ModelLoadError
@@ -318,7 +317,7 @@ class Chooser(HeldOutTool):
         done.write_text(json.dumps(m, indent=1))
         (self.out / "measure.md").write_text(measure_markdown(m, doc))
         for a, g in m["gains"].items():
-            self.log(f"measure: distilled - {a} {gain_text(g)} mIoU ({self.out / 'measure.md'})")
+            self.log(f"measure: distilled - {a} {ci_text(g)} mIoU ({self.out / 'measure.md'})")
         return 0
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from xmodelkd_ros.evaluation.report import ci_text, pct
 from xmodelkd_ros.labels import CLASS_NAMES
 
 #: arm -> the ``recipe_epochs`` key that is its length (the student's weights stand on its
@@ -71,18 +72,6 @@ def edge_lines(edges: dict[str, dict[str, Any]]) -> list[str]:
     return lines
 
 
-def pct(x: float) -> str:
-    return f"{x * 100:.1f}"
-
-
-def gain_text(g: dict[str, Any]) -> str:
-    """``+x.x [+lo, +hi]`` of a :func:`gain_doc` entry (n/a for a class absent from the scans)."""
-    lo, hi = g["ci95"]
-    if g["mean"] is None or lo is None or hi is None:
-        return "n/a"
-    return f"{g['mean'] * 100:+.1f} [{lo * 100:+.1f}, {hi * 100:+.1f}]"
-
-
 def choice_markdown(doc: dict[str, Any]) -> str:
     """``choice.md`` of a ``choice.json`` document (with its ``edges``, :func:`grid_edges`)."""
     v = doc["validation"]
@@ -113,7 +102,7 @@ def choice_markdown(doc: dict[str, Any]) -> str:
             cells.append(f"{mark}{pct(c['miou'][arm])}{mark} ({seeds})")
         lines.append(f"| {c['name']} | " + " | ".join(cells) + " |")
     chosen = ", ".join(f"{a} **{n}**" for a, n in doc["choice"].items())
-    gains = "; ".join(f"distilled - {a} {gain_text(g)}" for a, g in doc["validation_gain"].items())
+    gains = "; ".join(f"distilled - {a} {ci_text(g)}" for a, g in doc["validation_gain"].items())
     lines += ["", f"Chosen: {chosen}. Validation gains of the chosen arms: {gains} mIoU "
               "(validation numbers, not a claim).", ""]  # fmt: skip
     return "\n".join(lines + edge_lines(doc["edges"]))
@@ -133,14 +122,14 @@ def measure_markdown(m: dict[str, Any], choice_doc: dict[str, Any]) -> str:
         *edge_lines(choice_doc["edges"]),
     ]
     for a, g in m["gains"].items():
-        lines.append(f"**distilled - {a} {gain_text(g)} mIoU** (95 % CI, two-level bootstrap over "
+        lines.append(f"**distilled - {a} {ci_text(g)} mIoU** (95 % CI, two-level bootstrap over "
                      "seeds and test scans); per seed "
                      + " / ".join(f"{x * 100:+.1f}" for x in g["per_seed"]))  # fmt: skip
         lines.append("")
     lines += ["| class | " + " | ".join(f"distilled - {a} IoU (95 % CI)" for a in controls)
               + " |", "| --- | " + " | ".join("---" for _ in controls) + " |"]  # fmt: skip
     for c in CLASS_NAMES:
-        cells = [gain_text(m["gains"][a]["per_class"][c]) for a in controls]
+        cells = [ci_text(m["gains"][a]["per_class"][c]) for a in controls]
         lines.append(f"| {c} | " + " | ".join(cells) + " |")
     if m["ablation"]:
         arms = choice_doc["arms"]
@@ -150,6 +139,6 @@ def measure_markdown(m: dict[str, Any], choice_doc: dict[str, Any]) -> str:
                   "| --- | " + " | ".join("---" for _ in heads) + " |"]  # fmt: skip
         for n, v in m["ablation"].items():
             cells = [pct(v["miou"][a]) if a in v["miou"] else "-" for a in arms]
-            cells += [gain_text(v["gains"][a]) if a in v["gains"] else "-" for a in arms[1:]]
+            cells += [ci_text(v["gains"][a]) if a in v["gains"] else "-" for a in arms[1:]]
             lines.append(f"| {n} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

@@ -39,8 +39,7 @@ from xmodelkd_ros.evaluation.cli import (
     run_tool,
     tool_parser,
 )
-from xmodelkd_ros.evaluation.cross_sensor_report import ci_text, pct
-from xmodelkd_ros.evaluation.report import gain_doc
+from xmodelkd_ros.evaluation.report import ci_text, gain_doc, pct
 from xmodelkd_ros.evaluation.score import (
     BenchmarkError,
     HeldOutScan,
@@ -218,7 +217,7 @@ def markdown(doc: dict[str, Any]) -> str:
             "|---|---|---|---|",
         ]
         for name, p in doc["pairs"].items():
-            gain = "n/a" if p["mean"] is None else ci_text(p)
+            gain = ci_text(p)
             per = " / ".join(pct(v, True) for v in p["per_seed"]) or "-"
             seeds = ", ".join(map(str, p["seeds"])) or "none in common"
             lines.append(f"| {name} | {seeds} | {gain} | {per} |")

@@ -26,8 +26,8 @@ from typing import Any
 import numpy as np
 
 from xmodelkd_ros.evaluation.cli import parse_tool_args, run_tool, tool_parser
-from xmodelkd_ros.evaluation.cross_sensor_report import ci_text, drop_difference
-from xmodelkd_ros.evaluation.report import gain_doc
+from xmodelkd_ros.evaluation.cross_sensor_report import drop_difference
+from xmodelkd_ros.evaluation.report import ci_text, gain_doc
 from xmodelkd_ros.evaluation.score import BenchmarkError
 from xmodelkd_ros.evaluation.stats import miou_from_confusion, paired_gain
 

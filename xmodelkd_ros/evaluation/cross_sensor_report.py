@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from xmodelkd_ros.evaluation.report import gain_doc
+from xmodelkd_ros.evaluation.report import ci_text, gain_doc, pct
 from xmodelkd_ros.evaluation.stats import (
     hierarchical_bootstrap,
     iou_from_confusion,
@@ -91,19 +91,6 @@ def summarize(cms: dict[str, dict[str, np.ndarray]], reference: str, reps: int =
                                                        b[reference], reps)  # fmt: skip
         out[rig] = entry
     return out
-
-
-def pct(v: float | None, sign: bool = False) -> str:
-    """A fraction as mIoU points with one decimal (``sign``: always signed); n/a if absent."""
-    if v is None or not np.isfinite(v):
-        return "n/a"
-    return f"{100 * v:+.1f}" if sign else f"{100 * v:.1f}"
-
-
-def ci_text(doc: dict[str, Any]) -> str:
-    """``+1.2 [-0.3, +2.8]`` of a ``{"mean", "ci95"}`` doc in fractions (mIoU points)."""
-    lo, hi = doc["ci95"]
-    return f"{pct(doc['mean'], True)} [{pct(lo, True)}, {pct(hi, True)}]"
 
 
 def rig_label(d: dict[str, Any]) -> str:

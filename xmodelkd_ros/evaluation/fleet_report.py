@@ -16,18 +16,9 @@ from typing import Any
 from PIL import Image, ImageDraw, ImageFont
 
 from xmodelkd_ros.evaluation import criteria as crit
+from xmodelkd_ros.evaluation.report import interval_text, pct
 
 BAG_PLOT, CLASS_PLOT = "per_bag_miou.png", "per_class_iou.png"
-
-
-def _pct(v: float | None) -> str:
-    return "n/a" if v is None else f"{100 * v:.1f}"
-
-
-def _ci(ci: list[float | None] | None) -> str:
-    if not ci or ci[0] is None or ci[1] is None:
-        return "n/a"
-    return f"[{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]"
 
 
 def _overall_lines(doc: dict[str, Any]) -> list[str]:
@@ -47,8 +38,8 @@ def _overall_lines(doc: dict[str, Any]) -> list[str]:
         return [*lines, "No scan had ground truth: nothing was scored.", ""]
     b = doc["bootstrap"]
     return [*lines,
-            f"**mIoU {_pct(ov['miou'])}**, 95 % CI {_ci(ov['miou_ci95'])} (bootstrap: "
-            f"{b['levels']}, {b['replicates']} replicates); accuracy {_pct(ov['accuracy'])}.",
+            f"**mIoU {pct(ov['miou'])}**, 95 % CI {interval_text(ov['miou_ci95'])} (bootstrap: "
+            f"{b['levels']}, {b['replicates']} replicates); accuracy {pct(ov['accuracy'])}.",
             ""]  # fmt: skip
 
 
@@ -64,17 +55,17 @@ def to_markdown(doc: dict[str, Any]) -> str:
             lines.append(f"| {r['bag']} | {r['kind']} | **failed**: {r['reason']} | | | | |")
             continue
         lines.append(f"| {r['bag']} | {r['kind']} | ok | {r['frames']} | {r['scored_frames']} | "
-                     f"{_pct(r['miou'])} | {100 * r['unscored_fraction']:.2f} |")  # fmt: skip
+                     f"{pct(r['miou'])} | {100 * r['unscored_fraction']:.2f} |")  # fmt: skip
     if doc["overall"] is not None:
         lines += ["", "## Classes", "", "| class | TP | FP | FN | IoU | 95 % CI |",
                   "|---|---|---|---|---|---|"]  # fmt: skip
         for c in doc["overall"]["per_class"]:
-            lines.append(f"| {c['class']} | {c['tp']} | {c['fp']} | {c['fn']} | {_pct(c['iou'])} "
-                         f"| {_ci(c['ci95'])} |")  # fmt: skip
+            lines.append(f"| {c['class']} | {c['tp']} | {c['fp']} | {c['fn']} | {pct(c['iou'])} "
+                         f"| {interval_text(c['ci95'])} |")  # fmt: skip
         lines += ["", f"## Worst {len(doc['worst_frames'])} frames", "",
                   "| bag | scan | stamp (ns) | mIoU | scored points |", "|---|---|---|---|---|"]
         for w in doc["worst_frames"]:
-            lines.append(f"| {w['bag']} | {w['index']} | {w['stamp']} | {_pct(w['miou'])} | "
+            lines.append(f"| {w['bag']} | {w['index']} | {w['stamp']} | {pct(w['miou'])} | "
                          f"{w['scored_points']} |")  # fmt: skip
         lines += ["", f"![per-bag mIoU]({BAG_PLOT})", "", f"![per-class IoU]({CLASS_PLOT})"]
     if doc["failed_bags"]:
@@ -103,7 +94,7 @@ def bag_png(doc: dict[str, Any], path: Path) -> None:
     img = Image.new("RGB", (left + width + 30, 60 + row_h * len(rows) + 30), "white")
     d = ImageDraw.Draw(img)
     ov = doc["overall"]
-    d.text((10, 8), f"mIoU per bag (%); line: overall {_pct(ov['miou'])}, band: 95 % CI",
+    d.text((10, 8), f"mIoU per bag (%); line: overall {pct(ov['miou'])}, band: 95 % CI",
            fill="black", font=font)  # fmt: skip
     lo, hi = ov["miou_ci95"]
     top = 40
@@ -159,7 +150,7 @@ def write_report(out: Path, doc: dict[str, Any]) -> None:
 def summary_line(doc: dict[str, Any]) -> str:
     """One line for the terminal: mIoU with its interval, bags and scans."""
     ov, bags = doc["overall"], doc["bags"]
-    head = (f"mIoU {_pct(ov['miou'])} (95 % CI {_ci(ov['miou_ci95'])})" if ov
+    head = (f"mIoU {pct(ov['miou'])} (95 % CI {interval_text(ov['miou_ci95'])})" if ov
             else "no ground truth")  # fmt: skip
     return (f"{head}; {bags['evaluated']}/{bags['total']} bags, {bags['failed']} failed; "
             f"{doc['frames']['frames']} scans, {doc['frames']['scored_frames']} scored")

@@ -97,10 +97,29 @@ def summarize(
     return doc
 
 
-def _pct(v: float | None, sign: bool = False) -> str:
-    if v is None:
+def pct(v: float | None, sign: bool = False) -> str:
+    """A fraction as mIoU points with one decimal (``sign``: always signed); ``n/a`` for a
+    missing or non-finite value. Every evaluation report prints numbers through this and
+    :func:`ci_text`, so one figure reads the same in every table."""
+    if v is None or not np.isfinite(v):
         return "n/a"
     return f"{100 * v:+.1f}" if sign else f"{100 * v:.1f}"
+
+
+def interval_text(ci: Any, sign: bool = False) -> str:
+    """``[lo, hi]`` in mIoU points of a pair of fractions; ``n/a`` when a bound is missing."""
+    if not ci or len(ci) != 2 or "n/a" in (pct(ci[0]), pct(ci[1])):
+        return "n/a"
+    return f"[{pct(ci[0], sign)}, {pct(ci[1], sign)}]"
+
+
+def ci_text(doc: dict[str, Any]) -> str:
+    """``+1.2 [-0.3, +2.8]`` of a ``{"mean", "ci95"}`` gain doc in fractions; ``n/a`` when
+    the mean or a bound is missing (e.g. a class absent from the scans)."""
+    ci = doc.get("ci95")
+    if pct(doc.get("mean")) == "n/a" or interval_text(ci) == "n/a":
+        return "n/a"
+    return f"{pct(doc['mean'], True)} {interval_text(ci, True)}"
 
 
 def to_markdown(doc: dict[str, Any]) -> str:
@@ -138,22 +157,22 @@ def to_markdown(doc: dict[str, Any]) -> str:
         ]
         for s in r["per_seed"]:
             v = s["validation_miou"]
-            val = " / ".join(_pct(v.get(k)) for k in MODELS)
+            val = " / ".join(pct(v.get(k)) for k in MODELS)
             mins = (s["train_s"] + s["score_s"]) / 60
             lines.append(
-                f"| {s['seed']} | {_pct(s['miou']['teacher'])} | {_pct(s['miou']['distilled'])} "
-                f"| {_pct(s['miou']['baseline'])} | {_pct(s['gain'], True)} | {val} "
+                f"| {s['seed']} | {pct(s['miou']['teacher'])} | {pct(s['miou']['distilled'])} "
+                f"| {pct(s['miou']['baseline'])} | {pct(s['gain'], True)} | {val} "
                 f"| {mins:.0f} |"
             )
         mi = r["miou"]
         lines += [
-            f"| **mean** | **{_pct(mi['teacher'])}** | **{_pct(mi['distilled'])}** | "
-            f"**{_pct(mi['baseline'])}** | **{_pct(g['mean'], True)}** | | |",
+            f"| **mean** | **{pct(mi['teacher'])}** | **{pct(mi['distilled'])}** | "
+            f"**{pct(mi['baseline'])}** | **{pct(g['mean'], True)}** | | |",
             "",
-            f"**Distilled - baseline: {_pct(g['mean'], True)} mIoU, 95 % CI "
-            f"[{_pct(g['ci95'][0], True)}, {_pct(g['ci95'][1], True)}]** "
-            f"(teacher - baseline: {_pct(tg['mean'], True)} "
-            f"[{_pct(tg['ci95'][0], True)}, {_pct(tg['ci95'][1], True)}]).",
+            f"**Distilled - baseline: {pct(g['mean'], True)} mIoU, 95 % CI "
+            f"[{pct(g['ci95'][0], True)}, {pct(g['ci95'][1], True)}]** "
+            f"(teacher - baseline: {pct(tg['mean'], True)} "
+            f"[{pct(tg['ci95'][0], True)}, {pct(tg['ci95'][1], True)}]).",
             "",
             "| class | test points | teacher | distilled | baseline | distilled - baseline "
             "(95 % CI) |",
@@ -162,10 +181,10 @@ def to_markdown(doc: dict[str, Any]) -> str:
         for c in CLASS_NAMES:
             pc = g["per_class"][c]
             lines.append(
-                f"| {c} | {doc['test_class_points'][c]} | {_pct(r['iou']['teacher'][c])} | "
-                f"{_pct(r['iou']['distilled'][c])} | {_pct(r['iou']['baseline'][c])} | "
-                f"{_pct(pc['mean'], True)} [{_pct(pc['ci95'][0], True)}, "
-                f"{_pct(pc['ci95'][1], True)}] |"
+                f"| {c} | {doc['test_class_points'][c]} | {pct(r['iou']['teacher'][c])} | "
+                f"{pct(r['iou']['distilled'][c])} | {pct(r['iou']['baseline'][c])} | "
+                f"{pct(pc['mean'], True)} [{pct(pc['ci95'][0], True)}, "
+                f"{pct(pc['ci95'][1], True)}] |"
             )
         lines.append("")
     low = doc["classes_below_minimum"]
