@@ -5,14 +5,18 @@ student length) is fair only when the candidates differ in nothing else. Each se
 teacher is trained once (or taken from ``--teachers``) and copied into every candidate's
 folder, so every candidate's distilled student starts from the same teacher and every
 baseline from the same initialisation and data order; only the candidate's ``--set``
-differs. Jobs (teacher per seed, then ``distill`` and ``baseline`` per candidate and seed)
-run as child processes, ``--jobs`` at a time, each on one thread; a killed run resumes
-from each stage's ``last.pt`` when the same command runs again.
+differs. Jobs (teacher per seed, then the LiDAR-only controls of ``--controls``, default
+``baseline``, and ``distill`` per candidate and seed) run as child processes, ``--jobs`` at
+a time, each on one thread; a killed run resumes from each stage's ``last.pt`` when the
+same command runs again. The controls train with the candidate's recipe too, so a
+candidate that sets a length or an unlabeled pool sets it for the student and its
+controls alike (``selftrain`` waits for its folder's ``baseline``, its labeller).
 
 Output: ``<out>/teachers/seed<s>/`` and ``<out>/<candidate>/seed<s>/`` (``teacher.pt``,
-``student.pt``, ``baseline.pt``, ``recipe.json``), the layout ``cross_sensor --runs
-<out>/<candidate>`` and ``choose`` read. It scores nothing: validation and test scoring
-are separate commands, so training never sees a street that judges it.
+``student.pt``, ``baseline.pt`` and the other controls' checkpoints, ``recipe.json``), the
+layout ``cross_sensor --runs <out>/<candidate>`` and ``choose`` read. It scores nothing:
+validation and test scoring are separate commands, so training never sees a street that
+judges it.
 """
 
 from __future__ import annotations
@@ -39,9 +43,15 @@ from xmodelkd_ros.evaluation.cli import (
 from xmodelkd_ros.evaluation.score import BenchmarkError
 from xmodelkd_ros.training.recipe import load_recipe
 from xmodelkd_ros.training.recipe_types import Recipe, RecipeError
+from xmodelkd_ros.training.stages import STAGE_KINDS
 
-#: the final checkpoint of each stage a job trains
-FINAL = {"teacher": "teacher.pt", "distill": "student.pt", "baseline": "baseline.pt"}
+#: the LiDAR-only control stages a candidate can train beside its distilled student
+CONTROLS = ("baseline", "lasermix", "selftrain")
+
+
+def final_checkpoint(stage: str) -> str:
+    """The file a stage's finished run leaves in its folder (``teacher.pt``, ...)."""
+    return STAGE_KINDS[stage].final
 
 
 @dataclass
@@ -75,6 +85,20 @@ def parse_candidate(text: str) -> tuple[str, list[str]]:
     return name, shlex.split(sets)
 
 
+def parse_controls(text: str) -> list[str]:
+    """``baseline,lasermix`` -> the control stages in training order (``selftrain`` after the
+    ``baseline`` it needs as its labeller)."""
+    names = [c.strip() for c in str(text).split(",") if c.strip()]
+    unknown = [c for c in names if c not in CONTROLS]
+    if not names or unknown:
+        raise argparse.ArgumentTypeError(
+            f"controls are a comma list of {' | '.join(CONTROLS)}, got {text!r}"
+        )
+    if "selftrain" in names and "baseline" not in names:
+        raise argparse.ArgumentTypeError("selftrain needs baseline (its labeller) in --controls")
+    return [c for c in CONTROLS if c in names]
+
+
 class Candidates(HeldOutTool):
     """The jobs of one run and the pool that trains them."""
 
@@ -98,18 +122,24 @@ class Candidates(HeldOutTool):
         return r
 
     def jobs(self) -> list[Job]:
-        """Teachers first (the distills wait for theirs), then baselines, then distills."""
-        teachers, controls, students = [], [], []
+        """Teachers first (the distills wait for theirs), then controls, then distills."""
+        teachers: list[Job] = []
+        controls: list[Job] = []
+        students: list[Job] = []
         for s in self.seeds:
             given = Path(self.args.teachers) / f"seed{s}" if self.args.teachers else None
             t = Job("teacher", s, self.seeded(self.base, self.out / "teachers", s))
             if given is not None:
-                if not (given / FINAL["teacher"]).is_file():
+                if not (given / final_checkpoint("teacher")).is_file():
                     raise BenchmarkError(f"no teacher.pt in {given} (--teachers)")
                 t.recipe.out = str(given)
             teachers.append(t)
             for name, recipe in self.recipes.items():
-                controls.append(Job("baseline", s, self.seeded(recipe, self.out / name, s)))
+                mine: dict[str, Job] = {}
+                for stage in self.args.controls:
+                    after = mine.get("baseline") if stage == "selftrain" else None
+                    mine[stage] = Job(stage, s, self.seeded(recipe, self.out / name, s), after)
+                controls.extend(mine.values())
                 students.append(Job("distill", s, self.seeded(recipe, self.out / name, s), t))
         return [*teachers, *controls, *students]
 
@@ -119,13 +149,15 @@ class Candidates(HeldOutTool):
         if job.after is not None:
             job.after.done.wait()
             if job.after.failed:
-                job.failed = f"its teacher failed ({job.after.label})"
+                job.failed = f"the job it needs failed ({job.after.label})"
                 return
+        if job.after is not None and job.after.stage == "teacher":
             job.out.mkdir(parents=True, exist_ok=True)
-            src, dst = job.after.out / FINAL["teacher"], job.out / FINAL["teacher"]
+            src = job.after.out / final_checkpoint("teacher")
+            dst = job.out / final_checkpoint("teacher")
             if not dst.is_file():
                 shutil.copy2(src, dst)
-        if (job.out / FINAL[job.stage]).is_file():
+        if (job.out / final_checkpoint(job.stage)).is_file():
             self.log(f"{job.label}: already done")
             return
         self.log(f"{job.label}: training")
@@ -183,6 +215,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="overrides shared by the teachers and every candidate",
     )
+    p.add_argument("--controls", type=parse_controls, default=["baseline"],
+                   help="LiDAR-only controls trained per candidate and seed, a comma list of "
+                   f"{', '.join(CONTROLS)} (default baseline)")  # fmt: skip
     p.add_argument("--out", default="runs/candidates", help="output folder")
     p.add_argument("--seeds", type=int, default=3, help="training seeds 0..N-1 (paired)")
     p.add_argument(

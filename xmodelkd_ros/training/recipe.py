@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import copy
 import json
+import os
+import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -201,9 +203,14 @@ def with_overrides(recipe: Recipe, overrides: Iterable[str]) -> Recipe:
 
 def write_recipe(recipe: Recipe, path: Path) -> None:
     """``recipe.json``: the resolved recipe and the file it came from; what a child
-    process (``--recipe path``) and the tools reading a run folder load back."""
+    process (``--recipe path``) and the tools reading a run folder load back. Written to a
+    temporary file and renamed, so a child starting while another job of the same folder
+    writes it never reads half a file."""
     doc = {**recipe.to_dict(), "_source": recipe.source}
-    path.write_text(json.dumps(doc, indent=1))
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    tmp.write_text(json.dumps(doc, indent=1))
+    os.replace(tmp, path)
 
 
 def show_recipe(recipe: Recipe) -> str:
