@@ -292,9 +292,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="test: reserved streets, for the measurement; val: validation "
                    "streets, for choosing the training options")  # fmt: skip
     p.add_argument("--test-seeds", required=True,
-                   help="streets of --split: reserved test streets never used before (9080 "
-                   "onward: 9000-9067 judged choices, 9068-9079 cross-sensor measurements), "
-                   "e.g. 9088-9095; validation streets 100-199")  # fmt: skip
+                   help="streets of --split: reserved test streets 9000-9999 never used "
+                   "before (docs/results.md lists the used ones), e.g. 9104-9111; validation "
+                   "streets 100-199")  # fmt: skip
     p.add_argument("--align", action="store_true",
                    help="also score every rig mounted otherwise than the training rig with "
                    "its scans moved to the training mount (the node's input.align_mount, "
