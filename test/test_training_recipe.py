@@ -102,7 +102,8 @@ def test_deep_merge_does_not_alias_its_inputs():
 
 
 def test_shipped_recipes_share_a_base_and_carry_no_test_knobs():
-    assert known_recipes() == ["nuscenes", "semantickitti", "synthetic", "synthetic_scarce"]
+    assert known_recipes() == ["nuscenes", "semantickitti", "synthetic", "synthetic_pool",
+                             "synthetic_scarce"]
     kitti, nus = load_recipe("semantickitti").to_dict(), load_recipe("nuscenes").to_dict()
     for key in ("optim", "loss", "log", "schedule"):
         assert {k: v for k, v in kitti[key].items() if not k.endswith("_epochs")} == {
