@@ -205,3 +205,15 @@ def test_grid_edges_say_where_a_choice_is_not_bracketed() -> None:
                                 _cand("c", 96, 96, ("distilled", "baseline"))],
                  "choice": {"distilled": "b", "baseline": "b"}}  # fmt: skip
     assert edge_lines(grid_edges(bracketed)) == []
+
+
+def test_a_candidates_folder_without_a_labels_level_is_read_per_seed(tmp_path) -> None:
+    from xmodelkd_ros.evaluation.choose import Candidate
+
+    flat = Candidate("c", tmp_path / "flat")
+    (tmp_path / "flat" / "seed0").mkdir(parents=True)
+    assert flat.checkpoint(0.1, 0, "lasermix") == tmp_path / "flat" / "seed0" / "lasermix.pt"
+    nested = Candidate("n", tmp_path / "bench")
+    (tmp_path / "bench" / "labels0.1" / "seed0").mkdir(parents=True)
+    (tmp_path / "bench" / "seed0").mkdir()  # a benchmark folder's labels<f> level wins
+    assert nested.run_dir(0.1, 0) == tmp_path / "bench" / "labels0.1" / "seed0"

@@ -12,7 +12,8 @@ the candidates on as many validation streets as asked (default 20 x 4 scans).
 
 Candidates are finished benchmark folders that differ in schedule (``NAME=DIR``, each with
 ``labels<f>/seed<k>/student.pt``, ``baseline.pt`` and, with ``--arms selftrain``,
-``selftrain.pt``, e.g. from ``benchmark --set schedule.student_epochs=88``;
+``selftrain.pt``, e.g. from ``benchmark --set schedule.student_epochs=88``; or a
+``candidates`` folder ``<out>/<candidate>`` with ``seed<k>/`` directly;
 ``NAME:baseline=DIR`` makes a folder a candidate for the named arms only). For each arm
 (``distilled`` and its controls ``baseline``, ``selftrain``, ``lasermix``) the candidate
 with the best mean validation mIoU over the seeds is chosen; candidates within ``--tie`` of
@@ -81,7 +82,12 @@ class Candidate:
     arms: tuple[str, ...] | None = None
 
     def run_dir(self, fraction: float, seed: int) -> Path:
-        return self.root / f"labels{fraction:g}" / f"seed{seed}"
+        """``labels<f>/seed<k>`` of a benchmark folder, or ``seed<k>`` of a ``candidates``
+        folder (one label regime, no ``labels<f>`` level)."""
+        per_regime = self.root / f"labels{fraction:g}"
+        if not per_regime.is_dir() and (self.root / f"seed{seed}").is_dir():
+            return self.root / f"seed{seed}"
+        return per_regime / f"seed{seed}"
 
     def checkpoint(self, fraction: float, seed: int, arm: str) -> Path:
         return self.run_dir(fraction, seed) / ARM_CHECKPOINTS[arm]
