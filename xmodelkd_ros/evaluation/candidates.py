@@ -151,12 +151,12 @@ class Candidates(HeldOutTool):
             if job.after.failed:
                 job.failed = f"the job it needs failed ({job.after.label})"
                 return
-        if job.after is not None and job.after.stage == "teacher":
-            job.out.mkdir(parents=True, exist_ok=True)
-            src = job.after.out / final_checkpoint("teacher")
-            dst = job.out / final_checkpoint("teacher")
-            if not dst.is_file():
-                shutil.copy2(src, dst)
+            if job.after.stage == "teacher":  # the distill's own copy of its seed's teacher
+                job.out.mkdir(parents=True, exist_ok=True)
+                src = job.after.out / final_checkpoint("teacher")
+                dst = job.out / final_checkpoint("teacher")
+                if not dst.is_file():
+                    shutil.copy2(src, dst)
         if (job.out / final_checkpoint(job.stage)).is_file():
             self.log(f"{job.label}: already done")
             return

@@ -124,7 +124,7 @@ def measure_markdown(m: dict[str, Any], choice_doc: dict[str, Any]) -> str:
     for a, g in m["gains"].items():
         lines.append(f"**distilled - {a} {ci_text(g)} mIoU** (95 % CI, two-level bootstrap over "
                      "seeds and test scans); per seed "
-                     + " / ".join(f"{x * 100:+.1f}" for x in g["per_seed"]))  # fmt: skip
+                     + " / ".join(pct(x, True) for x in g["per_seed"]))  # fmt: skip
         lines.append("")
     lines += ["| class | " + " | ".join(f"distilled - {a} IoU (95 % CI)" for a in controls)
               + " |", "| --- | " + " | ".join("---" for _ in controls) + " |"]  # fmt: skip

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from xmodelkd_ros.evaluation.report import pct
+
 #: ``docs/results`` of a source checkout (absent from an installed package).
 RESULTS_DIR = Path(__file__).resolve().parents[2] / "docs" / "results"
 
@@ -90,8 +92,8 @@ def claim_line(claim: dict[str, Any] | None) -> str:
         return ("The claim: no committed benchmark measurement for this label regime "
                 "(docs/results/ holds them in a source checkout).")  # fmt: skip
     gains = "; ".join(
-        f"distilled - {arm} **{100 * g[0]:+.1f} mIoU** (95 % CI {100 * g[1]:+.1f} to "
-        f"{100 * g[2]:+.1f})" for arm, g in claim["gains"].items()
+        f"distilled - {arm} **{pct(g[0], True)} mIoU** (95 % CI {pct(g[1], True)} to "
+        f"{pct(g[2], True)})" for arm, g in claim["gains"].items()
     )
     streets = claim["test_streets"]
     return (

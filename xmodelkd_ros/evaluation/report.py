@@ -97,18 +97,22 @@ def summarize(
     return doc
 
 
+def _finite(v: Any) -> bool:
+    return v is not None and bool(np.isfinite(v))
+
+
 def pct(v: float | None, sign: bool = False) -> str:
     """A fraction as mIoU points with one decimal (``sign``: always signed); ``n/a`` for a
     missing or non-finite value. Every evaluation report prints numbers through this and
     :func:`ci_text`, so one figure reads the same in every table."""
-    if v is None or not np.isfinite(v):
+    if not _finite(v):
         return "n/a"
     return f"{100 * v:+.1f}" if sign else f"{100 * v:.1f}"
 
 
 def interval_text(ci: Any, sign: bool = False) -> str:
     """``[lo, hi]`` in mIoU points of a pair of fractions; ``n/a`` when a bound is missing."""
-    if not ci or len(ci) != 2 or "n/a" in (pct(ci[0]), pct(ci[1])):
+    if not ci or len(ci) != 2 or not all(_finite(b) for b in ci):
         return "n/a"
     return f"[{pct(ci[0], sign)}, {pct(ci[1], sign)}]"
 
@@ -116,10 +120,10 @@ def interval_text(ci: Any, sign: bool = False) -> str:
 def ci_text(doc: dict[str, Any]) -> str:
     """``+1.2 [-0.3, +2.8]`` of a ``{"mean", "ci95"}`` gain doc in fractions; ``n/a`` when
     the mean or a bound is missing (e.g. a class absent from the scans)."""
-    ci = doc.get("ci95")
-    if pct(doc.get("mean")) == "n/a" or interval_text(ci) == "n/a":
+    interval = interval_text(doc.get("ci95"), True)
+    if not _finite(doc.get("mean")) or interval == "n/a":
         return "n/a"
-    return f"{pct(doc['mean'], True)} {interval_text(ci, True)}"
+    return f"{pct(doc['mean'], True)} {interval}"
 
 
 def to_markdown(doc: dict[str, Any]) -> str:
@@ -216,7 +220,7 @@ def gain_png(doc: dict[str, Any], path: Path) -> None:
         g = r["gain"]
         title = (
             f"{float(key) * 100:g} % labels: distilled - baseline IoU (mean "
-            f"{100 * g['mean']:+.1f}, CI [{100 * g['ci95'][0]:+.1f}, {100 * g['ci95'][1]:+.1f}]);"
+            f"{pct(g['mean'], True)}, CI {interval_text(g['ci95'], True)});"
             " whiskers: 95 % CI"
         )
         d.text((10, y0), title, fill="black", font=font)
