@@ -23,10 +23,10 @@ TINY = ["--seeds", str(SEEDS), "--val-seeds", "104", "--val-scans", "1", "--boot
 MEASURE = ["--measure", "--test-seeds", "9000", "--test-scans", "1"]
 
 
-def _folder(root: Path, init: int, road_bias: float | None) -> Path:
+def _folder(root: Path, init: int, road_bias: float | None, pool: int | None = None) -> Path:
     for s in range(SEEDS):
         d = root / "labels1" / f"seed{s}"
-        tiny_student(d / "student.pt", 10 * init + s, road_bias)
+        tiny_student(d / "student.pt", 10 * init + s, road_bias, pool)
         tiny_student(d / "baseline.pt", 10 * init + s + 5, road_bias)
     return root
 
@@ -37,7 +37,7 @@ def folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     road = _folder(base / "road", 1, 50.0)
     copy = base / "road_copy"
     shutil.copytree(road, copy)
-    return {"plain": _folder(base / "plain", 2, None), "road": road, "road_copy": copy}
+    return {"plain": _folder(base / "plain", 2, None, pool=280), "road": road, "road_copy": copy}
 
 
 def test_tie_rule_prefers_the_earlier_candidate() -> None:
@@ -66,6 +66,9 @@ def test_choice_matches_an_independent_miou_and_measure_runs_once(folders, tmp_p
         # the road-only nets score the same (copies): the first listed wins the tie
         assert oracle[doc["choice"][arm]][arm] == pytest.approx(best)
         assert doc["choice"][arm] != "road_copy"
+    # the chosen networks' data regime, read from their checkpoints (what the claim matches)
+    pools = {"plain": 280, "road": 0, "road_copy": 0}
+    assert doc["pool_scans"] == {"distilled": pools[doc["choice"]["distilled"]], "baseline": 0}
     m = json.loads((out / "measure.json").read_text())
     want = np.mean([brute_miou(folders[doc["choice"]["distilled"]] / "labels1" / f"seed{s}"
                                 / "student.pt", [9000], "test") for s in range(SEEDS)])  # fmt: skip

@@ -13,10 +13,13 @@ from xmodelkd_ros.evaluation.claim import RESULTS_DIR, claim_line, committed_cla
 
 
 def _measurement(root: Path, name: str, fraction: float, streets: list[int],
-                 gains: dict[str, float]) -> None:  # fmt: skip
+                 gains: dict[str, float], pool: int | None = None) -> None:  # fmt: skip
     d = root / name
     d.mkdir(parents=True)
-    (d / "choice.json").write_text(json.dumps({"label_fraction": fraction, "seeds": [0, 1, 2]}))
+    choice = {"label_fraction": fraction, "seeds": [0, 1, 2]}
+    if pool is not None:  # measurements from before the pool existed do not record one
+        choice["pool_scans"] = {"distilled": pool, "baseline": 0}
+    (d / "choice.json").write_text(json.dumps(choice))
     (d / "measure.json").write_text(json.dumps({
         "test": {"split": "test", "seeds": streets, "scans": 8},
         "gains": {arm: {"mean": g, "ci95": [g - 0.02, g + 0.03], "per_seed": [g] * 3}
@@ -48,11 +51,29 @@ def test_the_newest_measurement_of_the_regime_is_the_claim(tmp_path):
     assert "no committed benchmark measurement" in claim_line(None)
 
 
+def test_a_measurement_with_an_unlabeled_pool_is_no_claim_for_a_run_without(tmp_path):
+    results = tmp_path / "results"
+    _measurement(results, "plain_10", 0.1, list(range(9060, 9068)), {"baseline": 0.013})
+    _measurement(results, "pool_10", 0.1, list(range(9080, 9096)), {"lasermix": 0.008}, 280)
+    _measurement(results, "none_10", 0.1, list(range(9040, 9048)), {"baseline": 0.02}, 0)
+    plain = committed_claim(0.1, results)
+    assert plain is not None and plain.source == "plain_10/measure.json"
+    pooled = committed_claim(0.1, results, pool_scans=280)
+    assert pooled is not None and pooled.source == "pool_10/measure.json"
+    assert committed_claim(0.1, results, pool_scans=40) is None
+    line = claim_line(pooled.to_dict())
+    assert "10 % labels and 280 unlabeled scans from extra streets, distilled - lasermix" in line
+    assert "unlabeled" not in claim_line(plain.to_dict())
+
+
 def test_the_committed_results_name_their_claim():
     """The source tree's own results: the claim for full labels is a measurement file
     whose numbers it repeats, and no measurement of that regime sits on higher streets."""
     claim = committed_claim(1.0)
     assert claim is not None
+    scarce = committed_claim(0.1)  # the demo's 10 % regime has no pool: not pool_choice_10
+    assert scarce is not None and scarce.pool_scans == 0
+    assert committed_claim(0.1, pool_scans=280).source.startswith("pool_choice_10")
     doc = json.loads((RESULTS_DIR / claim.source).read_text())
     assert claim.gains["baseline"][0] == doc["gains"]["baseline"]["mean"]
     assert claim.test_streets == doc["test"]["seeds"]

@@ -322,14 +322,15 @@ def training_epochs(recipe_json: Path) -> dict[str, int]:
 
 
 def run_claim(recipe_json: Path) -> dict[str, Any] | None:
-    """The committed claim for the run's label regime (None without the run's recipe or a
-    committed measurement)."""
+    """The committed claim for the run's data regime, its label fraction and unlabeled
+    pool (None without the run's recipe or a committed measurement)."""
     from xmodelkd_ros.evaluation.claim import committed_claim
     from xmodelkd_ros.training.recipe import load_recipe
 
     if not recipe_json.is_file():
         return None
-    claim = committed_claim(load_recipe(str(recipe_json)).data.label_fraction)
+    data = load_recipe(str(recipe_json)).data
+    claim = committed_claim(data.label_fraction, pool_scans=data.unlabeled_scans)
     return None if claim is None else claim.to_dict()
 
 

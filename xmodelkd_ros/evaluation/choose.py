@@ -92,6 +92,21 @@ class Candidate:
     def checkpoint(self, fraction: float, seed: int, arm: str) -> Path:
         return self.run_dir(fraction, seed) / ARM_CHECKPOINTS[arm]
 
+    def pool_scans(self, fraction: float, seed: int, arm: str) -> int:
+        """Unlabeled scans from extra streets the arm's network trained with (its recipe in
+        the checkpoint's provenance; 0 = none). A claim is only the claim for a run that
+        trains on the same data (:mod:`.claim`), and one candidate folder can hold arms
+        trained with and without the pool."""
+        from xmodelkd_ros.nets.checkpoint import CheckpointError, load_student
+
+        path = self.checkpoint(fraction, seed, arm)
+        try:
+            recipe = load_student(path).provenance.get("recipe")
+        except CheckpointError as exc:
+            raise BenchmarkError(f"candidate {self.name}: {exc}") from None
+        data = (recipe.get("data") if isinstance(recipe, dict) else None) or {}
+        return int(data.get("unlabeled_scans") or 0)
+
     def epochs(self, fraction: float, seed: int) -> dict[str, int] | None:
         """The run's stated epochs (``recipe.json``), or None for a folder without one."""
         path = self.run_dir(fraction, seed) / "recipe.json"
@@ -164,6 +179,11 @@ class Chooser(HeldOutTool):
                 f"labels{self.fraction:g}/seed{self.seeds[0]} of any candidate folder)"
             )
         return out
+
+    def pool_scans_of(self, arm: str, name: str) -> int:
+        """The chosen candidate's unlabeled pool for ``arm`` (its first seed's network)."""
+        cand = next(c for c in self.candidates if c.name == name)
+        return cand.pool_scans(self.fraction, self.seeds[0], arm)
 
     def street_set(self, split: str) -> dict[str, Any]:
         a = self.args
@@ -253,6 +273,7 @@ class Chooser(HeldOutTool):
                 for c in self.candidates
             ],
             "choice": choice,
+            "pool_scans": {a: self.pool_scans_of(a, choice[a]) for a in self.arms},
             "validation_gain": gains,
         }
         doc["edges"] = grid_edges(doc)

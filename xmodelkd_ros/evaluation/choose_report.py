@@ -105,6 +105,10 @@ def choice_markdown(doc: dict[str, Any]) -> str:
     gains = "; ".join(f"distilled - {a} {ci_text(g)}" for a, g in doc["validation_gain"].items())
     lines += ["", f"Chosen: {chosen}. Validation gains of the chosen arms: {gains} mIoU "
               "(validation numbers, not a claim).", ""]  # fmt: skip
+    pools = doc.get("pool_scans") or {}
+    if any(pools.values()):
+        lines += ["Unlabeled scans from extra streets the chosen networks trained with: "
+                  + ", ".join(f"{a} {n}" for a, n in pools.items()) + ".", ""]
     return "\n".join(lines + edge_lines(doc["edges"]))
 
 

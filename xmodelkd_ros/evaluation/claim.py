@@ -4,7 +4,9 @@ Why: the demo trains one seed and scores one held-out street; its gain swings by
 points between machines, and a reader takes the one number a command prints as the
 method's. So the demo prints the claim beside its own line, and the claim is never typed
 in by hand: it is the newest ``choose`` measurement (``measure.json`` with the
-``choice.json`` it followed) of the demo's label regime. Every measurement takes test
+``choice.json`` it followed) of the demo's data regime: its label fraction and its
+unlabeled pool (a measurement whose student trained on 280 extra unlabeled scans is not
+the claim for a run without them). Every measurement takes test
 streets no earlier choice was judged on, allocated upwards from 9000, so the newest is
 the one on the highest streets.
 """
@@ -27,6 +29,8 @@ class Claim:
     """One committed measurement: the distilled student's gain over each chosen control."""
 
     label_fraction: float
+    #: unlabeled scans from extra streets the distilled student trained with (0 = none)
+    pool_scans: int
     #: control -> (mean gain, CI low, CI high), mIoU fractions
     gains: dict[str, tuple[float, float, float]]
     test_streets: list[int]
@@ -36,7 +40,7 @@ class Claim:
     source: str
 
     def to_dict(self) -> dict[str, Any]:
-        return {"label_fraction": self.label_fraction,
+        return {"label_fraction": self.label_fraction, "pool_scans": self.pool_scans,
                 "gains": {k: list(v) for k, v in self.gains.items()},
                 "test_streets": self.test_streets, "scans_per_street": self.scans_per_street,
                 "seeds": self.seeds, "source": self.source}  # fmt: skip
@@ -57,6 +61,8 @@ def _claim(measure: Path, results_dir: Path) -> Claim | None:
                  for arm, g in m["gains"].items()}  # type: ignore[index]  # fmt: skip
         return Claim(
             label_fraction=float(c["label_fraction"]),  # type: ignore[index]
+            # measurements from before the pool existed record none: they trained without
+            pool_scans=int((c.get("pool_scans") or {}).get("distilled", 0)),  # type: ignore[union-attr]
             gains=gains,
             test_streets=[int(s) for s in m["test"]["seeds"]],  # type: ignore[index]
             scans_per_street=int(m["test"]["scans"]),  # type: ignore[index]
@@ -67,12 +73,16 @@ def _claim(measure: Path, results_dir: Path) -> Claim | None:
         return None
 
 
-def committed_claim(label_fraction: float, results_dir: Path = RESULTS_DIR) -> Claim | None:
-    """The newest committed measurement at ``label_fraction`` (None: none committed, e.g.
-    an installed package without ``docs/``)."""
+def committed_claim(
+    label_fraction: float, results_dir: Path = RESULTS_DIR, *, pool_scans: int = 0
+) -> Claim | None:
+    """The newest committed measurement at ``label_fraction`` whose student trained with
+    ``pool_scans`` extra unlabeled scans (None: none committed, e.g. an installed package
+    without ``docs/``)."""
     claims = [c for p in sorted(results_dir.glob("*/measure.json"))
               if (c := _claim(p, results_dir)) is not None
-              and abs(c.label_fraction - label_fraction) < 1e-9]  # fmt: skip
+              and abs(c.label_fraction - label_fraction) < 1e-9
+              and c.pool_scans == pool_scans]  # fmt: skip
     if not claims:
         return None
     return max(claims, key=lambda c: (max(c.test_streets), c.source))
@@ -96,10 +106,12 @@ def claim_line(claim: dict[str, Any] | None) -> str:
         f"{pct(g[2], True)})" for arm, g in claim["gains"].items()
     )
     streets = claim["test_streets"]
+    n_pool = int(claim.get("pool_scans") or 0)
+    pool = f" and {n_pool} unlabeled scans from extra streets" if n_pool else ""
     return (
         f"The claim (the benchmark's, docs/results/{claim['source']}): "
-        f"{100 * claim['label_fraction']:g} % "
-        f"labels, {gains}; {len(streets)} held-out test streets ({seed_span(streets)}) x "
+        f"{100 * claim['label_fraction']:g} % labels{pool}, {gains}; "
+        f"{len(streets)} held-out test streets ({seed_span(streets)}) x "
         f"{claim['scans_per_street']} scans, {len(claim['seeds'])} seeds "
         f"({seed_span(claim['seeds'])})."
     )
