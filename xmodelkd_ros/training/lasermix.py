@@ -42,7 +42,7 @@ from xmodelkd_ros.nets.student import StudentNet
 from xmodelkd_ros.sparse import VoxelGridSpec
 from xmodelkd_ros.training.data.collate import Batch
 from xmodelkd_ros.training.data.sample import IGNORE_INDEX
-from xmodelkd_ros.training.method_steps import batch_labels
+from xmodelkd_ros.training.method_steps import batch_labels, distill_terms
 from xmodelkd_ros.training.objectives import DistillLoss
 
 
@@ -126,13 +126,29 @@ def ema_update(ema: nn.Module, net: nn.Module, decay: float) -> None:
 
 class LaserMixStep(nn.Module):
     """What the ``lasermix`` stage optimises; ``.net`` is the student, ``.ema`` its mean
-    teacher (in the state_dict, so ``--resume`` continues it; never trained by gradient)."""
+    teacher (in the state_dict, so ``--resume`` continues it; never trained by gradient).
+
+    With a frozen fusion ``teacher`` (``distill`` with ``loss.distill_lasermix``) the
+    student's loss on the original scans is the distillation loss
+    (:func:`~xmodelkd_ros.training.method_steps.distill_terms`, ``kd_mask`` /
+    ``kd_min_confidence`` as ``loss.*``); the mixed scans and the consistency term are
+    the same as without. The teacher is kept out of the module tree, as in the distill
+    step: nothing of it is trained or saved."""
 
     def __init__(
-        self, net: StudentNet, loss: DistillLoss, weights: LaserMixWeights, grid: VoxelGridSpec
+        self,
+        net: StudentNet,
+        loss: DistillLoss,
+        weights: LaserMixWeights,
+        grid: VoxelGridSpec,
+        teacher: nn.Module | None = None,
+        kd_mask: str = "fov",
+        kd_min_confidence: float = 0.0,
     ) -> None:
         super().__init__()
         self.net, self.loss, self.weights, self.grid = net, loss, weights, grid
+        self._teacher = (teacher,) if teacher is not None else ()
+        self.kd_mask, self.kd_min_confidence = kd_mask, float(kd_min_confidence)
         self.ema = copy.deepcopy(net)
         for p in self.ema.parameters():
             p.requires_grad_(False)
@@ -151,7 +167,9 @@ class LaserMixStep(nn.Module):
             ema_update(self.ema, self.net, w.ema_decay)
         labels = batch_labels(batch)
         out = self.net(i.voxel_feats, i.point_feats, i.point2voxel, i.maps)
-        loss, logs = self.loss(out, labels)
+        teacher = self._teacher[0] if self._teacher else None
+        loss, logs = distill_terms(self.loss, out, batch, labels, teacher, self.kd_mask,
+                                   self.kd_min_confidence)  # fmt: skip
         with torch.no_grad():
             t_logits = self.ema(i.voxel_feats, i.point_feats, i.point2voxel, i.maps).logits
             conf, pred = torch.softmax(t_logits.float(), 1).max(1)

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from xmodelkd_ros.nets.student import StudentNet
+from xmodelkd_ros.nets.student import StudentNet, StudentOutput
 from xmodelkd_ros.nets.teacher import FusionTeacher, PointPixelCorrespondence, TeacherOutput
 from xmodelkd_ros.training.data.collate import Batch
 from xmodelkd_ros.training.data.sample import IGNORE_INDEX
@@ -80,6 +80,33 @@ def kd_region(
         right = (teacher_logits.argmax(1) == labels) | (labels == IGNORE_INDEX)
         region = region & right
     return region
+
+
+def distill_terms(
+    loss: DistillLoss,
+    out: StudentOutput,
+    batch: Batch,
+    labels: Tensor,
+    teacher: nn.Module | None,
+    kd_mask: str = "fov",
+    kd_min_confidence: float = 0.0,
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """``loss`` of the student's output ``out`` on ``batch``: labels, and with a frozen
+    fusion ``teacher`` its outputs on the same points, distilled where :func:`kd_region`
+    allows (the KD terms' points) and, with ``kd_min_confidence``, the 3D branch's terms
+    only where that branch is confident. One function for every step that distils, so
+    the distilled student and the distilled LaserMix student distil alike."""
+    if teacher is None:
+        return loss(out, labels)
+    with torch.no_grad():
+        t_out = teacher(batch.inputs, batch.images, PointPixelCorrespondence.from_batch(batch))
+    # fov_correct: distil only where the teacher is right (or the label is unknown):
+    # elsewhere its soft targets would teach the student the teacher's own mistakes.
+    mask = kd_region(t_out.seen, t_out.logits, labels, kd_mask, kd_min_confidence)
+    all_mask = None
+    if kd_min_confidence > 0:
+        all_mask = confidence_mask(t_out.logits_3d, kd_min_confidence)
+    return loss(out, labels, t_out, mask, all_mask)
 
 
 class JointLoss(nn.Module):

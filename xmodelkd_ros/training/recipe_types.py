@@ -409,6 +409,10 @@ class LossSection:
     kd_mask: str = "fov"
     #: and only where the teacher's top probability reaches this (0 = off)
     kd_min_confidence: float = 0.0
+    #: the distilled student also trains the LaserMix way (mixed scans, mean teacher,
+    #: consistency; loss.lasermix's settings), so that its lead over the lasermix control
+    #: is the cameras' alone
+    distill_lasermix: bool = False
     selftrain: SelfTrainLossSection = field(default_factory=SelfTrainLossSection)
     lasermix: LaserMixLossSection = field(default_factory=LaserMixLossSection)
     joint: JointLossSection = field(default_factory=JointLossSection)

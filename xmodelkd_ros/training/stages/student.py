@@ -24,13 +24,12 @@ from torch import Tensor, nn
 
 from xmodelkd_ros.nets.checkpoint import CheckpointError, load_student
 from xmodelkd_ros.nets.student import StudentConfig, StudentNet
-from xmodelkd_ros.nets.teacher import FusionTeacher, PointPixelCorrespondence
+from xmodelkd_ros.nets.teacher import FusionTeacher
 from xmodelkd_ros.training.context import Context, grid_of
 from xmodelkd_ros.training.data.collate import Batch
 from xmodelkd_ros.training.data.sample import IGNORE_INDEX
 from xmodelkd_ros.training.lasermix import LaserMixStep, LaserMixWeights
-from xmodelkd_ros.training.losses import confidence_mask
-from xmodelkd_ros.training.method_steps import SelfTrainStep, batch_labels, kd_region
+from xmodelkd_ros.training.method_steps import SelfTrainStep, batch_labels, distill_terms
 from xmodelkd_ros.training.objectives import DistillLoss, DistillWeights
 from xmodelkd_ros.training.recipe_types import Recipe
 from xmodelkd_ros.training.stages.base import SavesStudentNet, on_sparse_backend, student_cfg_of
@@ -64,21 +63,11 @@ class StudentStep(nn.Module):
     def forward(
         self, batch: Batch, generator: torch.Generator | None = None
     ) -> tuple[Tensor, dict]:
-        labels = batch_labels(batch)
         i = batch.inputs
         out = self.net(i.voxel_feats, i.point_feats, i.point2voxel, i.maps)
-        if not self._teacher:
-            return self.loss(out, labels)
-        teacher = self._teacher[0]
-        with torch.no_grad():
-            t_out = teacher(batch.inputs, batch.images, PointPixelCorrespondence.from_batch(batch))
-        # fov_correct: distil only where the teacher is right (or the label is unknown):
-        # elsewhere its soft targets would teach the student the teacher's own mistakes.
-        mask = kd_region(t_out.seen, t_out.logits, labels, self.kd_mask, self.kd_min_confidence)
-        all_mask = None
-        if self.kd_min_confidence > 0:
-            all_mask = confidence_mask(t_out.logits_3d, self.kd_min_confidence)
-        return self.loss(out, labels, t_out, mask, all_mask)
+        teacher = self._teacher[0] if self._teacher else None
+        return distill_terms(self.loss, out, batch, batch_labels(batch), teacher,
+                             self.kd_mask, self.kd_min_confidence)  # fmt: skip
 
 
 def lineage_epochs(recipe: Recipe) -> int:
@@ -157,8 +146,24 @@ class StudentKind(SavesStudentNet):
 
 
 class DistillStage(StudentKind):
+    """The distilled student. With ``loss.distill_lasermix`` it also trains the LaserMix
+    way (the ``lasermix`` control's mixed scans, mean teacher and consistency, with
+    ``loss.lasermix``'s settings) while it distils: then its lead over the ``lasermix``
+    control is what the cameras add to the strongest LiDAR-only use of the same unlabeled
+    scans, not the mixing that one arm has and the other lacks."""
+
     name = "distill"
     final = "student.pt"
+
+    def build(self, ctx: Context, num_classes: int) -> nn.Module:
+        if not ctx.recipe.loss.distill_lasermix:
+            return super().build(ctx, num_classes)
+        student = StudentNet(student_cfg_of(ctx.recipe.model, num_classes))
+        teacher = self.teacher(ctx, student)
+        lw = ctx.recipe.loss
+        return LaserMixStep(student, self.loss(ctx, student, teacher), lasermix_weights(ctx.recipe),
+                            grid_of(ctx.recipe.model), teacher, lw.kd_mask,
+                            lw.kd_min_confidence)  # fmt: skip
 
     def teacher(self, ctx: Context, student: StudentNet) -> FusionTeacher | None:
         teacher = load_teacher(ctx.out / TeacherStage.final).to(ctx.device).eval()
@@ -224,6 +229,11 @@ class LaserMixStage(ControlKind):
     def build(self, ctx: Context, num_classes: int) -> nn.Module:
         student = StudentNet(student_cfg_of(ctx.recipe.model, num_classes))
         loss = self.loss(ctx, student, None)
-        w = dataclasses.asdict(ctx.recipe.loss.lasermix)
-        weights = LaserMixWeights(**{**w, "areas": tuple(int(a) for a in w["areas"])})
-        return LaserMixStep(student, loss, weights, grid_of(ctx.recipe.model))
+        return LaserMixStep(student, loss, lasermix_weights(ctx.recipe), grid_of(ctx.recipe.model))
+
+
+def lasermix_weights(recipe: Recipe) -> LaserMixWeights:
+    """``loss.lasermix`` as the step's settings (the ``lasermix`` control's and, with
+    ``loss.distill_lasermix``, the distilled student's)."""
+    w = dataclasses.asdict(recipe.loss.lasermix)
+    return LaserMixWeights(**{**w, "areas": tuple(int(a) for a in w["areas"])})
