@@ -13,9 +13,9 @@ from xmodelkd_ros.labels import CLASS_NAMES, NUM_CLASSES
 
 
 def tiny_student(path: Path, init: int, road_bias: float | None = None,
-                 pool_scans: int | None = None) -> None:  # fmt: skip
+                 recipe: dict | None = None) -> None:  # fmt: skip
     """A narrow untrained student; ``road_bias`` makes it call (almost) everything road;
-    ``pool_scans`` records a recipe that trained with that many extra unlabeled scans."""
+    ``recipe`` is recorded as the recipe it trained with (its provenance)."""
     from xmodelkd_ros.nets import StudentCheckpoint, StudentNet, save_student, student_config
     from xmodelkd_ros.nets.inputs import default_grid
 
@@ -25,7 +25,7 @@ def tiny_student(path: Path, init: int, road_bias: float | None = None,
     if road_bias is not None:
         state["classifier.bias"][CLASS_NAMES.index("road")] = road_bias
     path.parent.mkdir(parents=True, exist_ok=True)
-    prov = {} if pool_scans is None else {"recipe": {"data": {"unlabeled_scans": pool_scans}}}
+    prov = {} if recipe is None else {"recipe": recipe}
     save_student(StudentCheckpoint(cfg, default_grid(), state, provenance=prov), path)
 
 

@@ -8,25 +8,28 @@ import argparse
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 from scoring_oracle import brute_miou, tiny_student
 
 from xmodelkd_ros.evaluation.choose import choose, main, parse_arm_list, parse_candidate
-from xmodelkd_ros.evaluation.choose_report import edge_lines, grid_edges
+from xmodelkd_ros.evaluation.choose_report import choice_markdown, edge_lines, grid_edges
 from xmodelkd_ros.labels import CLASS_NAMES, NUM_CLASSES
 
 SEEDS = 2
 TINY = ["--seeds", str(SEEDS), "--val-seeds", "104", "--val-scans", "1", "--bootstrap", "20",
         "--no-progress"]  # fmt: skip
 MEASURE = ["--measure", "--test-seeds", "9000", "--test-scans", "1"]
+DROP = object()  # a recipe key removed
 
 
 def _folder(root: Path, init: int, road_bias: float | None, pool: int | None = None) -> Path:
     for s in range(SEEDS):
         d = root / "labels1" / f"seed{s}"
-        tiny_student(d / "student.pt", 10 * init + s, road_bias, pool)
+        recipe = None if pool is None else {"data": {"unlabeled_scans": pool}}
+        tiny_student(d / "student.pt", 10 * init + s, road_bias, recipe)
         tiny_student(d / "baseline.pt", 10 * init + s + 5, road_bias)
     return root
 
@@ -220,3 +223,59 @@ def test_a_candidates_folder_without_a_labels_level_is_read_per_seed(tmp_path) -
     (tmp_path / "bench" / "labels0.1" / "seed0").mkdir(parents=True)
     (tmp_path / "bench" / "seed0").mkdir()  # a benchmark folder's labels<f> level wins
     assert nested.run_dir(0.1, 0) == tmp_path / "bench" / "labels0.1" / "seed0"
+
+
+def test_a_choice_is_bracketed_only_by_candidates_of_its_own_variant() -> None:
+    """A 96-epoch student with another loss is no shorter neighbour of a 192-epoch one."""
+    def cand(name: str, lineage: int, variant: str) -> dict:
+        c = _cand(name, lineage, 24, ("distilled",))
+        c["variant"] = {"distilled": variant}
+        return c
+
+    doc = {"arms": ["distilled"], "choice": {"distilled": "m192"},
+           "candidates": [cand("p96", 96, "plain"), cand("m192", 192, "mix"),
+                          cand("p384", 384, "plain"), cand("m384", 384, "mix")]}  # fmt: skip
+    assert grid_edges(doc)["distilled"] == {"epochs": 192, "grid": [192, 384],
+                                            "edge": "shortest"}  # fmt: skip
+    doc["candidates"].insert(0, cand("m96", 96, "mix"))
+    assert grid_edges(doc)["distilled"]["edge"] is None
+    for c in doc["candidates"]:
+        c["per_seed"] = {"distilled": [0.5]}
+    doc.update(seeds=[0], label_fraction=0.1, tie=0.001, commit="0" * 10, validation_gain={},
+               validation={"seeds": [140, 149], "scans": 4, "n_scans": 8})  # fmt: skip
+    doc["edges"] = grid_edges(doc)
+    assert ("distilled: 2 variants (recipes that differ in more than length): m96, m192, "
+            "m384 | p96, p384;") in choice_markdown(doc)
+    for c in doc["candidates"]:  # a document from before variants: one grid, as before
+        del c["variant"]
+    assert grid_edges(doc)["distilled"]["grid"] == [96, 192, 384]
+
+
+def test_a_variant_is_the_trained_recipe_apart_from_length_and_bookkeeping(tmp_path) -> None:
+    from xmodelkd_ros.evaluation.choose import Candidate
+    from xmodelkd_ros.training.recipe import load_recipe
+
+    base = load_recipe("synthetic_scarce").to_dict()
+
+    def variant(name: str, **changes: Any) -> str:
+        recipe = json.loads(json.dumps(base))
+        for dotted, value in changes.items():
+            *head, key = dotted.split("__")
+            node = recipe
+            for h in head:
+                node = node[h]
+            if value is DROP:
+                del node[key]
+            else:
+                node[key] = value
+        tiny_student(tmp_path / name / "seed0" / "student.pt", 1, None, recipe)
+        return Candidate(name, tmp_path / name).variant(0.1, 0, "distilled")
+
+    plain = variant("plain")
+    assert variant("longer", schedule__student_epochs=384, out="/elsewhere", seed=5,
+                   data__cache_dir="/cache", threads=2) == plain  # fmt: skip
+    # a key a newer schema added, absent from an older network's recipe, at its default
+    assert variant("older", loss__distill_lasermix=DROP) == plain
+    assert variant("mixing", loss__distill_lasermix=True) != plain
+    assert variant("pool", data__unlabeled_scans=280) != plain
+

@@ -64,8 +64,12 @@ from xmodelkd_ros.evaluation.score import BenchmarkError, score_student
 from xmodelkd_ros.evaluation.stats import miou_from_confusion, paired_gain
 from xmodelkd_ros.runtime.metadata import ModelLoadError
 from xmodelkd_ros.sim.splits import check_seeds
-from xmodelkd_ros.training.recipe import load_recipe
+from xmodelkd_ros.training.recipe import load_recipe, recipe_from_dict
+from xmodelkd_ros.training.recipe_types import RecipeError
 from xmodelkd_ros.training.stages import recipe_epochs
+
+#: recipe keys that say how and where a run trained, not what it trained: not a variant
+RUN_KEYS = ("schedule", "seed", "out", "device", "threads", "log")
 
 #: arm -> the checkpoint of a benchmark run folder it is scored from
 ARM_CHECKPOINTS = {"distilled": "student.pt", "baseline": "baseline.pt",
@@ -92,20 +96,40 @@ class Candidate:
     def checkpoint(self, fraction: float, seed: int, arm: str) -> Path:
         return self.run_dir(fraction, seed) / ARM_CHECKPOINTS[arm]
 
-    def pool_scans(self, fraction: float, seed: int, arm: str) -> int:
-        """Unlabeled scans from extra streets the arm's network trained with (its recipe in
-        the checkpoint's provenance; 0 = none). A claim is only the claim for a run that
-        trains on the same data (:mod:`.claim`), and one candidate folder can hold arms
-        trained with and without the pool."""
+    def trained_recipe(self, fraction: float, seed: int, arm: str) -> dict[str, Any]:
+        """The recipe the arm's network trained with, from its checkpoint's provenance
+        (``{}`` when it records none). Read per network, not from the folder's
+        ``recipe.json``: one folder holds arms trained with other data settings, and that
+        file is whichever stage wrote it last."""
         from xmodelkd_ros.nets.checkpoint import CheckpointError, load_student
 
-        path = self.checkpoint(fraction, seed, arm)
         try:
-            recipe = load_student(path).provenance.get("recipe")
+            recipe = load_student(self.checkpoint(fraction, seed, arm)).provenance.get("recipe")
         except CheckpointError as exc:
             raise BenchmarkError(f"candidate {self.name}: {exc}") from None
-        data = (recipe.get("data") if isinstance(recipe, dict) else None) or {}
+        return recipe if isinstance(recipe, dict) else {}
+
+    def pool_scans(self, fraction: float, seed: int, arm: str) -> int:
+        """Unlabeled scans from extra streets the arm's network trained with (0 = none). A
+        claim is only the claim for a run that trains on the same data (:mod:`.claim`)."""
+        data = self.trained_recipe(fraction, seed, arm).get("data") or {}
         return int(data.get("unlabeled_scans") or 0)
+
+    def variant(self, fraction: float, seed: int, arm: str) -> str:
+        """What the arm's network is apart from its length: a short digest of its recipe
+        without the schedule and the run's bookkeeping. Candidates of one arm with the same
+        variant form one length grid; a choice is bracketed only within its own (a 192-epoch
+        student with another loss is no shorter neighbour of a 384-epoch one)."""
+        raw = self.trained_recipe(fraction, seed, arm)
+        try:  # through the schema, so a key added since (at its default) changes nothing
+            full = recipe_from_dict(raw).to_dict() if raw else {}
+        except RecipeError:
+            full = raw  # a key since removed: compared as recorded
+        recipe = {k: v for k, v in full.items() if k not in RUN_KEYS}
+        if isinstance(recipe.get("data"), dict):
+            recipe["data"] = {k: v for k, v in recipe["data"].items() if k != "cache_dir"}
+        text = json.dumps(recipe, sort_keys=True, default=str)
+        return hashlib.sha1(text.encode()).hexdigest()[:10]
 
     def epochs(self, fraction: float, seed: int) -> dict[str, int] | None:
         """The run's stated epochs (``recipe.json``), or None for a folder without one."""
@@ -269,6 +293,8 @@ class Chooser(HeldOutTool):
                              for a in self.arms if c.name in per_seed[a]},
                     "per_seed": {a: [float(x) for x in per_seed[a][c.name]]
                                  for a in self.arms if c.name in per_seed[a]},
+                    "variant": {a: c.variant(self.fraction, self.seeds[0], a)
+                                for a in self.arms if c.name in per_seed[a]},
                 }
                 for c in self.candidates
             ],

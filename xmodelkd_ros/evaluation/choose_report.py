@@ -26,11 +26,16 @@ def grid_edges(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Per arm of a ``choice.json`` document: the chosen candidate's epochs, the distinct
     epochs of the arm's candidates (its grid) and ``edge``: ``"longest"`` or ``"shortest"``
     when the choice is the grid's end, ``"single"`` when the arm was offered one length,
-    ``"unknown"`` when a candidate's folder states no epochs, else None (bracketed)."""
+    ``"unknown"`` when a candidate's folder states no epochs, else None (bracketed).
+    The grid is the lengths of the candidates of the chosen one's ``variant`` (its recipe
+    apart from the schedule; every candidate when the document records none)."""
     out: dict[str, dict[str, Any]] = {}
     for arm in doc["arms"]:
         key = ARM_LENGTH[arm]
         pool = [c for c in doc["candidates"] if arm in c["miou"]]
+        chosen_variant = next((c.get("variant") or {}).get(arm) for c in pool
+                              if c["name"] == doc["choice"][arm])  # fmt: skip
+        pool = [c for c in pool if (c.get("variant") or {}).get(arm) == chosen_variant]
         lengths = [(c.get("epochs") or {}).get(key) for c in pool]
         chosen = next((c.get("epochs") or {}).get(key) for c in pool
                       if c["name"] == doc["choice"][arm])  # fmt: skip
@@ -105,6 +110,16 @@ def choice_markdown(doc: dict[str, Any]) -> str:
     gains = "; ".join(f"distilled - {a} {ci_text(g)}" for a, g in doc["validation_gain"].items())
     lines += ["", f"Chosen: {chosen}. Validation gains of the chosen arms: {gains} mIoU "
               "(validation numbers, not a claim).", ""]  # fmt: skip
+    for arm in arms:  # candidates that differ in more than length: one grid per variant
+        groups: dict[str, list[str]] = {}
+        for c in doc["candidates"]:
+            v = (c.get("variant") or {}).get(arm)
+            if v is not None:
+                groups.setdefault(v, []).append(c["name"])
+        if len(groups) > 1:
+            lines += [f"{arm}: {len(groups)} variants (recipes that differ in more than "
+                      "length): " + " | ".join(", ".join(g) for g in groups.values())
+                      + "; a choice is bracketed only by its own variant's lengths.", ""]
     pools = doc.get("pool_scans") or {}
     if any(pools.values()):
         lines += ["Unlabeled scans from extra streets the chosen networks trained with: "
