@@ -21,7 +21,9 @@ def _digest(path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def test_every_control_trains_from_the_candidates_recipe_beside_a_shared_teacher(tmp_path):
+def test_every_control_trains_from_the_candidates_recipe_beside_a_shared_teacher(
+    tmp_path, capfd
+):
     out = tmp_path / "cands"
     argv = ["--recipe", "synthetic", "--seeds", "1", "--jobs", "2", "--no-progress",
             "--controls", "lasermix,selftrain,baseline", "--out", str(out),
@@ -34,6 +36,11 @@ def test_every_control_trains_from_the_candidates_recipe_beside_a_shared_teacher
         assert ck.provenance["stage"] == name
         assert ck.provenance["epochs"] == 3, name  # the candidate's length (lineage: 2)
     assert load_student(run / "student.pt").provenance["stage"] == "distill"
+    # the children's lines go to their own files, not interleaved on the console
+    console = capfd.readouterr()
+    assert "epoch 1/" not in console.out + console.err
+    assert "lasermix epoch 1/3" in (run / "lasermix.console.log").read_text()
+    assert "teacher epoch 1/" in (out / "teachers" / "seed0" / "teacher.console.log").read_text()
     stamps = {p.name: p.stat().st_mtime_ns for p in run.glob("*.pt")}
     assert main(argv) == 0  # a second run finds every job done and retrains nothing
     assert {p.name: p.stat().st_mtime_ns for p in run.glob("*.pt")} == stamps

@@ -13,8 +13,10 @@ candidate that sets a length or an unlabeled pool sets it for the student and it
 controls alike (``selftrain`` waits for its folder's ``baseline``, its labeller).
 
 Output: ``<out>/teachers/seed<s>/`` and ``<out>/<candidate>/seed<s>/`` (``teacher.pt``,
-``student.pt``, ``baseline.pt`` and the other controls' checkpoints, ``recipe.json``), the
-layout ``cross_sensor --runs <out>/<candidate>`` and ``choose`` read. It scores nothing:
+``student.pt``, ``baseline.pt`` and the other controls' checkpoints, ``recipe.json``, and
+each stage's console output in ``<stage>.console.log``, so jobs side by side do not
+interleave their lines), the layout ``cross_sensor --runs <out>/<candidate>`` and
+``choose`` read. It scores nothing:
 validation and test scoring are separate commands, so training never sees a street that
 judges it.
 """
@@ -162,10 +164,11 @@ class Candidates(HeldOutTool):
             return
         self.log(f"{job.label}: training")
         t0 = time.perf_counter()
-        code = train_in_child(job.recipe, job.stage, resume=True, threads=1)
+        console = job.out / f"{job.stage}.console.log"
+        code = train_in_child(job.recipe, job.stage, resume=True, threads=1, console=console)
         if code != 0:
             job.failed = f"exit {code}"
-            self.log(f"{job.label}: FAILED ({job.failed}; see {job.out / 'train.log'})")
+            self.log(f"{job.label}: FAILED ({job.failed}; see {console})")
         else:
             self.log(f"{job.label}: done in {(time.perf_counter() - t0) / 60:.1f} min")
 

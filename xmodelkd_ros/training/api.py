@@ -196,10 +196,17 @@ def train(
 
 
 def train_in_child(
-    recipe: Recipe, stage: str, *, resume: bool = False, threads: int | None = None
+    recipe: Recipe,
+    stage: str,
+    *,
+    resume: bool = False,
+    threads: int | None = None,
+    console: Path | None = None,
 ) -> int:
     """:func:`train` in a child process (its own memory, its own threads): the recipe goes
-    to ``<out>/recipe.json`` and the child loads it from there. The child's exit code."""
+    to ``<out>/recipe.json`` and the child loads it from there. ``console``: a file the
+    child's stdout and stderr are appended to (default: this process's), so children
+    trained side by side do not interleave their lines. The child's exit code."""
     import subprocess
     import sys
 
@@ -210,4 +217,9 @@ def train_in_child(
            "--recipe", str(out / RECIPE_FILE), "--no-progress"]  # fmt: skip
     cmd += ["--resume"] if resume else []
     cmd += ["--threads", str(threads)] if threads else []
-    return subprocess.run(cmd, env=child_env(), check=False).returncode
+    if console is None:
+        return subprocess.run(cmd, env=child_env(), check=False).returncode
+    console.parent.mkdir(parents=True, exist_ok=True)
+    with console.open("a") as sink:
+        return subprocess.run(cmd, env=child_env(), check=False, stdout=sink,
+                              stderr=subprocess.STDOUT).returncode  # fmt: skip
