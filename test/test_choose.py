@@ -278,4 +278,3 @@ def test_a_variant_is_the_trained_recipe_apart_from_length_and_bookkeeping(tmp_p
     assert variant("older", loss__distill_lasermix=DROP) == plain
     assert variant("mixing", loss__distill_lasermix=True) != plain
     assert variant("pool", data__unlabeled_scans=280) != plain
-
