@@ -60,7 +60,7 @@ from xmodelkd_ros.evaluation.cli import (
     tool_parser,
 )
 from xmodelkd_ros.evaluation.report import ci_text, gain_doc
-from xmodelkd_ros.evaluation.score import BenchmarkError, score_student
+from xmodelkd_ros.evaluation.score import BenchmarkError, score_student, trained_recipe
 from xmodelkd_ros.evaluation.stats import miou_from_confusion, paired_gain
 from xmodelkd_ros.runtime.metadata import ModelLoadError
 from xmodelkd_ros.sim.splits import check_seeds
@@ -97,17 +97,11 @@ class Candidate:
         return self.run_dir(fraction, seed) / ARM_CHECKPOINTS[arm]
 
     def trained_recipe(self, fraction: float, seed: int, arm: str) -> dict[str, Any]:
-        """The recipe the arm's network trained with, from its checkpoint's provenance
-        (``{}`` when it records none). Read per network, not from the folder's
-        ``recipe.json``: one folder holds arms trained with other data settings, and that
-        file is whichever stage wrote it last."""
-        from xmodelkd_ros.nets.checkpoint import CheckpointError, load_student
-
+        """:func:`~.score.trained_recipe` of the arm's network, naming the candidate."""
         try:
-            recipe = load_student(self.checkpoint(fraction, seed, arm)).provenance.get("recipe")
-        except CheckpointError as exc:
+            return trained_recipe(self.checkpoint(fraction, seed, arm))
+        except BenchmarkError as exc:
             raise BenchmarkError(f"candidate {self.name}: {exc}") from None
-        return recipe if isinstance(recipe, dict) else {}
 
     def pool_scans(self, fraction: float, seed: int, arm: str) -> int:
         """Unlabeled scans from extra streets the arm's network trained with (0 = none). A

@@ -47,7 +47,12 @@ from xmodelkd_ros.evaluation.cross_sensor_report import (
     summarize,
     table_markdown,
 )
-from xmodelkd_ros.evaluation.score import BenchmarkError, held_out_scans, score_student
+from xmodelkd_ros.evaluation.score import (
+    BenchmarkError,
+    held_out_scans,
+    score_student,
+    trained_recipe,
+)
 from xmodelkd_ros.evaluation.sensor_stats import compare, diagnosis_markdown, public, rig_stats
 from xmodelkd_ros.runtime.mount import alignment, apply_alignment, rig_pose
 from xmodelkd_ros.sim.rigs import CROSS_SENSOR_RIGS, RigError, rig, rigs_of
@@ -107,14 +112,7 @@ def find_checkpoints(args: argparse.Namespace) -> dict[str, list[Path]]:
 
 def trained_rigs(path: Path) -> list[str]:
     """The rigs a student checkpoint was trained on, from its recipe (provenance)."""
-    from xmodelkd_ros.nets.checkpoint import CheckpointError, load_student
-
-    try:
-        prov = load_student(path).provenance
-    except CheckpointError as exc:
-        raise BenchmarkError(str(exc)) from None
-    recipe = prov.get("recipe")
-    data = (recipe.get("data") if isinstance(recipe, dict) else None) or {}
+    data = trained_recipe(path).get("data") or {}
     try:
         return [r.name for r in rigs_of(str(data.get("dataset", "synthetic")),
                                         list(data.get("rigs") or ()))]  # fmt: skip

@@ -89,6 +89,20 @@ def score_student(checkpoint: Path, scans: Sequence[HeldOutScan]) -> np.ndarray:
     )
 
 
+def trained_recipe(checkpoint: Path) -> dict[str, Any]:
+    """The recipe a student checkpoint trained with (its provenance; ``{}`` when it
+    records none), its errors as :class:`BenchmarkError`. Read per network, not from the
+    run folder's ``recipe.json``: one folder holds arms trained with other settings, and
+    that file is whichever stage wrote it last."""
+    from xmodelkd_ros.nets.checkpoint import CheckpointError, load_student
+
+    try:
+        recipe = load_student(checkpoint).provenance.get("recipe")
+    except CheckpointError as exc:
+        raise BenchmarkError(str(exc)) from None
+    return recipe if isinstance(recipe, dict) else {}
+
+
 def load_teacher(path: Path) -> Any:
     """The run's fusion teacher (``teacher.pt``) on the CPU, in eval mode: the training
     side's loader, its errors turned into :class:`BenchmarkError` (one line in the CLI)."""
