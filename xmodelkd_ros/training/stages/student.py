@@ -137,7 +137,12 @@ class StudentKind(SavesStudentNet):
     def build(self, ctx: Context, num_classes: int) -> nn.Module:
         student = StudentNet(student_cfg_of(ctx.recipe.model, num_classes))
         teacher = self.teacher(ctx, student)
-        loss = self.loss(ctx, student, teacher)
+        return self.step(ctx, student, self.loss(ctx, student, teacher), teacher)
+
+    def step(
+        self, ctx: Context, student: StudentNet, loss: DistillLoss, teacher: FusionTeacher | None
+    ) -> nn.Module:
+        """What the stage optimises around ``student``, ``loss`` and ``teacher``."""
         lw = ctx.recipe.loss
         return StudentStep(student, loss, teacher, lw.kd_mask, lw.kd_min_confidence)
 
@@ -155,15 +160,12 @@ class DistillStage(StudentKind):
     name = "distill"
     final = "student.pt"
 
-    def build(self, ctx: Context, num_classes: int) -> nn.Module:
-        if not ctx.recipe.loss.distill_lasermix:
-            return super().build(ctx, num_classes)
-        student = StudentNet(student_cfg_of(ctx.recipe.model, num_classes))
-        teacher = self.teacher(ctx, student)
-        lw = ctx.recipe.loss
-        return LaserMixStep(student, self.loss(ctx, student, teacher), lasermix_weights(ctx.recipe),
-                            grid_of(ctx.recipe.model), teacher, lw.kd_mask,
-                            lw.kd_min_confidence)  # fmt: skip
+    def step(
+        self, ctx: Context, student: StudentNet, loss: DistillLoss, teacher: FusionTeacher | None
+    ) -> nn.Module:
+        if ctx.recipe.loss.distill_lasermix:
+            return lasermix_step(ctx, student, loss, teacher)
+        return super().step(ctx, student, loss, teacher)
 
     def teacher(self, ctx: Context, student: StudentNet) -> FusionTeacher | None:
         teacher = load_teacher(ctx.out / TeacherStage.final).to(ctx.device).eval()
@@ -226,14 +228,19 @@ class LaserMixStage(ControlKind):
     name = "lasermix"
     final = "lasermix.pt"
 
-    def build(self, ctx: Context, num_classes: int) -> nn.Module:
-        student = StudentNet(student_cfg_of(ctx.recipe.model, num_classes))
-        loss = self.loss(ctx, student, None)
-        return LaserMixStep(student, loss, lasermix_weights(ctx.recipe), grid_of(ctx.recipe.model))
+    def step(
+        self, ctx: Context, student: StudentNet, loss: DistillLoss, teacher: FusionTeacher | None
+    ) -> nn.Module:
+        return lasermix_step(ctx, student, loss, teacher)
 
 
-def lasermix_weights(recipe: Recipe) -> LaserMixWeights:
-    """``loss.lasermix`` as the step's settings (the ``lasermix`` control's and, with
-    ``loss.distill_lasermix``, the distilled student's)."""
-    w = dataclasses.asdict(recipe.loss.lasermix)
-    return LaserMixWeights(**{**w, "areas": tuple(int(a) for a in w["areas"])})
+def lasermix_step(
+    ctx: Context, student: StudentNet, loss: DistillLoss, teacher: FusionTeacher | None
+) -> LaserMixStep:
+    """A :class:`LaserMixStep` with ``loss.lasermix``'s settings: the ``lasermix``
+    control's (no teacher) and, with ``loss.distill_lasermix``, the distilled student's."""
+    w = dataclasses.asdict(ctx.recipe.loss.lasermix)
+    weights = LaserMixWeights(**{**w, "areas": tuple(int(a) for a in w["areas"])})
+    lw = ctx.recipe.loss
+    return LaserMixStep(student, loss, weights, grid_of(ctx.recipe.model), teacher,
+                        lw.kd_mask, lw.kd_min_confidence)  # fmt: skip
