@@ -291,7 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "streets, for choosing the training options")  # fmt: skip
     p.add_argument("--test-seeds", required=True,
                    help="streets of --split: reserved test streets 9000-9999 never used "
-                   "before (docs/results.md lists the used ones), e.g. 9136-9143; validation "
+                   "before (docs/results.md lists the used ones), e.g. 9152-9159; validation "
                    "streets 100-199")  # fmt: skip
     p.add_argument("--align", action="store_true",
                    help="also score every rig mounted otherwise than the training rig with "
