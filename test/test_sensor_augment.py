@@ -20,7 +20,6 @@ from xmodelkd_ros.training.recipe import RecipeError, load_recipe
 from xmodelkd_ros.training.sensor_augment import (
     elevation_keep,
     mount_jitter,
-    mount_transform,
     range_keep,
     ring_keep,
     sensor_active,
@@ -67,13 +66,18 @@ def test_mounting_jitter_is_a_rigid_transform(h, pitch, seed) -> None:
     np.testing.assert_array_equal(out[:, 3:], pts[:, 3:])
 
 
-def test_mount_transform_directions() -> None:
-    R, t = mount_transform(0.5, 0.0)
-    ground = np.array([3.0, 1.0, -1.73])
-    assert (R @ (ground - t))[2] == pytest.approx(-2.23)  # sensor higher: ground lower
-    R, t = mount_transform(0.0, 5.0)
-    ahead = R @ (np.array([10.0, 0.0, 0.0]) - t)
-    assert np.degrees(np.arctan2(ahead[2], ahead[0])) == pytest.approx(5.0)  # tilted down
+def test_mount_jitter_directions() -> None:
+    """A higher sensor sees the ground lower; one pitched down sees what is ahead higher
+    (the drawn height / pitch recomputed from the same generator)."""
+    ground = np.array([[3.0, 1.0, -1.73, 0.5]], np.float32)
+    out = mount_jitter(ground, AugmentConfig(mount_height=0.5), np.random.default_rng(7))
+    h = np.random.default_rng(7).uniform(-0.5, 0.5)
+    assert out[0, 2] == pytest.approx(-1.73 - h, abs=1e-5)
+    np.testing.assert_allclose(out[0, :2], ground[0, :2], atol=1e-6)
+    ahead = np.array([[10.0, 0.0, 0.0, 0.5]], np.float32)
+    out = mount_jitter(ahead, AugmentConfig(mount_pitch_deg=5.0), np.random.default_rng(8))
+    p = np.random.default_rng(8).uniform(-5.0, 5.0)
+    assert np.degrees(np.arctan2(out[0, 2], out[0, 0])) == pytest.approx(p, abs=1e-4)
 
 
 def _sim_sample(beams: int | str = 32) -> Sample:

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from xmodelkd_ros.rings import point_rings
+from xmodelkd_ros.runtime.mount import alignment, apply_alignment
 
 
 def drops_points(cfg: Any) -> bool:
@@ -113,22 +114,10 @@ def sensor_keep(points: np.ndarray, cfg: Any, rng: np.random.Generator) -> np.nd
     return keep
 
 
-def mount_transform(height: float, pitch_deg: float) -> tuple[np.ndarray, np.ndarray]:
-    """(R, t) taking points of the original sensor frame into that of a sensor raised by
-    ``height`` and pitched by ``pitch_deg`` (> 0: forward axis down): ``p' = R (p - t)``."""
-    p = np.deg2rad(pitch_deg)
-    c, s = np.cos(p), np.sin(p)
-    # the new sensor's axes in the old frame are the columns of Ry(p); inverse = transpose
-    R = np.array([[c, 0.0, -s], [0.0, 1.0, 0.0], [s, 0.0, c]])
-    return R, np.array([0.0, 0.0, height])
-
-
 def mount_jitter(points: np.ndarray, cfg: Any, rng: np.random.Generator) -> np.ndarray:
     """The scan seen from a sensor mounted ``U(-mount_height, mount_height)`` m higher and
     pitched ``U(-mount_pitch_deg, mount_pitch_deg)`` degrees; other columns untouched."""
     h = rng.uniform(-cfg.mount_height, cfg.mount_height) if cfg.mount_height > 0 else 0.0
     p = rng.uniform(-cfg.mount_pitch_deg, cfg.mount_pitch_deg) if cfg.mount_pitch_deg > 0 else 0.0
-    R, t = mount_transform(h, p)
-    out = points.copy()
-    out[:, :3] = ((points[:, :3].astype(np.float64) - t) @ R.T).astype(np.float32)
-    return out
+    # the deployed node's mount alignment (runtime.mount), here from a sensor at the origin
+    return apply_alignment(points, alignment(np.eye(4), h, p))
