@@ -104,6 +104,50 @@ def test_a_network_against_its_copy_gains_nothing(runs: Path, tmp_path: Path) ->
     assert pair["mean"] == 0.0 and pair["ci95"] == [0.0, 0.0] and pair["seeds"] == [0, 1]
 
 
+def test_a_rerun_scores_only_what_is_new(
+    runs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Confusions kept in <out>/scores: a rerun renders and scores nothing it has, one more
+    network is the only one scored, and a checkpoint written anew is scored anew."""
+    import os
+
+    import xmodelkd_ros.evaluation.compare as compare
+
+    plain = ["--net", f"plain={runs}/plain/seed{{seed}}/student.pt", "--seeds", "0-1"]
+    out = ["--out", str(tmp_path), *STREETS]
+    assert main([*plain, *out]) == 0
+    first = json.loads((tmp_path / "compare.json").read_text())["nets"]["plain"]["miou"]
+
+    scored: list[str] = []
+    real_score, real_render = compare.score_student, compare.held_out_scans
+
+    def counted(path, scans):
+        scored.append(str(path))
+        return real_score(path, scans)
+
+    monkeypatch.setattr(compare, "score_student", counted)
+
+    def no_render(*a, **k):
+        raise AssertionError("rendered although every network was kept")
+
+    monkeypatch.setattr(compare, "held_out_scans", no_render)
+    assert main([*plain, *out]) == 0
+    assert json.loads((tmp_path / "compare.json").read_text())["nets"]["plain"]["miou"] == first
+    assert scored == []
+
+    monkeypatch.setattr(compare, "held_out_scans", real_render)
+    road = ["--net", f"road={runs}/road/seed{{seed}}/student.pt"]
+    assert main([*plain, *road, *out]) == 0
+    assert scored == [str(runs / "road" / "seed0" / "student.pt")]
+
+    ck = runs / "plain" / "seed1" / "student.pt"
+    st = ck.stat()
+    os.utime(ck, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # as if trained again
+    scored.clear()
+    assert main([*plain, *out]) == 0
+    assert scored == [str(ck)]
+
+
 def test_a_teacher_is_scored_with_its_cameras(tmp_path: Path, capsys) -> None:
     from xmodelkd_ros.training.train import main as train
 

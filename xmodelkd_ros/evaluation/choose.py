@@ -60,7 +60,12 @@ from xmodelkd_ros.evaluation.cli import (
     tool_parser,
 )
 from xmodelkd_ros.evaluation.report import ci_text, gain_doc
-from xmodelkd_ros.evaluation.score import BenchmarkError, score_student, trained_recipe
+from xmodelkd_ros.evaluation.score import (
+    BenchmarkError,
+    cached_confusions,
+    score_student,
+    trained_recipe,
+)
 from xmodelkd_ros.evaluation.stats import miou_from_confusion, paired_gain
 from xmodelkd_ros.runtime.metadata import ModelLoadError
 from xmodelkd_ros.sim.splits import check_seeds
@@ -225,20 +230,15 @@ class Chooser(HeldOutTool):
                 f"candidate {cand.name}: no {ck} (is {cand.root} a finished benchmark folder "
                 f"with label fraction {self.fraction:g} and seeds 0-{self.seeds[-1]}?)"
             )
-        stat = ck.stat()
-        key = {**self.street_set(split), "checkpoint": str(ck.resolve()),
-               "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}  # fmt: skip
-        digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
-        path = self.out / "scores" / split / cand.name / f"seed{seed}_{arm}_{digest}.npz"
-        if path.is_file():
-            return np.load(path)["confusion"]
-        try:
-            cm = score_student(ck, self.scans(split))
-        except ModelLoadError as exc:
-            raise BenchmarkError(f"candidate {cand.name}: {exc}") from None
-        path.parent.mkdir(parents=True, exist_ok=True)
-        np.savez_compressed(path, confusion=cm, key=json.dumps(key))
-        return cm
+        folder = self.out / "scores" / split / cand.name
+
+        def compute() -> np.ndarray:
+            try:
+                return score_student(ck, self.scans(split))
+            except ModelLoadError as exc:
+                raise BenchmarkError(f"candidate {cand.name}: {exc}") from None
+
+        return cached_confusions(folder, f"seed{seed}_{arm}", self.street_set(split), ck, compute)
 
     def score_all(self, split: str, jobs: Sequence[tuple[str, Candidate]]
                   ) -> dict[str, dict[str, np.ndarray]]:  # fmt: skip

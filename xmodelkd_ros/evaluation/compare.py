@@ -22,7 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,6 +43,7 @@ from xmodelkd_ros.evaluation.report import ci_text, gain_doc, pct
 from xmodelkd_ros.evaluation.score import (
     BenchmarkError,
     HeldOutScan,
+    cached_confusions,
     held_out_scans,
     score_student,
     score_teacher,
@@ -142,9 +143,15 @@ def camera_rig(teachers: Sequence[Net], seeds: Sequence[int]) -> tuple[int, tupl
 
 
 def score_nets(
-    nets: Sequence[Net], seeds: Sequence[int], scans: list[HeldOutScan], bar: Any = None
+    nets: Sequence[Net],
+    seeds: Sequence[int],
+    scans: Callable[[], list[HeldOutScan]],
+    cache: tuple[Path, dict[str, Any]] | None = None,
+    bar: Any = None,
 ) -> dict[str, dict[int, np.ndarray]]:
-    """(N, C+1, C+1) confusions of every network and found seed: ``{name: {seed: cm}}``."""
+    """(N, C+1, C+1) confusions of every network and found seed: ``{name: {seed: cm}}``.
+    ``scans`` renders the street set when first needed; ``cache`` (folder, street set)
+    keeps each network's confusions there (:func:`~.score.cached_confusions`)."""
     from xmodelkd_ros.nets.checkpoint import CheckpointError
 
     out: dict[str, dict[int, np.ndarray]] = {}
@@ -152,14 +159,23 @@ def score_nets(
         out[net.name] = {}
         for s in found_seeds(net, seeds):
             path = net.path(s)
-            try:
-                if net.teacher:
-                    cm = score_teacher(path, scans, teacher_recipe(path))
-                else:
-                    cm = score_student(path, scans)
-            except CheckpointError as exc:
-                raise BenchmarkError(str(exc)) from None
-            out[net.name][s] = cm
+
+            def compute(path: Path = path, net: Net = net) -> np.ndarray:
+                try:
+                    if net.teacher:
+                        return score_teacher(path, scans(), teacher_recipe(path))
+                    return score_student(path, scans())
+                except CheckpointError as exc:
+                    raise BenchmarkError(str(exc)) from None
+
+            if cache is None:
+                out[net.name][s] = compute()
+            else:
+                folder, street_set = cache
+                kind = {"kind": "teacher"} if net.teacher else {}
+                out[net.name][s] = cached_confusions(
+                    folder / net.name, f"seed{s}", {**street_set, **kind}, path, compute
+                )
             if bar is not None:
                 bar.update(1)
     return out
@@ -260,7 +276,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scans", type=int, default=4, help="scans per street")
     p.add_argument("--stride", type=int, default=10, help="frames between a street's scans")
     p.add_argument("--beams", type=rig_arg, default=32, help="LiDAR: beams or a named rig")
-    p.add_argument("--out", required=True, help="output folder (compare.json, .md, scores.npz)")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="output folder (compare.json, .md, scores.npz; scores/ keeps each network's "
+        "confusions, so a rerun scores only what is new)",
+    )
     add_report_args(p)
     return p
 
@@ -269,13 +290,24 @@ def run(args: argparse.Namespace) -> int:
     nets = build_nets(args)
     pairs = list(args.pair or [])
     cams, hw = camera_rig([n for n in nets if n.teacher], args.seeds)
-    bar = progress_bar(args.progress, len(args.streets) * args.scans, f"{args.split} scans")
-    scans = held_out_scans(
-        args.streets, args.scans, args.stride, args.beams, cams, hw, bar, split=args.split
-    )
+    street_set = {"split": args.split, "seeds": list(args.streets), "scans": args.scans,
+                  "stride": args.stride, "beams": str(args.beams), "cameras": cams,
+                  "render_hw": list(hw)}  # fmt: skip
+    rendered: list[list[HeldOutScan]] = []
+
+    def scans() -> list[HeldOutScan]:
+        """The street set, rendered once and only if some network is not cached."""
+        if not rendered:
+            bar = progress_bar(args.progress, len(args.streets) * args.scans, f"{args.split} scans")
+            rendered.append(held_out_scans(
+                args.streets, args.scans, args.stride, args.beams, cams, hw, bar, split=args.split
+            ))  # fmt: skip
+        return rendered[0]
+
+    out = Path(args.out)
     total = sum(len(found_seeds(n, args.seeds)) for n in nets)
     bar = progress_bar(args.progress, total, "networks")
-    cms = score_nets(nets, args.seeds, scans, bar)
+    cms = score_nets(nets, args.seeds, scans, (out / "scores", street_set), bar)
     doc = compare_doc(nets, cms, pairs, args.seeds, args.bootstrap)
     rev, dirty = git_commit(Path(__file__).resolve().parents[1])
     doc = {
@@ -290,7 +322,6 @@ def run(args: argparse.Namespace) -> int:
         "command": "python -m xmodelkd_ros.evaluation.compare " + " ".join(args.argv),
         **doc,
     }
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "compare.json").write_text(json.dumps(doc, indent=1) + "\n")
     (out / "compare.md").write_text(markdown(doc))

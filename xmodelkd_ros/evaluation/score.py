@@ -11,7 +11,10 @@ The result of a model on a street set is a stack of per-scan confusion matrices
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import hashlib
+import json
+import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -142,3 +145,27 @@ def score_teacher(
         pred[b.inputs.valid[0].numpy()] = logits.argmax(1).numpy() + 1
         out.append(confusion(s.labels, pred, NUM_CLASSES))
     return np.stack(out)
+
+
+def cached_confusions(
+    folder: Path, stem: str, street_set: dict[str, Any], checkpoint: Path,
+    compute: Callable[[], np.ndarray],
+) -> np.ndarray:
+    """``compute()``'s per-scan confusions of ``checkpoint`` on ``street_set``, kept in
+    ``folder/<stem>_<digest>.npz``: a tool cut off (or rerun with one more network)
+    scores again only what it has not scored. The digest covers the street set and the
+    checkpoint's path, size and modification time, so a retrained network is scored anew.
+    The file is written under another name and renamed, so a cut write leaves no cache."""
+    stat = checkpoint.stat()
+    key = {**street_set, "checkpoint": str(checkpoint.resolve()),
+           "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}  # fmt: skip
+    digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+    path = folder / f"{stem}_{digest}.npz"
+    if path.is_file():
+        return np.load(path)["confusion"]
+    cm = compute()
+    folder.mkdir(parents=True, exist_ok=True)
+    part = path.with_name(path.stem + ".part.npz")
+    np.savez_compressed(part, confusion=cm, key=json.dumps(key))
+    os.replace(part, path)
+    return cm
