@@ -50,6 +50,7 @@ from xmodelkd_ros.evaluation.score import (
 )
 from xmodelkd_ros.evaluation.stats import miou_from_confusion, paired_gain
 from xmodelkd_ros.sim.rigs import rig_arg
+from xmodelkd_ros.sim.splits import check_seeds
 
 
 @dataclass(frozen=True)
@@ -289,6 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     nets = build_nets(args)
     pairs = list(args.pair or [])
+    check_seeds(args.split, args.streets)  # before anything, cached or not
     cams, hw = camera_rig([n for n in nets if n.teacher], args.seeds)
     street_set = {"split": args.split, "seeds": list(args.streets), "scans": args.scans,
                   "stride": args.stride, "beams": str(args.beams), "cameras": cams,
