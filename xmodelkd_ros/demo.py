@@ -322,15 +322,16 @@ def training_epochs(recipe_json: Path) -> dict[str, int]:
 
 
 def run_claim(recipe_json: Path) -> dict[str, Any] | None:
-    """The committed claim for the run's data regime, its label fraction and unlabeled
-    pool (None without the run's recipe or a committed measurement)."""
-    from xmodelkd_ros.evaluation.claim import committed_claim
+    """The committed claim for the run's regime: its label fraction, unlabeled pool and
+    image branch (None without the run's recipe or a committed measurement)."""
+    from xmodelkd_ros.evaluation.claim import committed_claim, image_branch
     from xmodelkd_ros.training.recipe import load_recipe
 
     if not recipe_json.is_file():
         return None
-    data = load_recipe(str(recipe_json)).data
-    claim = committed_claim(data.label_fraction, pool_scans=data.unlabeled_scans)
+    recipe = load_recipe(str(recipe_json))
+    claim = committed_claim(recipe.data.label_fraction, pool_scans=recipe.data.unlabeled_scans,
+                            image_branch=image_branch(recipe.to_dict()))  # fmt: skip
     return None if claim is None else claim.to_dict()
 
 

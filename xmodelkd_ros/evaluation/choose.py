@@ -47,6 +47,7 @@ from xmodelkd_ros.evaluation.choose_report import (
     grid_edges,
     measure_markdown,
 )
+from xmodelkd_ros.evaluation.claim import image_branch
 from xmodelkd_ros.evaluation.cli import (
     HeldOutTool,
     add_output_args,
@@ -113,6 +114,11 @@ class Candidate:
         claim is only the claim for a run that trains on the same data (:mod:`.claim`)."""
         data = self.trained_recipe(fraction, seed, arm).get("data") or {}
         return int(data.get("unlabeled_scans") or 0)
+
+    def image_branch(self, fraction: float, seed: int, arm: str) -> str:
+        """:func:`~.claim.image_branch` of the arm's network: the 2D branch its teacher saw
+        the cameras with (recorded for the distilled arm; a claim matches on it)."""
+        return image_branch(self.trained_recipe(fraction, seed, arm))
 
     def variant(self, fraction: float, seed: int, arm: str) -> str:
         """What the arm's network is apart from its length: a short digest of its recipe
@@ -203,10 +209,12 @@ class Chooser(HeldOutTool):
             )
         return out
 
+    def candidate(self, name: str) -> Candidate:
+        return next(c for c in self.candidates if c.name == name)
+
     def pool_scans_of(self, arm: str, name: str) -> int:
         """The chosen candidate's unlabeled pool for ``arm`` (its first seed's network)."""
-        cand = next(c for c in self.candidates if c.name == name)
-        return cand.pool_scans(self.fraction, self.seeds[0], arm)
+        return self.candidate(name).pool_scans(self.fraction, self.seeds[0], arm)
 
     def street_set(self, split: str) -> dict[str, Any]:
         a = self.args
@@ -294,6 +302,8 @@ class Chooser(HeldOutTool):
             ],
             "choice": choice,
             "pool_scans": {a: self.pool_scans_of(a, choice[a]) for a in self.arms},
+            "image_branch": self.candidate(choice["distilled"]).image_branch(
+                self.fraction, self.seeds[0], "distilled"),
             "validation_gain": gains,
         }
         doc["edges"] = grid_edges(doc)

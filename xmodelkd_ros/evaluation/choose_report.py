@@ -124,6 +124,10 @@ def choice_markdown(doc: dict[str, Any]) -> str:
     if any(pools.values()):
         lines += ["Unlabeled scans from extra streets the chosen networks trained with: "
                   + ", ".join(f"{a} {n}" for a, n in pools.items()) + ".", ""]
+    branch = doc.get("image_branch")
+    if branch and branch != "tiny":
+        lines += [f"The chosen student's teacher saw the cameras with the image branch {branch}.",
+                  ""]  # fmt: skip
     return "\n".join(lines + edge_lines(doc["edges"]))
 
 
