@@ -399,7 +399,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label-fraction", type=parse_fraction, default=1.0,
                    help="which labels<f> folder of the candidates")  # fmt: skip
     p.add_argument("--val-seeds", type=parse_seeds, default=parse_seeds("104-123"),
-                   help="validation streets (world seeds 100-199)")  # fmt: skip
+                   help="validation streets (world seeds 100-999)")  # fmt: skip
     p.add_argument("--val-scans", type=int, default=4, help="scans per validation street")
     p.add_argument("--val-stride", type=int, default=10, help="frames between validation scans")
     p.add_argument("--tie", type=float, default=0.1,

@@ -271,7 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--split",
         choices=("val", "test"),
         default="val",
-        help="val: validation streets (100-199); test: reserved streets (9000-9999)",
+        help="val: validation streets (100-999); test: reserved streets (9000-9999)",
     )
     p.add_argument("--streets", type=parse_seeds, required=True, help="world seeds, e.g. 140-149")
     p.add_argument("--scans", type=int, default=4, help="scans per street")

@@ -292,7 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-seeds", required=True,
                    help="streets of --split: reserved test streets 9000-9999 never used "
                    "before (docs/results.md lists the used ones), e.g. 9152-9159; validation "
-                   "streets 100-199")  # fmt: skip
+                   "streets 100-999")  # fmt: skip
     p.add_argument("--align", action="store_true",
                    help="also score every rig mounted otherwise than the training rig with "
                    "its scans moved to the training mount (the node's input.align_mount, "
