@@ -62,8 +62,8 @@ def validation_miou_of(run_dir: Path, stage: str) -> float | None:
     return None if miou is None else miou / 100.0
 
 
-def _gain(a: np.ndarray, b: np.ndarray, reps: int) -> dict[str, Any]:
-    g = paired_gain(a, b, reps=reps)
+def _gain(a: np.ndarray, b: np.ndarray, reps: int, streets: int | None) -> dict[str, Any]:
+    g = paired_gain(a, b, reps=reps, streets=streets)
     return {"mean": g.mean, "ci95": list(g.ci), "per_seed": [float(x) for x in g.per_seed]}
 
 
@@ -72,6 +72,7 @@ def method_summary(
     arms: list[str],
     run_dirs: dict[float, list[Path]],
     reps: int,
+    streets: int | None = None,
 ) -> dict[str, Any]:
     """Per label fraction: the multi-view share per seed and, per arm, its mIoU, its paired
     gain over the baseline and the distilled student's paired gain over it."""
@@ -87,8 +88,8 @@ def method_summary(
             regime["arms"][arm] = {
                 "miou": float(miou_from_confusion(cms[arm].sum(1)).mean()),
                 "validation_miou": [validation_miou_of(d, arm) for d in run_dirs[fraction]],
-                "gain_vs_baseline": _gain(cms[arm], cms["baseline"], reps),
-                "distilled_minus_arm": _gain(cms["distilled"], cms[arm], reps),
+                "gain_vs_baseline": _gain(cms[arm], cms["baseline"], reps, streets),
+                "distilled_minus_arm": _gain(cms["distilled"], cms[arm], reps, streets),
             }
         out[f"{fraction:g}"] = regime
     return out

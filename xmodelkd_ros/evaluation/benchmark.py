@@ -8,7 +8,7 @@ selection on its validation streets, and scores them on held-out test streets fr
 reserved seed range (:mod:`xmodelkd_ros.sim.splits`) that training and validation refuse.
 Every labeled test point counts (out-of-grid points are wrong); students go through the
 node's ``Segmenter``. It reports the mean paired gain with a 95 % bootstrap interval over
-seeds and test scans, per-class deltas and the test class counts
+seeds, test streets and their scans, per-class deltas and the test class counts
 (``benchmark.md`` / ``benchmark.json`` / ``benchmark.png``).
 
 Training goes through the training API (``training.api.train``) in this process, with the
@@ -231,6 +231,7 @@ class Benchmark(HeldOutTool):
                 "epochs": recipe_epochs(recipe),
             },
             reps=self.args.bootstrap,
+            streets=len(self.test_seeds),
         )
         doc["wall_s"] = {
             "train_and_score": sum(r["train_s"] + r["score_s"] for rs in results.values()
@@ -238,7 +239,8 @@ class Benchmark(HeldOutTool):
             "this_invocation": time.perf_counter() - t0,
         }  # fmt: skip
         dirs = {f: [self.run_dir(f, s) for s in self.seeds] for f in self.fractions}
-        doc["method"] = method_summary(results, self.arms, dirs, self.args.bootstrap)
+        doc["method"] = method_summary(results, self.arms, dirs, self.args.bootstrap,
+                                       len(self.test_seeds))
         write_outputs(self.out, doc)
         with open(self.out / "benchmark.md", "a") as fh:
             fh.write(method_markdown(doc["method"]))

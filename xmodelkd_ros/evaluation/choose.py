@@ -274,7 +274,9 @@ class Chooser(HeldOutTool):
         choice = {a: choose({n: float(v.mean()) for n, v in per_seed[a].items()},
                             self.args.tie) for a in self.arms}  # fmt: skip
         student = cms["distilled"][choice["distilled"]]
-        gains = {a: gain_doc(paired_gain(student, cms[a][choice[a]], reps=self.args.bootstrap))
+        streets = len(self.street_set("val")["seeds"])
+        gains = {a: gain_doc(paired_gain(student, cms[a][choice[a]], reps=self.args.bootstrap,
+                                         streets=streets))
                  for a in self.arms[1:]}  # fmt: skip
         commit, dirty = self.commit()
         doc = {
@@ -319,6 +321,7 @@ class Chooser(HeldOutTool):
         else:
             jobs = [(a, by_name[chosen[a]]) for a in self.arms]
         cms = self.score_all("test", jobs)
+        streets = len(self.street_set("test")["seeds"])
         student = cms["distilled"][chosen["distilled"]]
         doc: dict[str, Any] = {
             "choice": chosen,
@@ -330,7 +333,8 @@ class Chooser(HeldOutTool):
         }
         for a in self.arms[1:]:
             doc["gains"][a] = gain_doc(paired_gain(student, cms[a][chosen[a]],
-                                                   reps=self.args.bootstrap))  # fmt: skip
+                                                   reps=self.args.bootstrap,
+                                                   streets=streets))  # fmt: skip
         if self.args.measure_all:  # every candidate on the same streets: reported, not chosen
             for a in self.arms:
                 for n, cm in cms[a].items():
@@ -340,7 +344,8 @@ class Chooser(HeldOutTool):
             for n, row in doc["ablation"].items():  # a candidate's own student vs controls
                 for a in self.arms[1:]:
                     if n in cms["distilled"] and n in cms[a]:
-                        g = paired_gain(cms["distilled"][n], cms[a][n], reps=self.args.bootstrap)
+                        g = paired_gain(cms["distilled"][n], cms[a][n], reps=self.args.bootstrap,
+                                        streets=streets)
                         row["gains"][a] = gain_doc(g)
         return doc
 

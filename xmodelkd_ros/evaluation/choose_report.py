@@ -145,8 +145,8 @@ def measure_markdown(m: dict[str, Any], choice_doc: dict[str, Any]) -> str:
         *edge_lines(choice_doc["edges"]),
     ]
     for a, g in m["gains"].items():
-        lines.append(f"**distilled - {a} {ci_text(g)} mIoU** (95 % CI, two-level bootstrap over "
-                     "seeds and test scans); per seed "
+        lines.append(f"**distilled - {a} {ci_text(g)} mIoU** (95 % CI, bootstrap over seeds, "
+                     "test streets and their scans); per seed "
                      + " / ".join(pct(x, True) for x in g["per_seed"]))  # fmt: skip
         lines.append("")
     lines += ["| class | " + " | ".join(f"distilled - {a} IoU (95 % CI)" for a in controls)

@@ -182,12 +182,16 @@ def score_nets(
     return out
 
 
-def pair_doc(a: dict[int, np.ndarray], b: dict[int, np.ndarray], reps: int) -> dict[str, Any]:
-    """A - B on the seeds both have (:func:`~.report.gain_doc`, fractions), with those seeds."""
+def pair_doc(
+    a: dict[int, np.ndarray], b: dict[int, np.ndarray], reps: int, streets: int | None = None
+) -> dict[str, Any]:
+    """A - B on the seeds both have (:func:`~.report.gain_doc`, fractions), with those seeds;
+    ``streets``: the scans are that many streets' (resampled as such)."""
     seeds = sorted(set(a) & set(b))
     if not seeds:
         return {"seeds": [], "mean": None, "ci95": None, "per_seed": [], "per_class": {}}
-    g = paired_gain(np.stack([a[s] for s in seeds]), np.stack([b[s] for s in seeds]), reps=reps)
+    g = paired_gain(np.stack([a[s] for s in seeds]), np.stack([b[s] for s in seeds]), reps=reps,
+                    streets=streets)  # fmt: skip
     return {"seeds": seeds, **gain_doc(g)}
 
 
@@ -197,8 +201,10 @@ def compare_doc(
     pairs: Sequence[tuple[str, str]],
     seeds: Sequence[int],
     reps: int,
+    streets: int | None = None,
 ) -> dict[str, Any]:
-    """Every network's mIoU per seed and every pair's paired gain."""
+    """Every network's mIoU per seed and every pair's paired gain (``streets``: how many
+    streets the scans are, resampled as such)."""
     net_docs = {}
     for net in nets:
         by_seed = {s: float(miou_from_confusion(cm.sum(0))) for s, cm in cms[net.name].items()}
@@ -209,7 +215,7 @@ def compare_doc(
             "mean": float(np.mean(list(by_seed.values()))),
             "missing_seeds": [s for s in seeds if s not in by_seed],
         }
-    pair_docs = {f"{a} - {b}": pair_doc(cms[a], cms[b], reps) for a, b in pairs}
+    pair_docs = {f"{a} - {b}": pair_doc(cms[a], cms[b], reps, streets) for a, b in pairs}
     return {"nets": net_docs, "pairs": pair_docs}
 
 
@@ -310,7 +316,7 @@ def run(args: argparse.Namespace) -> int:
     total = sum(len(found_seeds(n, args.seeds)) for n in nets)
     bar = progress_bar(args.progress, total, "networks")
     cms = score_nets(nets, args.seeds, scans, (out / "scores", street_set), bar)
-    doc = compare_doc(nets, cms, pairs, args.seeds, args.bootstrap)
+    doc = compare_doc(nets, cms, pairs, args.seeds, args.bootstrap, len(args.streets))
     rev, dirty = git_commit(Path(__file__).resolve().parents[1])
     doc = {
         "streets": {

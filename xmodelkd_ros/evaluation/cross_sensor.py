@@ -7,8 +7,8 @@ students (the benchmark's run folders, a ``train`` output folder, or explicit ch
 paths; one or more seeds), renders the SAME reserved test streets through every rig asked
 for, scores every labeled point through the node's ``Segmenter`` (as the benchmark does),
 and reports per rig and model the mIoU, the drop against the training rig paired scan by
-scan with a bootstrap 95 % interval over seeds and scans, per class, and whether the
-distilled student loses less than the baseline. A diagnosis (:mod:`.sensor_stats`) says
+scan with a bootstrap 95 % interval over seeds, streets and their scans, per class, and
+whether the distilled student loses less than the baseline. A diagnosis (:mod:`.sensor_stats`) says
 how each rig's scans differ from the training rig's: density per voxel, vertical extent,
 ground height and tilt, range, intensity, class mix. ``--align`` adds, for every rig
 mounted otherwise than the training rig, the node's mounting alignment (``input.align_mount``
@@ -194,7 +194,7 @@ def markdown(doc: dict[str, Any], notes: dict[str, list[str]], stats: dict[str, 
         f"{m['test_scans']} scans (every {m['test_stride']} frames) rendered through each "
         f"rig; {seeds} seed(s) per model; every labeled point counts (out of the grid = "
         "wrong). mIoU in %, drop = rig - trained rig, paired scan by scan; intervals: "
-        f"bootstrap over seeds and scans ({m['bootstrap_reps']} replicates).",
+        f"bootstrap over seeds, streets and their scans ({m['bootstrap_reps']} replicates).",
         "",
         *table_markdown(doc),
         "",
@@ -254,7 +254,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "test_stride": args.test_stride,
             "bootstrap_reps": args.bootstrap,
         },
-        "rigs": summarize(cms, reference, args.bootstrap),
+        "rigs": summarize(cms, reference, args.bootstrap, len(args.test_seeds)),
         "diagnosis": {r: {**public(s), "differs": notes[r]} for r, s in stats.items()},
     }
     flat = {f"{m}/{r}": cm for m, by in cms.items() for r, cm in by.items()}

@@ -51,7 +51,7 @@ def load_output(folder: Path, model: str) -> tuple[dict[str, Any], dict[str, np.
 
 
 def compare(cands: dict[str, dict[str, np.ndarray]], reference: str, judged: list[str],
-            reps: int) -> dict[str, Any]:  # fmt: skip
+            reps: int, streets: int | None = None) -> dict[str, Any]:  # fmt: skip
     """Per candidate: mIoU per rig (mean over seeds, %), drop per judged rig, the worst of
     them, and against the first candidate its cost on ``reference`` and its change of
     drop per rig, each with a paired 95 % interval."""
@@ -63,9 +63,11 @@ def compare(cands: dict[str, dict[str, np.ndarray]], reference: str, judged: lis
         drops = {r: miou[r] - miou[reference] for r in judged}
         doc: dict[str, Any] = {"miou": miou, "drop": drops, "worst": min(drops.values())}
         if name != names[0]:
-            doc["cost"] = gain_doc(paired_gain(cms[reference], first[reference], reps=reps))
+            doc["cost"] = gain_doc(paired_gain(cms[reference], first[reference], reps=reps,
+                                                streets=streets))  # fmt: skip
             doc["drop_change"] = {
-                r: drop_difference(cms[r], cms[reference], first[r], first[reference], reps)
+                r: drop_difference(cms[r], cms[reference], first[r], first[reference], reps,
+                                   streets)
                 for r in judged
             }
         out[name] = doc
@@ -153,7 +155,7 @@ def run(args: argparse.Namespace) -> int:
     shapes = {cm.shape for cms in cands.values() for cm in cms.values()}
     if len(shapes) != 1:
         raise BenchmarkError(f"candidates differ in seeds x scans: {sorted(shapes)}")
-    doc = compare(cands, ref, judged, args.bootstrap)
+    doc = compare(cands, ref, judged, args.bootstrap, len(first["test_seeds"]))
     choice = choose(doc, ref, args.max_cost) if args.choose else None
     meta = {**{k: first.get(k) for k in (*SAME, "test_seeds_text")}, "model": args.model,
             "seeds": shapes.pop()[0], "max_cost": args.max_cost, "judged": judged,

@@ -36,17 +36,19 @@ def _weighted(cm: np.ndarray, s: np.ndarray, w: np.ndarray) -> np.ndarray:
     return np.einsum("snkl,n->skl", cm[s], w)
 
 
-def _interval(stat: Callable[[np.ndarray, np.ndarray], Any], S: int, N: int, reps: int
-              ) -> list[float]:  # fmt: skip
-    lo, hi = percentile_ci(hierarchical_bootstrap(stat, S, N, reps))
+def _interval(stat: Callable[[np.ndarray, np.ndarray], Any], S: int, N: int, reps: int,
+              streets: int | None = None) -> list[float]:  # fmt: skip
+    lo, hi = percentile_ci(hierarchical_bootstrap(stat, S, N, reps, streets=streets))
     return [float(lo), float(hi)]
 
 
-def miou_doc(cm: np.ndarray, reps: int) -> dict[str, Any]:
-    """Mean mIoU over seeds of (S, N, K, K) confusions, its interval and per-class IoU."""
+def miou_doc(cm: np.ndarray, reps: int, streets: int | None = None) -> dict[str, Any]:
+    """Mean mIoU over seeds of (S, N, K, K) confusions, its interval (``streets``: the scans
+    are that many streets', resampled as such) and per-class IoU."""
     S, N = cm.shape[:2]
     per_seed = miou_from_confusion(cm.sum(1))
-    ci = _interval(lambda s, w: miou_from_confusion(_weighted(cm, s, w)).mean(), S, N, reps)
+    ci = _interval(lambda s, w: miou_from_confusion(_weighted(cm, s, w)).mean(), S, N, reps,
+                   streets)  # fmt: skip
     iou = nanmean(iou_from_confusion(cm.sum(1)))
     return {
         "mean": float(per_seed.mean()),
@@ -59,7 +61,7 @@ def miou_doc(cm: np.ndarray, reps: int) -> dict[str, Any]:
 
 
 def drop_difference(a: np.ndarray, a_ref: np.ndarray, b: np.ndarray, b_ref: np.ndarray,
-                    reps: int) -> dict[str, Any]:  # fmt: skip
+                    reps: int, streets: int | None = None) -> dict[str, Any]:  # fmt: skip
     """(A on the rig - A on the reference) - (B on the rig - B on the reference), mean over
     seeds, with its interval: > 0 means A loses less than B when the sensor changes."""
     S, N = a.shape[:2]
@@ -69,11 +71,11 @@ def drop_difference(a: np.ndarray, a_ref: np.ndarray, b: np.ndarray, b_ref: np.n
         return float(((m[0] - m[1]) - (m[2] - m[3])).mean())
 
     full = np.arange(S), np.ones(N)
-    return {"mean": diff(*full), "ci95": _interval(diff, S, N, reps)}
+    return {"mean": diff(*full), "ci95": _interval(diff, S, N, reps, streets)}
 
 
-def summarize(cms: dict[str, dict[str, np.ndarray]], reference: str, reps: int = 2000
-              ) -> dict[str, Any]:  # fmt: skip
+def summarize(cms: dict[str, dict[str, np.ndarray]], reference: str, reps: int = 2000,
+              streets: int | None = None) -> dict[str, Any]:  # fmt: skip
     """Per rig: each model's mIoU and its drop against ``reference`` (paired), and the
     distilled - baseline difference of drops. mIoU and IoU are fractions (0..1)."""
     rigs = list(next(iter(cms.values())))
@@ -81,14 +83,15 @@ def summarize(cms: dict[str, dict[str, np.ndarray]], reference: str, reps: int =
     for rig in rigs:
         entry: dict[str, Any] = {"models": {}}
         for model, by_rig in cms.items():
-            doc = miou_doc(by_rig[rig], reps)
+            doc = miou_doc(by_rig[rig], reps, streets)
             if rig != reference:
-                doc["drop"] = gain_doc(paired_gain(by_rig[rig], by_rig[reference], reps=reps))
+                doc["drop"] = gain_doc(paired_gain(by_rig[rig], by_rig[reference], reps=reps,
+                                                    streets=streets))  # fmt: skip
             entry["models"][model] = doc
         if rig != reference and all(m in cms for m in PAIR):
             a, b = (cms[m] for m in PAIR)
             entry["drop_difference"] = drop_difference(a[rig], a[reference], b[rig],
-                                                       b[reference], reps)  # fmt: skip
+                                                       b[reference], reps, streets)  # fmt: skip
         out[rig] = entry
     return out
 

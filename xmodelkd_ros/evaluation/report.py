@@ -49,12 +49,14 @@ def summarize(
     counts: np.ndarray,
     meta: dict[str, Any],
     reps: int = 2000,
+    streets: int | None = None,
 ) -> dict[str, Any]:
     """The benchmark document from per-(fraction, seed) results.
 
     ``results[fraction]``: one dict per seed with ``seed``, ``confusion`` (model -> (N, K, K)
     per-scan confusions), ``validation_miou``, ``train_s``, ``score_s``. ``counts`` (K,)
     labeled test points per label id. mIoU and IoU are fractions (0..1) in the JSON.
+    ``streets``: how many test streets the scans are (resampled as such in the intervals).
     """
     min_pts = int(meta.get("min_class_points", 0))
     doc: dict[str, Any] = {
@@ -70,8 +72,8 @@ def summarize(
         totals = {m: cms[m].sum(1) for m in MODELS}  # (S, K, K): all test scans per seed
         miou = {m: miou_from_confusion(totals[m]) for m in MODELS}
         iou = {m: iou_from_confusion(totals[m]) for m in MODELS}
-        gain = paired_gain(cms["distilled"], cms["baseline"], reps=reps)
-        teacher_gain = paired_gain(cms["teacher"], cms["baseline"], reps=reps)
+        gain = paired_gain(cms["distilled"], cms["baseline"], reps=reps, streets=streets)
+        teacher_gain = paired_gain(cms["teacher"], cms["baseline"], reps=reps, streets=streets)
         doc["regimes"][f"{fraction:g}"] = {
             "label_fraction": fraction,
             "test_scans": int(cms["teacher"].shape[1]),
@@ -139,8 +141,8 @@ def to_markdown(doc: dict[str, Any]) -> str:
         f"scans (reserved range, never trained or selected on), {m['beams']} beams, "
         f"{m['cameras']} cameras",
         f"- every labeled test point scored (out-of-grid points count as wrong); students "
-        f"through the node's Segmenter; 95 % CI: bootstrap over seeds and test scans "
-        f"({m['bootstrap_reps']} replicates); mIoU and IoU in percent",
+        f"through the node's Segmenter; 95 % CI: bootstrap over seeds, test streets and "
+        f"their scans ({m['bootstrap_reps']} replicates); mIoU and IoU in percent",
         f"- wall time: {doc['wall_s']['train_and_score'] / 60:.0f} min of training and scoring",
     ]
     if "epochs" in m:
