@@ -83,6 +83,7 @@ def test_choice_matches_an_independent_miou_and_measure_runs_once(folders, tmp_p
     said = f"teacher saw the cameras with the image branch {branch}" in md
     assert said == (doc["choice"]["distilled"] == "plain")
     m = json.loads((out / "measure.json").read_text())
+    assert m["commit"] == doc["commit"]  # the code behind the intervals, as for the choice
     want = np.mean([brute_miou(folders[doc["choice"]["distilled"]] / "labels1" / f"seed{s}"
                                 / "student.pt", [9000], "test") for s in range(SEEDS)])  # fmt: skip
     assert m["miou"]["distilled"] == pytest.approx(want, abs=1e-9)

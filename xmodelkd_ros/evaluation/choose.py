@@ -323,7 +323,10 @@ class Chooser(HeldOutTool):
         cms = self.score_all("test", jobs)
         streets = len(self.street_set("test")["seeds"])
         student = cms["distilled"][chosen["distilled"]]
+        commit, dirty = self.commit()
         doc: dict[str, Any] = {
+            "commit": commit,  # the code whose statistic the intervals are (a rerun rewrites)
+            "dirty": dirty,
             "choice": chosen,
             "test": {**self.street_set("test"), "n_scans": int(student.shape[1])},
             "miou": {a: float(miou_from_confusion(cms[a][chosen[a]].sum(1)).mean())
