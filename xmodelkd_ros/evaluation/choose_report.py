@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from xmodelkd_ros.evaluation.claim import TINY_BRANCH
 from xmodelkd_ros.evaluation.report import ci_text, pct
 from xmodelkd_ros.labels import CLASS_NAMES
 
@@ -125,7 +126,7 @@ def choice_markdown(doc: dict[str, Any]) -> str:
         lines += ["Unlabeled scans from extra streets the chosen networks trained with: "
                   + ", ".join(f"{a} {n}" for a, n in pools.items()) + ".", ""]
     branch = doc.get("image_branch")
-    if branch and branch != "tiny":
+    if branch and branch != TINY_BRANCH:
         lines += [f"The chosen student's teacher saw the cameras with the image branch {branch}.",
                   ""]  # fmt: skip
     return "\n".join(lines + edge_lines(doc["edges"]))

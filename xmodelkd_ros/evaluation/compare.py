@@ -147,12 +147,13 @@ def score_nets(
     nets: Sequence[Net],
     seeds: Sequence[int],
     scans: Callable[[], list[HeldOutScan]],
-    cache: tuple[Path, dict[str, Any]] | None = None,
+    folder: Path,
+    street_set: dict[str, Any],
     bar: Any = None,
 ) -> dict[str, dict[int, np.ndarray]]:
     """(N, C+1, C+1) confusions of every network and found seed: ``{name: {seed: cm}}``.
-    ``scans`` renders the street set when first needed; ``cache`` (folder, street set)
-    keeps each network's confusions there (:func:`~.score.cached_confusions`)."""
+    ``scans`` renders the street set when first needed; each network's confusions are
+    kept in ``folder`` (:func:`~.score.cached_confusions`, keyed by ``street_set``)."""
     from xmodelkd_ros.nets.checkpoint import CheckpointError
 
     out: dict[str, dict[int, np.ndarray]] = {}
@@ -169,14 +170,10 @@ def score_nets(
                 except CheckpointError as exc:
                     raise BenchmarkError(str(exc)) from None
 
-            if cache is None:
-                out[net.name][s] = compute()
-            else:
-                folder, street_set = cache
-                kind = {"kind": "teacher"} if net.teacher else {}
-                out[net.name][s] = cached_confusions(
-                    folder / net.name, f"seed{s}", {**street_set, **kind}, path, compute
-                )
+            kind = {"kind": "teacher"} if net.teacher else {}
+            out[net.name][s] = cached_confusions(
+                folder / net.name, f"seed{s}", {**street_set, **kind}, path, compute
+            )
             if bar is not None:
                 bar.update(1)
     return out
@@ -315,7 +312,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     total = sum(len(found_seeds(n, args.seeds)) for n in nets)
     bar = progress_bar(args.progress, total, "networks")
-    cms = score_nets(nets, args.seeds, scans, (out / "scores", street_set), bar)
+    cms = score_nets(nets, args.seeds, scans, out / "scores", street_set, bar)
     doc = compare_doc(nets, cms, pairs, args.seeds, args.bootstrap, len(args.streets))
     rev, dirty = git_commit(Path(__file__).resolve().parents[1])
     doc = {
