@@ -118,6 +118,9 @@ def test_choice_matches_an_independent_miou_and_measure_runs_once(folders, tmp_p
         (["--measure-all"], "needs --measure"),
         (["--measure", "--test-seeds", "1-2"], "1 (train), 2 (train) may not be used"),
         (["--arms", "distilled,selftrain"], "no candidate for the selftrain arm"),
+        (["--measure", "--test-seeds", "9100", "--registered", "pool_dlm_10"],
+         "not reserved for pool_dlm_10 (9100: pool_choice_10_e384)"),  # the committed ledger
+        (["--registered", "x"], "--registered names the test streets of --measure"),
     ],
 )
 def test_refusals_are_one_line(folders, tmp_path, capsys, extra, needle) -> None:
@@ -294,3 +297,14 @@ def test_a_variant_is_the_trained_recipe_apart_from_length_and_bookkeeping(tmp_p
     assert variant("older", loss__distill_lasermix=DROP) == plain
     assert variant("mixing", loss__distill_lasermix=True) != plain
     assert variant("pool", data__unlabeled_scans=280) != plain
+
+
+def test_a_registered_measurement_records_its_ledger_entry(folders, tmp_path) -> None:
+    ledger = tmp_path / "streets.yaml"
+    ledger.write_text("- {split: test, streets: 9000-9001, name: tiny, use: this test}\n")
+    out = tmp_path / "choose"
+    argv = ["--candidate", f"a={folders['plain']}", "--candidate", f"b={folders['road']}",
+            "--out", str(out), *TINY, *MEASURE, "--registered", "tiny", "--ledger", str(ledger)]
+    assert main(argv) == 0
+    assert json.loads((out / "measure.json").read_text())["test"]["registered"] == "tiny"
+    assert "reserved these streets for `tiny`" in (out / "measure.md").read_text()

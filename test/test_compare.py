@@ -184,6 +184,8 @@ def test_a_teacher_is_scored_with_its_cameras(tmp_path: Path, capsys) -> None:
         (["--pair", "a:b"], "nothing to score"),
         (["--net", "a=/x/{seed}.pt", "--net", "a=/y/{seed}.pt"], "names given twice: a"),
         (["--net", "a=/x/{seed}.pt", "--pair", "a:zz"], "no network named 'zz'"),
+        (["--net", "a=/x/{seed}.pt", "--registered", "pool_e192_10"],
+         "val streets not reserved for pool_e192_10 (104: choose_validation)"),
     ],
 )
 def test_refusals_are_one_line(

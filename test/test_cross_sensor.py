@@ -138,6 +138,8 @@ def test_bad_inputs_are_one_line_errors(tmp_path, capsys) -> None:
     assert cross_sensor.main(["--distilled", ckpt, "--split", "val", "--test-seeds", "9068",
                               "--out", str(tmp_path / "o")]) == 2  # fmt: skip
     assert "may not be used for val" in capsys.readouterr().err
+    assert cross_sensor.main(["--distilled", ckpt, *base, "--registered", "cross_sensor_v1"]) == 2
+    assert "not reserved for cross_sensor_v1 (9068: cross_sensor_pilot)" in capsys.readouterr().err
     with pytest.raises(BenchmarkError, match="one checkpoint per seed"):
         args = cross_sensor.build_parser().parse_args(
             ["--distilled", str(tmp_path / "student.pt"), "--baseline",

@@ -51,8 +51,10 @@ from xmodelkd_ros.evaluation.claim import image_branch
 from xmodelkd_ros.evaluation.cli import (
     HeldOutTool,
     add_output_args,
+    add_registered_args,
     add_report_args,
     add_test_street_args,
+    check_registered,
     parse_fraction,
     parse_seeds,
     parse_tool_args,
@@ -328,7 +330,8 @@ class Chooser(HeldOutTool):
             "commit": commit,  # the code whose statistic the intervals are (a rerun rewrites)
             "dirty": dirty,
             "choice": chosen,
-            "test": {**self.street_set("test"), "n_scans": int(student.shape[1])},
+            "test": {**self.street_set("test"), "n_scans": int(student.shape[1]),
+                     "registered": self.args.registered},
             "miou": {a: float(miou_from_confusion(cms[a][chosen[a]].sum(1)).mean())
                      for a in self.arms},
             "gains": {},
@@ -378,6 +381,9 @@ class Chooser(HeldOutTool):
                     f"streets; measuring another choice there would make them validation "
                     f"streets (use new --test-seeds and a new --out)"
                 )
+        if self.args.registered is None:
+            self.log("measure: the test streets are not checked against the street ledger "
+                     "(a pre-registered measurement names its entry: --registered NAME)")
         m = self.run_measure(doc)
         done.write_text(json.dumps(m, indent=1))
         (self.out / "measure.md").write_text(measure_markdown(m, doc))
@@ -419,6 +425,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_test_street_args(p, None, "with --measure (required): held-out test streets from the "
                          "reserved range 9000-9999 that the candidates were not compared on "
                          "before, e.g. 9004-9011 when the benchmark used its default 9000-9003")
+    add_registered_args(p)
     add_report_args(p)
     return p
 
@@ -434,6 +441,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         problems.append("--seeds, --val-scans and --test-scans must be >= 1")
     if args.measure_all and not args.measure:
         problems.append("--measure-all needs --measure")
+    if args.registered and not args.measure:
+        problems.append("--registered names the test streets of --measure")
     if args.measure and args.test_seeds is None:
         problems.append("--measure needs --test-seeds (streets the candidates were not "
                         "compared on, e.g. 9004-9011)")  # fmt: skip
@@ -445,6 +454,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_seeds("val", args.val_seeds)
         if args.test_seeds is not None:
             check_seeds("test", args.test_seeds)
+            check_registered(args, "test", args.test_seeds)
         return Chooser(args).run()
 
     return run_tool(work)

@@ -141,7 +141,9 @@ def measure_markdown(m: dict[str, Any], choice_doc: dict[str, Any]) -> str:
         f"Test streets {t['seeds']} x {t['scans']} scans ({t['n_scans']}), seeds "
         f"{choice_doc['seeds']}; chosen on validation: "
         + ", ".join(f"{a} {n}" for a, n in m["choice"].items()) + ". mIoU: "
-        + ", ".join(f"{a} {pct(v)}" for a, v in m["miou"].items()) + ".",
+        + ", ".join(f"{a} {pct(v)}" for a, v in m["miou"].items()) + "."
+        + (f" The street ledger reserved these streets for `{t['registered']}`."
+           if t.get("registered") else " Not checked against the street ledger."),
         "",
         *edge_lines(choice_doc["edges"]),
     ]

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from xmodelkd_ros.evaluation.ledger import DEFAULT_LEDGER, Ledger, LedgerError
 from xmodelkd_ros.evaluation.score import BenchmarkError, HeldOutScan, held_out_scans
 from xmodelkd_ros.sim.rigs import rig_arg
 from xmodelkd_ros.sim.splits import SplitError
@@ -117,6 +118,31 @@ def add_test_street_args(p: argparse.ArgumentParser, seeds: list[int] | None, he
     p.add_argument("--beams", type=rig_arg, default=32,
                    help="LiDAR of the test streets: beams (16, 32, 64, 128) or a named rig "
                    "(xmodelkd_ros.sim.rigs)")  # fmt: skip
+
+
+def add_registered_args(p: argparse.ArgumentParser) -> None:
+    """``--registered NAME`` and ``--ledger``: the street-ledger entry that reserved the
+    streets a pre-registered measurement scores (:mod:`xmodelkd_ros.evaluation.ledger`)."""
+    p.add_argument("--registered", metavar="NAME", default=None,
+                   help="the street-ledger entry that reserved the scored streets: refuse "
+                   "streets the ledger gives to another measurement or to none (without "
+                   "it the streets are not checked against the ledger)")  # fmt: skip
+    p.add_argument("--ledger", type=Path, default=DEFAULT_LEDGER,
+                   help="the street ledger read with --registered")  # fmt: skip
+
+
+def check_registered(args: argparse.Namespace, split: str, streets: Sequence[int]
+                     ) -> str | None:  # fmt: skip
+    """``args.registered`` when the ledger reserves ``streets`` of ``split`` for it (else a
+    BenchmarkError naming who holds them), None when no entry was named."""
+    name = getattr(args, "registered", None)
+    if name is None:
+        return None
+    try:
+        Ledger.load(args.ledger).check(split, streets, name)
+    except LedgerError as exc:
+        raise BenchmarkError(str(exc)) from None
+    return name
 
 
 def add_report_args(p: argparse.ArgumentParser) -> None:

@@ -31,7 +31,9 @@ import numpy as np
 
 from xmodelkd_ros.evaluation.claim import seed_span
 from xmodelkd_ros.evaluation.cli import (
+    add_registered_args,
     add_report_args,
+    check_registered,
     git_commit,
     parse_seeds,
     parse_tool_args,
@@ -286,14 +288,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="output folder (compare.json, .md, scores.npz; scores/ keeps each network's "
         "confusions, so a rerun scores only what is new)",
     )
+    add_registered_args(p)
     add_report_args(p)
     return p
 
 
 def run(args: argparse.Namespace) -> int:
+    check_seeds(args.split, args.streets)  # before anything, cached or not
+    registered = check_registered(args, args.split, args.streets)
     nets = build_nets(args)
     pairs = list(args.pair or [])
-    check_seeds(args.split, args.streets)  # before anything, cached or not
     cams, hw = camera_rig([n for n in nets if n.teacher], args.seeds)
     street_set = {"split": args.split, "seeds": list(args.streets), "scans": args.scans,
                   "stride": args.stride, "beams": str(args.beams), "cameras": cams,
@@ -322,6 +326,7 @@ def run(args: argparse.Namespace) -> int:
             "scans_per_street": args.scans,
             "stride": args.stride,
             "beams": str(args.beams),
+            "registered": registered,
         },
         "commit": rev + ("+dirty" if dirty else ""),
         "command": "python -m xmodelkd_ros.evaluation.compare " + " ".join(args.argv),

@@ -32,7 +32,9 @@ from typing import Any
 import numpy as np
 
 from xmodelkd_ros.evaluation.cli import (
+    add_registered_args,
     add_report_args,
+    check_registered,
     git_commit,
     parse_seeds,
     parse_tool_args,
@@ -218,6 +220,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
+    check_seeds(args.split, args.test_seeds)  # before anything is loaded or rendered
+    registered = check_registered(args, args.split, args.test_seeds)
     ckpts = find_checkpoints(args)
     reference = reference_rig(args, ckpts)
     try:
@@ -250,6 +254,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "split": args.split,
             "test_seeds": list(args.test_seeds),
             "test_seeds_text": args.test_seeds_text,
+            "registered": registered,
             "test_scans": args.test_scans,
             "test_stride": args.test_stride,
             "bootstrap_reps": args.bootstrap,
@@ -291,7 +296,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "streets, for choosing the training options")  # fmt: skip
     p.add_argument("--test-seeds", required=True,
                    help="streets of --split: reserved test streets 9000-9999 never used "
-                   "before (docs/results.md lists the used ones), e.g. 9152-9159; validation "
+                   "before (`python -m xmodelkd_ros.evaluation.ledger next` prints free "
+                   "ones), e.g. 9152-9159; validation "
                    "streets 100-999")  # fmt: skip
     p.add_argument("--align", action="store_true",
                    help="also score every rig mounted otherwise than the training rig with "
@@ -300,6 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-scans", type=int, default=4, help="scans per test street")
     p.add_argument("--test-stride", type=int, default=10, help="frames between test scans")
     p.add_argument("--out", default="runs/cross_sensor", help="output folder")
+    add_registered_args(p)
     add_report_args(p)
     return p
 

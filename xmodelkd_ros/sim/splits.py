@@ -15,8 +15,8 @@ from collections.abc import Iterable
 TRAIN_SEEDS = range(0, 100)
 #: world seeds of the validation streets (model and schedule selection). 100-199 first;
 #: widened to 999 when the pre-registered validation measurements had used nearly all of
-#: them (docs/results.md keeps the ledger): a fresh measurement needs streets no earlier
-#: choice has seen
+#: them (the ledger: docs/results/streets.yaml, read by xmodelkd_ros.evaluation.ledger):
+#: a fresh measurement needs streets no earlier choice has seen
 VAL_SEEDS = range(100, 1000)
 #: reserved: held-out test streets, scored only by ``xmodelkd_ros.evaluation.benchmark``
 TEST_SEEDS = range(9000, 10000)
