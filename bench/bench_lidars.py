@@ -18,14 +18,12 @@ machine's drifting load hits both.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -36,6 +34,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from doc_block import markers, replace_block  # noqa: E402 (bench/, beside this script)
+
+from xmodelkd_ros.ros_peer import SpinningPeer  # noqa: E402
 
 LIDARS = ("a", "b", "c")
 BEGIN, END = markers("bench_lidars")
@@ -82,39 +82,27 @@ def memory_mb(pid: int) -> tuple[float, float]:
     return out["VmRSS"], out["VmHWM"]
 
 
-class Peer:
+class Peer(SpinningPeer):
     """Publishes each LiDAR's clouds, records when each labeled cloud comes back."""
 
     def __init__(self, domain: int, points: int) -> None:
-        import rclpy
         from diagnostic_msgs.msg import DiagnosticArray
-        from rclpy.executors import SingleThreadedExecutor
         from rclpy.qos import QoSProfile, ReliabilityPolicy
         from sensor_msgs.msg import PointCloud2
 
         from xmodelkd_ros.sim.fixtures import synthetic_scan
 
-        self.ctx = rclpy.Context()
-        rclpy.init(context=self.ctx, domain_id=domain)
-        self.node = rclpy.create_node("bench_lidars_peer", context=self.ctx)
+        super().__init__(domain, "bench_lidars_peer")
         rel = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
         self.pub = {n: self.node.create_publisher(PointCloud2, f"/bench/lidar_{n}/points", rel)
                     for n in LIDARS}  # fmt: skip
         self.msgs = {n: cloud(synthetic_scan(points, seed=i)) for i, n in enumerate(LIDARS)}
-        self.lock = threading.Lock()
         self.recv: dict[str, dict[int, float]] = {n: {} for n in LIDARS}
         self.subs = [self.node.create_subscription(PointCloud2, f"/bench/seg_{n}",
                                                    self._on_seg(n), rel) for n in LIDARS]
         self.diag: dict[str, dict[str, str]] = {}  # input topic -> latest key/values
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, 10)
-        self.executor = SingleThreadedExecutor(context=self.ctx)
-        self.executor.add_node(self.node)
-        self.thread = threading.Thread(target=self._spin, daemon=True)
-        self.thread.start()
-
-    def _spin(self) -> None:
-        with contextlib.suppress(Exception):
-            self.executor.spin()
+        self.start()
 
     def _on_seg(self, name: str):
         def cb(msg: Any) -> None:
@@ -148,12 +136,6 @@ class Peer:
     def connected(self) -> bool:
         return all(p.get_subscription_count() > 0 for p in self.pub.values()) and all(
             s.get_publisher_count() > 0 for s in self.subs)  # fmt: skip
-
-    def close(self) -> None:
-        self.executor.shutdown(timeout_sec=2)
-        self.node.destroy_node()
-        self.ctx.try_shutdown()
-        self.thread.join(timeout=5)
 
 
 def cloud(points: np.ndarray) -> Any:

@@ -18,13 +18,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+
+from xmodelkd_ros.ros_peer import SpinningPeer
 
 ROOT = Path(__file__).resolve().parents[1]
 TOPIC = "/lidar/points"
@@ -99,30 +100,16 @@ def publish(domain: int, count: int, megabytes: float, rate_hz: float,
     return 0
 
 
-class _Diagnostics:
+class _Diagnostics(SpinningPeer):
     """The node's last ``/diagnostics`` segmentation status, received in this process."""
 
     def __init__(self, domain: int) -> None:
-        import rclpy
         from diagnostic_msgs.msg import DiagnosticArray
-        from rclpy.executors import SingleThreadedExecutor
 
-        self.ctx = rclpy.Context()
-        rclpy.init(context=self.ctx, domain_id=domain)
-        self.node = rclpy.create_node("dds_test_peer", context=self.ctx)
-        self.lock = threading.Lock()
+        super().__init__(domain, "dds_test_peer")
         self.kv: dict[str, str] = {}
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, 10)
-        self.executor = SingleThreadedExecutor(context=self.ctx)
-        self.executor.add_node(self.node)
-        self.thread = threading.Thread(target=self._spin, daemon=True)
-        self.thread.start()
-
-    def _spin(self) -> None:
-        try:
-            self.executor.spin()
-        except Exception:  # the context is shut down under us at teardown
-            return
+        self.start()
 
     def _on_diag(self, msg: Any) -> None:
         for st in msg.status:
@@ -133,12 +120,6 @@ class _Diagnostics:
     def received(self) -> int:
         with self.lock:
             return int(self.kv.get("scans_received", -1))
-
-    def close(self) -> None:
-        self.executor.shutdown(timeout_sec=2)
-        self.node.destroy_node()
-        self.ctx.try_shutdown()
-        self.thread.join(timeout=5)
 
 
 @pytest.mark.ros

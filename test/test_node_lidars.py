@@ -45,7 +45,7 @@ class LidarsPeer(RosPeer):
             for n in lidars for kind in ("segmentation", "filtered")]  # fmt: skip
         self.subs.append(self.node.create_subscription(DiagnosticArray, "/diagnostics",
                                                        self._store("diag"), 10))  # fmt: skip
-        self.spin_in_background()
+        self.start()
 
     def stamps(self, lidar: str) -> set[int]:
         return {stamp_of(m) for m in self.msgs(f"segmentation/{lidar}")}

@@ -193,7 +193,7 @@ class Peer(RosPeer):
         if debug:
             self.subs.append(self.node.create_subscription(
                 Float64, f"/{NODE}/debug/processing_time_ms", self._store("debug"), rel))
-        self.spin_in_background()
+        self.start()
 
     def status(self, suffix: str) -> tuple[int, str, dict[str, str]] | None:
         """Latest diagnostics status whose name ends with ``suffix``: (level, message, kv)."""

@@ -8,7 +8,6 @@ output's arrival instant and labels by header stamp (the node keeps the input he
 from __future__ import annotations
 
 import importlib
-import threading
 import time
 from typing import Any
 
@@ -18,6 +17,7 @@ from xmodelkd_ros.msgs import stamp_ns
 from xmodelkd_ros.replay.bag import BagPlan, cloud_labels
 from xmodelkd_ros.replay.node_process import OUTPUT_TOPIC
 from xmodelkd_ros.replay.options import ReplayError
+from xmodelkd_ros.ros_peer import SpinningPeer
 
 
 def _message_class(msgtype: str) -> Any:
@@ -25,7 +25,7 @@ def _message_class(msgtype: str) -> Any:
     return getattr(importlib.import_module(f"{pkg}.msg"), name)
 
 
-class Peer:
+class Peer(SpinningPeer):
     """The replay's own rclpy node: publishers for the bag topics and ``/clock``,
     subscribers for the node's output and ``/diagnostics``; spins in a thread.
 
@@ -35,16 +35,12 @@ class Peer:
     """
 
     def __init__(self, domain: int, plan: BagPlan, output_topic: str = OUTPUT_TOPIC) -> None:
-        import rclpy
         from diagnostic_msgs.msg import DiagnosticArray
-        from rclpy.executors import SingleThreadedExecutor
         from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
         from rosgraph_msgs.msg import Clock
         from sensor_msgs.msg import PointCloud2
 
-        self.ctx = rclpy.Context()
-        rclpy.init(context=self.ctx, domain_id=domain)
-        self.node = rclpy.create_node("xmodelkd_replay", context=self.ctx)
+        super().__init__(domain, "xmodelkd_replay")
         rel = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
         self.pubs = {
             plan.lidar_topic: self.node.create_publisher(PointCloud2, plan.lidar_topic, rel)
@@ -55,30 +51,14 @@ class Peer:
             Clock, "/clock", QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                                         durability=DurabilityPolicy.VOLATILE))  # fmt: skip
         self._Clock = Clock
-        self.lock = threading.Lock()
-        self.cond = threading.Condition(self.lock)
         self.outputs: dict[int, tuple[int, np.ndarray]] = {}  # stamp -> (recv ns, labels)
         self.duplicates = 0
         self.diag: dict[str, str] = {}
         self.diag_count = 0
-        self.error: BaseException | None = None
-        self._closing = False
         self.output_topic = output_topic
         self.node.create_subscription(PointCloud2, output_topic, self._on_output, rel)
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, 10)
-        self.executor = SingleThreadedExecutor(context=self.ctx)
-        self.executor.add_node(self.node)
-        self.thread = threading.Thread(target=self._spin, daemon=True)
-        self.thread.start()
-
-    def _spin(self) -> None:
-        try:
-            self.executor.spin()
-        except Exception as exc:
-            if not self._closing:  # else: the context was shut down under us at teardown
-                with self.cond:
-                    self.error = exc
-                    self.cond.notify_all()
+        self.start()
 
     def check(self) -> None:
         """Raise :class:`ReplayError` (exit 1) when a callback has failed."""
@@ -131,14 +111,3 @@ class Peer:
                 self.cond.wait(min(left, 0.5))
         self.check()
         return True
-
-    def close(self) -> None:
-        import rclpy
-
-        self._closing = True
-        try:
-            self.executor.shutdown(timeout_sec=1.0)
-            self.node.destroy_node()
-        finally:
-            rclpy.try_shutdown(context=self.ctx)
-            self.thread.join(timeout=2.0)
