@@ -37,6 +37,13 @@ def test_the_committed_ledger_gives_every_committed_result_its_streets() -> None
         f.relative_to(RESULTS).parts[0] if len(f.relative_to(RESULTS).parts) > 1 else "."
         for f in files
     }
+    # the streets the shipped recipes and the demo score are held too
+    from xmodelkd_ros.demo import HELD_OUT_WORLD
+    from xmodelkd_ros.training.recipe import load_recipe
+
+    for seed in load_recipe("synthetic").data.val_seeds:
+        assert ledger.owner("val", seed).name == "recipe_validation"
+    assert ledger.owner("val", HELD_OUT_WORLD).name == "demo"
     # no two entries of one split overlap unless they are one measurement
     for e in ledger.entries:
         assert ledger.owner(e.split, e.first).name == e.name
