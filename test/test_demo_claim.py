@@ -100,7 +100,13 @@ def test_the_committed_results_name_their_claim():
     assert claim is not None
     scarce = committed_claim(0.1)  # the demo's 10 % regime has no pool: not pool_choice_10
     assert scarce is not None and scarce.pool_scans == 0
-    assert committed_claim(0.1, pool_scans=280).source.startswith("pool_choice_10")
+    pool = committed_claim(0.1, pool_scans=280)  # the pool regime's newest measurement
+    pooled = [m for m in RESULTS_DIR.glob("*/measure.json")
+              if (json.loads((m.parent / "choice.json").read_text()).get("pool_scans")
+                  or {}).get("distilled") == 280]  # fmt: skip
+    assert pool is not None and len(pooled) >= 2
+    assert max(pool.test_streets) == max(max(json.loads(m.read_text())["test"]["seeds"])
+                                         for m in pooled)  # fmt: skip
     doc = json.loads((RESULTS_DIR / claim.source).read_text())
     assert claim.gains["baseline"][0] == doc["gains"]["baseline"]["mean"]
     assert claim.test_streets == doc["test"]["seeds"]
