@@ -172,6 +172,15 @@ def test_cli_reserve_then_check_on_a_copy(tmp_path, capsys) -> None:
     assert "no street ledger at" in capsys.readouterr().err
 
 
+def test_reserve_appends_to_a_ledger_without_a_final_newline(tmp_path, capsys) -> None:
+    lg = tmp_path / "l.yaml"
+    lg.write_text("- {split: test, streets: 9000-9001, name: a, use: u}")  # no final newline
+    assert L.main(["--ledger", str(lg), "reserve", "--count", "2", "--name", "b",
+                   "--use", "next"]) == 0  # fmt: skip
+    assert [e.name for e in Ledger.load(lg).entries] == ["a", "b"]
+    assert Ledger.load(lg).check("test", [9002, 9003], "b").name == "b"
+
+
 def test_cli_audit_exit_code(tmp_path, capsys) -> None:
     lg = _yaml(tmp_path / "l.yaml", _e("test", "9000", "a", "[x]"))
     (tmp_path / "r" / "x").mkdir(parents=True)

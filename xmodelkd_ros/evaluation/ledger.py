@@ -285,8 +285,10 @@ def run(args: argparse.Namespace) -> int:
         if any(e.name == args.name for e in ledger.entries):
             raise LedgerError(f"{args.ledger} already has an entry named {args.name!r}")
         streets = ledger.free(args.split, args.count)
+        text = Path(args.ledger).read_text()
         with open(args.ledger, "a") as f:
-            f.write(reserve_text(args.split, streets, args.name, args.use, [args.name]))
+            f.write(("" if text.endswith("\n") or not text else "\n")
+                    + reserve_text(args.split, streets, args.name, args.use, [args.name]))
         Ledger.load(args.ledger)  # what was appended must read back
         print(f"reserved {args.split} streets {street_text(streets)} for {args.name}")
     elif args.command == "check":
