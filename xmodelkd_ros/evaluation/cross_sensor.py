@@ -297,7 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-seeds", required=True,
                    help="streets of --split: reserved test streets 9000-9999 never used "
                    "before (`python -m xmodelkd_ros.evaluation.ledger next` prints free "
-                   "ones), e.g. 9152-9159; validation "
+                   "ones), e.g. 9908-9915; validation "
                    "streets 100-999")  # fmt: skip
     p.add_argument("--align", action="store_true",
                    help="also score every rig mounted otherwise than the training rig with "
