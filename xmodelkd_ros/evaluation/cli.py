@@ -14,30 +14,21 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from xmodelkd_ros.evaluation.ledger import DEFAULT_LEDGER, Ledger, LedgerError
+from xmodelkd_ros.evaluation.ledger import DEFAULT_LEDGER, Ledger, LedgerError, parse_streets
 from xmodelkd_ros.evaluation.score import BenchmarkError, HeldOutScan, held_out_scans
 from xmodelkd_ros.sim.rigs import rig_arg
 from xmodelkd_ros.sim.splits import SplitError
 
 
 def parse_seeds(text: str) -> list[int]:
-    """``"9000-9003"`` or ``"9000,9005,9007"`` (or a mix) -> list of ints."""
-    out: list[int] = []
-    for part in str(text).split(","):
-        part = part.strip()
-        if not part:
-            continue
-        try:
-            if "-" in part:
-                a, b = part.split("-", 1)
-                out += list(range(int(a), int(b) + 1))
-            else:
-                out.append(int(part))
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"bad seed list {text!r}") from None
-    if not out:
+    """``"9000-9003"`` or ``"9000,9005,9007"`` (or a mix) -> list of ints: the street
+    ledger's parser (:func:`~.ledger.parse_streets`), its errors as argparse errors."""
+    if not any(p.strip() for p in str(text).split(",")):
         raise argparse.ArgumentTypeError(f"no seeds in {text!r}")
-    return out
+    try:
+        return parse_streets(text)
+    except LedgerError:
+        raise argparse.ArgumentTypeError(f"bad seed list {text!r}") from None
 
 
 def parse_fractions(text: str) -> list[float]:

@@ -157,7 +157,7 @@ def score_rigs(args: argparse.Namespace, ckpts: dict[str, list[Path]], rigs: lis
     from xmodelkd_ros.nets.checkpoint import load_student
 
     grid = load_student(next(iter(ckpts.values()))[0]).grid
-    seeds = check_seeds(args.split, args.test_seeds)
+    seeds = list(args.test_seeds)  # checked by run() before anything was loaded
     cms: dict[str, dict[str, np.ndarray]] = {m: {} for m in ckpts}
     stats: dict[str, Any] = {}
     n_runs = sum(len(p) for p in ckpts.values())

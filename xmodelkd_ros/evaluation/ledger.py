@@ -87,8 +87,9 @@ def _parse_range(text: Any, where: str) -> tuple[int, int]:
 
 
 def parse_streets(text: str, where: str = "streets") -> list[int]:
-    """``"9000-9003,9007"`` -> [9000, 9001, 9002, 9003, 9007] (LedgerError when malformed;
-    no torch import, unlike the tools' ``cli.parse_seeds``)."""
+    """``"9000-9003,9007"`` -> [9000, 9001, 9002, 9003, 9007] (LedgerError when malformed).
+    The one parser of street lists: the tools' ``cli.parse_seeds`` wraps it; here, so that
+    the ledger reads without the tools' torch imports."""
     out: list[int] = []
     for part in str(text).split(","):
         if part.strip():
