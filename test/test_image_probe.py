@@ -13,13 +13,19 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from xmodelkd_ros.evaluation.image_probe import (
+    PRETRAINED_WEIGHTS,
     ProbeScan,
     backbone_extractor,
     fit_probe,
     main,
+    parse_features,
     probe_iou,
 )
 from xmodelkd_ros.evaluation.score import BenchmarkError
+from xmodelkd_ros.nets.image_encoder import ImageEncoderConfig
+from xmodelkd_ros.nets.student import StudentConfig
+from xmodelkd_ros.nets.teacher import FusionTeacher, TeacherConfig
+from xmodelkd_ros.training.stages.fusion import save_teacher
 
 
 def blobs(n: int, classes: int, dims: int, spread: float, seed: int, draw: int = 0):
@@ -97,8 +103,48 @@ def test_backbone_features_random_by_seed_and_pretrained_differ():
     assert r0a.shape == (5, 24 + 40 + 112 + 320)
     assert torch.equal(r0a, r0b)
     assert not torch.allclose(r0a, r1) and not torch.allclose(r0a, p)
-    with pytest.raises(BenchmarkError, match="unknown features"):
-        backbone_extractor("imagenet")
+    for bad in ("imagenet", "random:x"):
+        with pytest.raises(BenchmarkError, match="unknown features"):
+            backbone_extractor(bad)
+
+
+def saved_teacher(path, pretrained: bool):
+    """A small fusion teacher with an EfficientNet-Lite0 2D branch, saved as training saves
+    one; its trunk holds the ImageNet weights when ``pretrained``."""
+    image = ImageEncoderConfig(arch="efficientnet_lite0", out_channels=8, out_stride=8,
+                               mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))  # fmt: skip
+    torch.manual_seed(3)
+    net = FusionTeacher(TeacherConfig(
+        student=StudentConfig(num_classes=5, enc_widths=(8, 16), dec_widths=(16,)),
+        image=image, contrast_dim=8,
+    ))  # fmt: skip
+    if pretrained:
+        net.load_image_weights(PRETRAINED_WEIGHTS)
+    save_teacher(net, path, {})
+    return path
+
+
+def test_a_teachers_trunk_is_read_as_its_checkpoint_holds_it(tmp_path):
+    """Oracle: a teacher whose trunk is exactly the ImageNet one gives exactly the
+    ``pretrained`` features; its head gives one map of its out_channels."""
+    s = scan()
+    path = saved_teacher(tmp_path / "teacher.pt", pretrained=True)
+    assert torch.equal(backbone_extractor(f"trunk:{path}")(s), backbone_extractor("pretrained")(s))
+    assert backbone_extractor(f"head:{path}")(s).shape == (5, 8)
+    other = saved_teacher(tmp_path / "scratch.pt", pretrained=False)
+    assert not torch.allclose(backbone_extractor(f"trunk:{other}")(s),
+                              backbone_extractor("pretrained")(s))  # fmt: skip
+    with pytest.raises(BenchmarkError, match="no teacher checkpoint"):
+        backbone_extractor(f"trunk:{tmp_path / 'missing.pt'}")
+
+
+def test_features_are_named_or_name_themselves():
+    assert parse_features("pretrained, t0=trunk:/a/teacher.pt ,rgb") == [
+        ("pretrained", "pretrained"), ("t0", "trunk:/a/teacher.pt"), ("rgb", "rgb")]
+    with pytest.raises(BenchmarkError, match="distinct names"):
+        parse_features("rgb,rgb")
+    with pytest.raises(BenchmarkError, match="distinct names"):
+        parse_features(" , ")
 
 
 def test_cli_fits_and_scores_on_rendered_training_streets(tmp_path, capsys):

@@ -108,30 +108,62 @@ def normalized(images: Tensor) -> Tensor:
 
 
 def backbone_extractor(kind: str) -> Callable[[ProbeScan], Tensor]:
-    """``pretrained`` (the ImageNet weights of EfficientNet-Lite0), ``random:<seed>`` (the
-    same architecture, initialised with that torch seed) or ``rgb`` (the point's colour):
-    a function from a scan to its pairs' features (K, D). A backbone's four stage outputs
-    are sampled bilinearly at each pair's pixel and concatenated."""
+    """A function from a scan to its pairs' features (K, D), by ``kind``:
+
+    * ``pretrained``: EfficientNet-Lite0 with the ImageNet weights;
+    * ``random:<seed>``: the same architecture initialised with that torch seed;
+    * ``rgb``: the point's colour;
+    * ``trunk:<teacher.pt>``: the 2D backbone of a trained fusion teacher (what its
+      training did to the trunk it started from);
+    * ``head:<teacher.pt>``: that teacher's whole 2D branch, FPN head included: the
+      features it fuses.
+
+    A backbone's four stage outputs (a head's one map) are sampled bilinearly at each
+    pair's pixel and concatenated, the images normalised as the encoder normalises them."""
     if kind == "rgb":
         return lambda s: sample_point_features(normalized(s.images), s.image_idx, s.uv, s.image_hw)
+    part, _, path = kind.partition(":")
+    if part in ("trunk", "head"):
+        from xmodelkd_ros.evaluation.score import load_teacher
+
+        if not Path(path).is_file():
+            raise BenchmarkError(f"features {kind!r}: no teacher checkpoint at {path!r}")
+        return encoder_extractor(load_teacher(Path(path)).image_encoder, head=part == "head")
     from xmodelkd_ros.nets.image_branch import build_image_encoder, load_image_weights
 
     config = ImageEncoderConfig(arch="efficientnet_lite0", mean=LITE_MEAN_STD, std=LITE_MEAN_STD)
     if kind == "pretrained":
         encoder = build_image_encoder(config)
         load_image_weights(encoder, PRETRAINED_WEIGHTS)
-    elif kind.startswith("random:") and kind[7:].isdigit():
-        torch.manual_seed(int(kind[7:]))
+    elif part == "random" and path.isdigit():
+        torch.manual_seed(int(path))
         encoder = build_image_encoder(config)
     else:
-        raise BenchmarkError(f"unknown features {kind!r}: pretrained, random:<seed> or rgb")
+        raise BenchmarkError(
+            f"unknown features {kind!r}: pretrained, random:<seed>, rgb, trunk:<teacher.pt> "
+            "or head:<teacher.pt>"
+        )
+    return encoder_extractor(encoder, head=False)
+
+
+def encoder_extractor(encoder: nn.Module, head: bool) -> Callable[[ProbeScan], Tensor]:
+    """Features of an image encoder (:class:`~xmodelkd_ros.nets.image_encoder.FpnHead`):
+    its four backbone stages, or with ``head`` its output map, at each pair's pixel."""
     encoder.eval()
+    cfg = encoder.config
 
     @torch.no_grad()
     def extract(s: ProbeScan) -> Tensor:
-        stages = encoder.backbone(normalized(s.images))
-        return torch.cat([sample_point_features(f, s.image_idx, s.uv, s.image_hw)
-                          for f in stages], dim=1)  # fmt: skip
+        if head:
+            maps = [encoder(s.images)]  # normalises inside
+        else:
+            x = s.images
+            if cfg.normalize_input:
+                x = (x - encoder.input_mean) / encoder.input_std
+            maps = encoder.backbone(x)
+        return torch.cat(
+            [sample_point_features(f, s.image_idx, s.uv, s.image_hw) for f in maps], dim=1
+        )
 
     return extract
 
@@ -198,8 +230,7 @@ def run(args: argparse.Namespace) -> int:
     if set(args.eval_streets) & (set(args.train_streets) | set(args.small_streets)):
         raise BenchmarkError("the eval streets overlap the streets a probe is fitted on: it "
                              "would be scored where it learned")  # fmt: skip
-    kinds = [k.strip() for k in args.features.split(",") if k.strip()]
-    extractors = {k: backbone_extractor(k) for k in kinds}  # bad names fail before rendering
+    extractors = {name: backbone_extractor(kind) for name, kind in parse_features(args.features)}
     common = {"stride": args.stride, "max_pairs": args.max_pairs, "seed": args.seed,
               "cache_dir": args.cache_dir}  # fmt: skip
     total = sum(n for _, n in sets.values())
@@ -229,6 +260,20 @@ def run(args: argparse.Namespace) -> int:
     (out / "probe.md").write_text(probe_markdown(doc))
     print(probe_markdown(doc), end="")
     return 0
+
+
+def parse_features(text: str) -> list[tuple[str, str]]:
+    """``KIND`` or ``NAME=KIND`` items, comma-separated -> (name, kind); a name is given
+    once (a kind without one names itself)."""
+    out: list[tuple[str, str]] = []
+    for item in (i.strip() for i in text.split(",")):
+        if item:
+            name, _, kind = item.rpartition("=") if "=" in item else (item, "", item)
+            out.append((name.strip(), kind.strip()))
+    names = [n for n, _ in out]
+    if not out or len(set(names)) != len(names):
+        raise BenchmarkError(f"--features needs distinct names, got {names}")
+    return out
 
 
 def probe_doc(args: argparse.Namespace, sets: dict[str, tuple[Sequence[int], int]],
@@ -278,8 +323,13 @@ def probe_markdown(doc: dict[str, Any]) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     p = tool_parser("image_probe", __doc__.split("\n\n")[0])
-    p.add_argument("--features", default="pretrained,random:0,random:1,random:2,rgb",
-                   help="comma-separated: pretrained, random:<torch seed>, rgb")  # fmt: skip
+    p.add_argument(
+        "--features",
+        default="pretrained,random:0,random:1,random:2,rgb",
+        help="comma-separated KIND or NAME=KIND: pretrained, random:<torch seed>, rgb, "
+        "trunk:<teacher.pt> (a trained teacher's 2D backbone), head:<teacher.pt> (its 2D "
+        "branch with the FPN head)",
+    )
     p.add_argument("--train-streets", type=parse_seeds, default=parse_seeds("10-49"),
                    help="streets the probe is fitted on (training range)")  # fmt: skip
     p.add_argument("--train-scans", type=int, default=160, help="scans of --train-streets")
