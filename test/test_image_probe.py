@@ -141,6 +141,8 @@ def test_a_teachers_trunk_is_read_as_its_checkpoint_holds_it(tmp_path):
 def test_features_are_named_or_name_themselves():
     assert parse_features("pretrained, t0=trunk:/a/teacher.pt ,rgb") == [
         ("pretrained", "pretrained"), ("t0", "trunk:/a/teacher.pt"), ("rgb", "rgb")]
+    path = "trunk:/runs/lr=0.1/teacher.pt"  # a path may hold '=': the first one ends the name
+    assert parse_features(f"t={path}") == [("t", path)]
     with pytest.raises(BenchmarkError, match="distinct names"):
         parse_features("rgb,rgb")
     with pytest.raises(BenchmarkError, match="distinct names"):

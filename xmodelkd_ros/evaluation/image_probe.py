@@ -237,7 +237,7 @@ def run(args: argparse.Namespace) -> int:
     bar = progress_bar(args.progress, total, "scans")
     data = {name: probe_scans(st, n, bar=bar, **common) for name, (st, n) in sets.items()}
     results: dict[str, Any] = {}
-    for kind, extract in extractors.items():
+    for name, extract in extractors.items():
         x_eval, y_eval = features(extract, data["eval"])
         row: dict[str, Any] = {}
         for fit_set in ("train", "train_small"):
@@ -247,9 +247,9 @@ def run(args: argparse.Namespace) -> int:
             per_class = [None if np.isnan(v) else 100 * float(v) for v in iou]
             row[fit_set] = {"miou": 100 * miou, "pairs": len(y), "iou": per_class}
         row["dims"] = int(x_eval.shape[1])
-        results[kind] = row
+        results[name] = row
         print(
-            f"{kind}: probe mIoU {row['train']['miou']:.1f} ({len(data['train'])} scans), "
+            f"{name}: probe mIoU {row['train']['miou']:.1f} ({len(data['train'])} scans), "
             f"{row['train_small']['miou']:.1f} ({len(data['train_small'])} scans)",
             flush=True,
         )
@@ -264,11 +264,12 @@ def run(args: argparse.Namespace) -> int:
 
 def parse_features(text: str) -> list[tuple[str, str]]:
     """``KIND`` or ``NAME=KIND`` items, comma-separated -> (name, kind); a name is given
-    once (a kind without one names itself)."""
+    once (a kind without one names itself; the first ``=`` ends a name, so a path may
+    hold more)."""
     out: list[tuple[str, str]] = []
     for item in (i.strip() for i in text.split(",")):
         if item:
-            name, _, kind = item.rpartition("=") if "=" in item else (item, "", item)
+            name, _, kind = item.partition("=") if "=" in item else (item, "", item)
             out.append((name.strip(), kind.strip()))
     names = [n for n, _ in out]
     if not out or len(set(names)) != len(names):
