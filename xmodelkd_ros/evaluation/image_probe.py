@@ -150,17 +150,11 @@ def encoder_extractor(encoder: nn.Module, head: bool) -> Callable[[ProbeScan], T
     """Features of an image encoder (:class:`~xmodelkd_ros.nets.image_encoder.FpnHead`):
     its four backbone stages, or with ``head`` its output map, at each pair's pixel."""
     encoder.eval()
-    cfg = encoder.config
 
     @torch.no_grad()
     def extract(s: ProbeScan) -> Tensor:
-        if head:
-            maps = [encoder(s.images)]  # normalises inside
-        else:
-            x = s.images
-            if cfg.normalize_input:
-                x = (x - encoder.input_mean) / encoder.input_std
-            maps = encoder.backbone(x)
+        # the head's forward normalises inside, as the teacher calls it
+        maps = [encoder(s.images)] if head else encoder.backbone(encoder.normalize(s.images))
         return torch.cat(
             [sample_point_features(f, s.image_idx, s.uv, s.image_hw) for f in maps], dim=1
         )

@@ -197,11 +197,17 @@ class FpnHead:
                 bn.eval()
         return self
 
+    def normalize(self, images: Tensor) -> Tensor:
+        """RGB in [0, 1] -> the backbone's input (``config.mean`` / ``config.std``), or the
+        images as given when the config says they arrive normalised."""
+        if not self.config.normalize_input:
+            return images
+        return (images - self.input_mean) / self.input_std  # type: ignore[attr-defined]
+
     def forward(self, images: Tensor) -> Tensor:
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"expected images (B, 3, H, W), got {tuple(images.shape)}")
-        if self.config.normalize_input:
-            images = (images - self.input_mean) / self.input_std
+        images = self.normalize(images)
         feats = self.backbone(images)
         h, w = images.shape[-2:]
         s = self.config.out_stride
