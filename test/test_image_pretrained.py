@@ -164,3 +164,35 @@ def test_recipe_options_reach_the_teacher_stage(tmp_path):
     assert torch.equal(model["net.image_encoder.blocks.4.2.bn2.weight"],
                        state["_blocks.10._bn1.weight"])  # fmt: skip
     assert "image weights loaded 288 tensors" in (out / "train.log").read_text()
+
+
+def test_a_zero_lr_factor_fixes_the_backbone_and_keeps_it_out_of_training(tmp_path):
+    """``optim.pretrained_lr_factor=0``: the ImageNet trunk is fixed, not merely stepped at
+    lr 0: the optimizer holds one group without it, the log counts only what trains, and
+    after training every backbone tensor is still the package's (BatchNorm frozen too)."""
+    out = tmp_path / "run"
+    args = [*TINY, "model.image.arch=efficientnet_lite0", "model.image.frozen_bn=true",
+            "model.image.mean=[0.5,0.5,0.5]", "model.image.std=[0.5,0.5,0.5]",
+            f"model.image_weights={PACKAGE}", "optim.pretrained_lr_factor=0"]  # fmt: skip
+    assert main(["--stage", "teacher", "--out", str(out), *args]) == 0
+    ck = torch.load(out / "teacher" / "last.pt", weights_only=False)
+    (group,) = ck["optim"]["param_groups"]
+    model = ck["model"]
+    buffers = ("running_mean", "running_var", "num_batches_tracked", "_mean", "_std")
+    params = {k: v for k, v in model.items() if not k.endswith(buffers)}
+    backbone = {
+        f"net.image_encoder.{k}" for k, _ in build_image_encoder(LITE0).backbone_parameters()
+    }
+    assert backbone <= set(params)
+    trainable = [v for k, v in params.items() if k not in backbone]
+    assert len(group["params"]) == len(trainable)
+    moments = [s["exp_avg"] for s in ck["optim"]["state"].values()]
+    assert sorted(m.numel() for m in moments) == sorted(v.numel() for v in trainable)
+    n_trainable = sum(v.numel() for v in trainable)
+    assert f"{n_trainable} trainable parameters" in (out / "train.log").read_text()
+    reference = build_image_encoder(LITE0)
+    load_image_weights(reference, PACKAGE)
+    trunk = dict(reference.backbone_parameters())
+    for k, v in reference.state_dict().items():  # weights and BatchNorm statistics alike
+        if k in trunk or (k.endswith(buffers[:3]) and k.rsplit(".", 2)[0] + ".weight" in trunk):
+            assert torch.equal(model[f"net.image_encoder.{k}"], v), k

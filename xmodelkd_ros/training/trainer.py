@@ -51,21 +51,41 @@ def lr_lambda(warmup: int, total: int) -> Callable[[int], float]:
     return f
 
 
+def pretrained_backbone_parameters(stage: nn.Module, recipe: Recipe) -> list[nn.Parameter]:
+    """The 2D backbones' parameters when the recipe loads pretrained image weights
+    (``model.image_weights``), else none."""
+    if not recipe.model.image_weights:
+        return []
+    return [p for m in stage.modules() if isinstance(m, FpnHead)
+            for _, p in m.backbone_parameters()]  # fmt: skip
+
+
+def freeze_zero_lr_backbone(stage: nn.Module, recipe: Recipe) -> int:
+    """With ``optim.pretrained_lr_factor`` 0 the pretrained 2D backbone is fixed: its
+    parameters stop requiring gradients, so backpropagation skips the trunk, gradient
+    clipping measures only what trains, and the optimizer never holds it. Returns how many
+    tensors were frozen."""
+    if recipe.optim.pretrained_lr_factor != 0:
+        return 0
+    frozen = [p for p in pretrained_backbone_parameters(stage, recipe) if p.requires_grad]
+    for p in frozen:
+        p.requires_grad_(False)
+    return len(frozen)
+
+
 def param_groups(stage: nn.Module, params: list[nn.Parameter], recipe: Recipe) -> list[Any]:
     """The optimizer's parameter groups: ``params`` as one group, or, with pretrained image
     weights (``model.image_weights``) and ``optim.pretrained_lr_factor`` != 1, the 2D
-    backbones' parameters in a second group at ``lr * factor`` (the LR schedule scales
-    both alike)."""
+    backbones' trainable parameters in a second group at ``lr * factor`` (the LR schedule
+    scales both alike; a factor of 0 froze them already: :func:`freeze_zero_lr_backbone`)."""
     factor = recipe.optim.pretrained_lr_factor
-    if factor == 1.0 or not recipe.model.image_weights:
-        return params
-    pretrained = {id(p) for m in stage.modules() if isinstance(m, FpnHead)
-                  for _, p in m.backbone_parameters()}  # fmt: skip
-    if not pretrained:
+    pretrained = {id(p) for p in pretrained_backbone_parameters(stage, recipe)}
+    backbone = [p for p in params if id(p) in pretrained]
+    if factor == 1.0 or not backbone:
         return params
     return [
         {"params": [p for p in params if id(p) not in pretrained]},
-        {"params": [p for p in params if id(p) in pretrained], "lr": recipe.optim.lr * factor},
+        {"params": backbone, "lr": recipe.optim.lr * factor},
     ]
 
 
@@ -100,6 +120,7 @@ class Trainer:
             self.stage: nn.Module = stage.to(ctx.device)
             self.model: nn.Module = self.stage  # DDP-wrapped in train() when distributed
             self.net_cfg = kind.network_config(self.stage)
+            freeze_zero_lr_backbone(self.stage, r)
             self.params = [p for p in self.stage.parameters() if p.requires_grad]
             o = r.optim
             self.optim = torch.optim.AdamW(
