@@ -70,6 +70,24 @@ def test_resume_is_exact(tmp_path):
     assert main(["--stage", "baseline", "--out", str(b), "--resume", *common]) == 0
 
 
+def test_resume_under_another_recipe_is_one_line(tmp_path, capsys):
+    """A cut run resumed with a recipe whose network (or optimizer groups) differs: one
+    line naming the checkpoint, exit 2, and the checkpoint left as it was."""
+    out = tmp_path / "run"
+    common = [*TINY, "schedule.student_epochs=2", "data.train_scans=6"]
+    code = main(["--stage", "baseline", "--out", str(out), *common], hooks=[SignalAtStep(2)])
+    assert code == 130
+    last = out / "baseline" / "last.pt"
+    before = last.read_bytes()
+    capsys.readouterr()
+    wider = [*common, "model.preset=base"]
+    assert main(["--stage", "baseline", "--out", str(out), "--resume", *wider]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot resume from {last}" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+    assert last.read_bytes() == before
+
+
 def test_nan_loss_stops_before_touching_weights(tmp_path, capsys):
     out = tmp_path / "nan"
     code = main(["--stage", "baseline", "--out", str(out), *TINY], hooks=[NanAtStep(1)])

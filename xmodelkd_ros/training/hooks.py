@@ -19,7 +19,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from xmodelkd_ros.nets.checkpoint import read_torch_file
+from xmodelkd_ros.nets.checkpoint import CheckpointError, read_torch_file
 from xmodelkd_ros.training import distributed as D
 from xmodelkd_ros.training.context import TrainingStoppedError
 from xmodelkd_ros.training.evaluate import evaluate
@@ -64,7 +64,18 @@ class CheckpointHook(HookBase):
             ctx.log(f"{trainer.name}: already finished ({ctx.out / trainer.kind.final}), skipping")
             trainer.finished = dict(ck.get("metrics") or {})
             return
-        trainer.load_state(ck)
+        try:
+            trainer.load_state(ck)
+        except (RuntimeError, ValueError, KeyError) as exc:
+            lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+            # torch's state-dict errors open with a header line; the first mismatch says more
+            reason = (lines[1] if len(lines) > 1 and lines[0].endswith(":") else
+                      (lines or [type(exc).__name__])[0])  # fmt: skip
+            reason = reason if len(reason) <= 160 else reason[:157] + "..."
+            raise CheckpointError(
+                f"cannot resume from {last}: it does not fit this stage's network or optimizer "
+                f"({reason}); was the recipe changed? Train without --resume or into a new --out"
+            ) from None
         ctx.log(
             f"{trainer.name}: resumed at epoch {trainer.epoch} step {trainer.start_step} ({last})"
         )
