@@ -178,8 +178,8 @@ def test_a_zero_lr_factor_fixes_the_backbone_and_keeps_it_out_of_training(tmp_pa
     ck = torch.load(out / "teacher" / "last.pt", weights_only=False)
     (group,) = ck["optim"]["param_groups"]
     model = ck["model"]
-    buffers = ("running_mean", "running_var", "num_batches_tracked", "_mean", "_std")
-    params = {k: v for k, v in model.items() if not k.endswith(buffers)}
+    bn_stats = ("running_mean", "running_var", "num_batches_tracked")
+    params = {k: v for k, v in model.items() if not k.endswith((*bn_stats, "_mean", "_std"))}
     backbone = {
         f"net.image_encoder.{k}" for k, _ in build_image_encoder(LITE0).backbone_parameters()
     }
@@ -193,6 +193,10 @@ def test_a_zero_lr_factor_fixes_the_backbone_and_keeps_it_out_of_training(tmp_pa
     reference = build_image_encoder(LITE0)
     load_image_weights(reference, PACKAGE)
     trunk = dict(reference.backbone_parameters())
+    checked = 0
     for k, v in reference.state_dict().items():  # weights and BatchNorm statistics alike
-        if k in trunk or (k.endswith(buffers[:3]) and k.rsplit(".", 2)[0] + ".weight" in trunk):
+        if k in trunk or (k.endswith(bn_stats) and k.rsplit(".", 1)[0] + ".weight" in trunk):
             assert torch.equal(model[f"net.image_encoder.{k}"], v), k
+            checked += 1
+    n_bn = len(reference.backbone_batchnorms())
+    assert checked == len(trunk) + 3 * n_bn  # every trunk weight, every BatchNorm's 3 stats
