@@ -60,17 +60,13 @@ def pretrained_backbone_parameters(stage: nn.Module, recipe: Recipe) -> list[nn.
             for _, p in m.backbone_parameters()]  # fmt: skip
 
 
-def freeze_zero_lr_backbone(stage: nn.Module, recipe: Recipe) -> int:
+def freeze_zero_lr_backbone(stage: nn.Module, recipe: Recipe) -> None:
     """With ``optim.pretrained_lr_factor`` 0 the pretrained 2D backbone is fixed: its
     parameters stop requiring gradients, so backpropagation skips the trunk, gradient
-    clipping measures only what trains, and the optimizer never holds it. Returns how many
-    tensors were frozen."""
-    if recipe.optim.pretrained_lr_factor != 0:
-        return 0
-    frozen = [p for p in pretrained_backbone_parameters(stage, recipe) if p.requires_grad]
-    for p in frozen:
-        p.requires_grad_(False)
-    return len(frozen)
+    clipping measures only what trains, and the optimizer never holds it."""
+    if recipe.optim.pretrained_lr_factor == 0:
+        for p in pretrained_backbone_parameters(stage, recipe):
+            p.requires_grad_(False)
 
 
 def param_groups(stage: nn.Module, params: list[nn.Parameter], recipe: Recipe) -> list[Any]:
