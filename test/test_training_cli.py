@@ -70,22 +70,50 @@ def test_resume_is_exact(tmp_path):
     assert main(["--stage", "baseline", "--out", str(b), "--resume", *common]) == 0
 
 
-def test_resume_under_another_recipe_is_one_line(tmp_path, capsys):
-    """A cut run resumed with a recipe whose network (or optimizer groups) differs: one
-    line naming the checkpoint, exit 2, and the checkpoint left as it was."""
+@pytest.mark.parametrize("recipe_json", ["kept", "removed"])
+def test_resume_under_another_recipe_is_one_line(tmp_path, capsys, recipe_json):
+    """A cut run resumed with another recipe: one line, exit 2, the checkpoint and the
+    run's recipe.json left as they were. With the run's recipe.json the recipes are
+    compared first (the first differing key named); without it (a copied checkpoint) the
+    checkpoint's fit is the check (the network is wider)."""
     out = tmp_path / "run"
     common = [*TINY, "schedule.student_epochs=2", "data.train_scans=6"]
     code = main(["--stage", "baseline", "--out", str(out), *common], hooks=[SignalAtStep(2)])
     assert code == 130
-    last = out / "baseline" / "last.pt"
+    last, written = out / "baseline" / "last.pt", out / "recipe.json"
     before = last.read_bytes()
+    if recipe_json == "removed":
+        written.unlink()
+    else:
+        recipe_before = written.read_text()
     capsys.readouterr()
     wider = [*common, "model.preset=base"]
     assert main(["--stage", "baseline", "--out", str(out), "--resume", *wider]) == 2
     err = capsys.readouterr().err
-    assert f"cannot resume from {last}" in err and "Traceback" not in err
-    assert len(err.strip().splitlines()) == 1
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    if recipe_json == "removed":
+        assert f"cannot resume from {last}" in err
+    else:
+        assert f"cannot resume {out}" in err and "model.preset: 'small' -> 'base'" in err
+        assert written.read_text() == recipe_before
     assert last.read_bytes() == before
+
+
+def test_resume_with_a_changed_value_that_keeps_every_shape_stops(tmp_path, capsys):
+    """A new learning rate fits every checkpoint tensor, so only the recipe comparison can
+    see it; where the run writes and how many threads it uses may change."""
+    out = tmp_path / "run"
+    common = [*TINY, "schedule.student_epochs=2", "data.train_scans=6"]
+    code = main(["--stage", "baseline", "--out", str(out), *common], hooks=[SignalAtStep(2)])
+    assert code == 130
+    capsys.readouterr()
+    lr = [*common, "optim.lr=0.0123"]
+    assert main(["--stage", "baseline", "--out", str(out), "--resume", *lr]) == 2
+    err = capsys.readouterr().err
+    assert "optim.lr:" in err and "-> 0.0123" in err and "--resume to start over" in err
+    assert main(["--stage", "baseline", "--out", str(out), "--resume", "--threads", "1",
+                 *common, "log.tensorboard=false"]) == 0  # fmt: skip
+    assert (out / "baseline.pt").is_file()
 
 
 def test_nan_loss_stops_before_touching_weights(tmp_path, capsys):

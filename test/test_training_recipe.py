@@ -12,10 +12,12 @@ from xmodelkd_ros.training.datasets import DATASETS, build_source
 from xmodelkd_ros.training.recipe import (
     RECIPE_DIR,
     RecipeError,
+    check_resume_recipe,
     deep_merge,
     known_recipes,
     load_recipe,
     recipe_from_dict,
+    resume_mismatches,
     show_recipe,
     with_overrides,
     write_recipe,
@@ -173,3 +175,32 @@ def test_recipe_values_converts_plain_value_errors_only():
         with pytest.raises(type(exc)) as info, recipe_values("the net"):
             raise exc
         assert info.value is exc
+
+
+def test_resume_mismatches_compares_what_changes_learning(tmp_path):
+    """Against a written recipe.json: the same recipe, or one that only moves, logs or
+    runs on other hardware, resumes; any other changed value is named with both values;
+    a key the written file lacks (a newer version's) is not a change."""
+    import json
+
+    base = load_recipe("synthetic_scarce", ["out=runs/a"])
+    path = tmp_path / "recipe.json"
+    assert resume_mismatches(base, path) == []  # no run yet
+    write_recipe(base, path)
+    assert resume_mismatches(base, path) == []
+    free = with_overrides(base, ["out=elsewhere", "device=cpu", "threads=2",
+                                 "data.cache_dir=/tmp/c", "log.progress=false"])  # fmt: skip
+    assert resume_mismatches(free, path) == []
+    changed = with_overrides(base, ["optim.lr=0.5", "data.train_scans=7"])
+    diffs = resume_mismatches(changed, path)
+    assert len(diffs) == 2
+    assert diffs[0].startswith("data.train_scans: 40 -> 7") and diffs[1].startswith("optim.lr:")
+    with pytest.raises(RecipeError, match=r"at data.train_scans: 40 -> 7 \(and 1 more\)"):
+        check_resume_recipe(changed, path)
+    doc = json.loads(path.read_text())
+    del doc["optim"]["lr"]
+    path.write_text(json.dumps(doc))
+    assert resume_mismatches(changed, path) == ["data.train_scans: 40 -> 7"]
+    path.write_text("{not json")
+    with pytest.raises(RecipeError, match="cannot read"):
+        resume_mismatches(base, path)

@@ -36,7 +36,7 @@ from xmodelkd_ros.training.datasets import class_names_of
 from xmodelkd_ros.training.evaluate import evaluate_outputs, finish_report
 from xmodelkd_ros.training.hooks import HookBase
 from xmodelkd_ros.training.metrics import SegMetrics, seg_metrics
-from xmodelkd_ros.training.recipe import write_recipe
+from xmodelkd_ros.training.recipe import check_resume_recipe, write_recipe
 from xmodelkd_ros.training.recipe_types import Recipe, RecipeError
 from xmodelkd_ros.training.side_stage import SideStage, SideStageWatch, parallel_unavailable
 from xmodelkd_ros.training.stages import STAGE_KINDS
@@ -168,6 +168,8 @@ def train(
     dist = D.init_distributed(device)
     out = Path(recipe.out or "runs/default")
     out.mkdir(parents=True, exist_ok=True)
+    if resume:
+        check_resume_recipe(recipe, out / RECIPE_FILE)
     side, why_not = None, None
     if parallel_baseline:
         side, why_not, threads = _side_stage(recipe, out, device, dist, resume, threads)
@@ -212,6 +214,8 @@ def train_in_child(
 
     out = Path(recipe.out)
     out.mkdir(parents=True, exist_ok=True)
+    if resume:  # before the child's recipe.json replaces the run's, which it is checked against
+        check_resume_recipe(recipe, out / RECIPE_FILE)
     write_recipe(recipe, out / RECIPE_FILE)
     cmd = [sys.executable, "-m", "xmodelkd_ros.training.train", "--stage", stage,
            "--recipe", str(out / RECIPE_FILE), "--no-progress"]  # fmt: skip

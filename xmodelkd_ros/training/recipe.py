@@ -213,6 +213,60 @@ def write_recipe(recipe: Recipe, path: Path) -> None:
     os.replace(tmp, path)
 
 
+# Keys that may change between a run and its resumption without changing what it learns:
+# where it writes and reads, the hardware it runs on, how it logs.
+RESUME_FREE_KEYS = ("out", "device", "threads", "data.cache_dir", "data.root", "data.workers")
+RESUME_FREE_SECTIONS = ("log",)
+
+
+def _flat(doc: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(doc, dict):
+        return {prefix: doc}
+    flat: dict[str, Any] = {}
+    for key, value in doc.items():
+        flat.update(_flat(value, f"{prefix}.{key}" if prefix else str(key)))
+    return flat
+
+
+def resume_mismatches(recipe: Recipe, path: Path) -> list[str]:
+    """The keys (``key: old -> new``) where ``recipe`` differs from a run's written
+    ``recipe.json`` at ``path``; empty when it does not exist. Why: a checkpoint only
+    tells whether the network's and optimizer's shapes still fit, so a changed learning
+    rate, loss weight or schedule would otherwise resume silently and mix two recipes in
+    one network. Keys one side lacks (a newer version's new key) and the keys that do not
+    change what is learned (``RESUME_FREE_KEYS``, ``log``) are not compared."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise RecipeError(f"cannot read {path} to check the resumed recipe: {exc}") from None
+    old = _flat({k: v for k, v in old.items() if k != "_source"})
+    new = _flat(json.loads(json.dumps(recipe.to_dict())))
+    free = set(RESUME_FREE_KEYS)
+    return [
+        f"{key}: {old[key]!r} -> {new[key]!r}"
+        for key in sorted(old.keys() & new.keys())
+        if old[key] != new[key]
+        and key not in free
+        and key.split(".")[0] not in RESUME_FREE_SECTIONS
+    ]
+
+
+def check_resume_recipe(recipe: Recipe, path: Path) -> None:
+    """A one-line :class:`RecipeError` when resuming under a recipe that differs from the
+    run's ``recipe.json`` (see :func:`resume_mismatches`)."""
+    diffs = resume_mismatches(recipe, path)
+    if diffs:
+        more = f" (and {len(diffs) - 1} more)" if len(diffs) > 1 else ""
+        raise RecipeError(
+            f"cannot resume {Path(path).parent}: the recipe differs from the run's "
+            f"{Path(path).name} at {diffs[0]}{more}; train into a new --out, or without "
+            "--resume to start over"
+        )
+
+
 def show_recipe(recipe: Recipe) -> str:
     """The resolved recipe as YAML (``--show-recipe``)."""
     return yaml.safe_dump(recipe.to_dict(), sort_keys=False)
