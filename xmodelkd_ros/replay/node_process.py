@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from xmodelkd_ros.dds import config_path
+from xmodelkd_ros.dotted import flatten_dotted
 from xmodelkd_ros.node.segment_node import NODE_NAME
 from xmodelkd_ros.procenv import child_env
 from xmodelkd_ros.replay.bag import CAMERA_INFO, IMAGE_TYPES, BagPlan
@@ -30,16 +31,6 @@ _NODE_KEYS = ("/**", "**", NODE_NAME, f"/{NODE_NAME}", f"/**/{NODE_NAME}")
 def default_params_file() -> Path | None:
     """The package's ``config/segment.yaml`` (source tree or installed share)."""
     return config_path("segment.yaml")
-
-
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
 
 
 def _resolve_topic(name: str) -> str:
@@ -66,7 +57,7 @@ def output_topic(params_file: Path | None) -> str:
     topic = None
     for key, section in (doc if isinstance(doc, dict) else {}).items():
         if key in _NODE_KEYS and isinstance(section, dict):
-            params = _flatten(section.get("ros__parameters") or {})
+            params = flatten_dotted(section.get("ros__parameters") or {})
             topic = params.get(_SEGMENTATION_PARAM, topic)
     if topic is None:
         return OUTPUT_TOPIC

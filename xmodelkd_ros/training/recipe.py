@@ -29,6 +29,7 @@ import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
+from xmodelkd_ros.dotted import flatten_dotted
 from xmodelkd_ros.training.recipe_types import Recipe, RecipeError
 
 __all__ = [
@@ -219,15 +220,6 @@ RESUME_FREE_KEYS = ("out", "device", "threads", "data.cache_dir", "data.root", "
 RESUME_FREE_SECTIONS = ("log",)
 
 
-def _flat(doc: Any, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(doc, dict):
-        return {prefix: doc}
-    flat: dict[str, Any] = {}
-    for key, value in doc.items():
-        flat.update(_flat(value, f"{prefix}.{key}" if prefix else str(key)))
-    return flat
-
-
 def resume_mismatches(recipe: Recipe, path: Path) -> list[str]:
     """The keys (``key: old -> new``) where ``recipe`` differs from a run's written
     ``recipe.json`` at ``path``; empty when it does not exist. Why: a checkpoint only
@@ -242,8 +234,8 @@ def resume_mismatches(recipe: Recipe, path: Path) -> list[str]:
         old = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise RecipeError(f"cannot read {path} to check the resumed recipe: {exc}") from None
-    old = _flat({k: v for k, v in old.items() if k != "_source"})
-    new = _flat(json.loads(json.dumps(recipe.to_dict())))
+    old = flatten_dotted({k: v for k, v in old.items() if k != "_source"})
+    new = flatten_dotted(json.loads(json.dumps(recipe.to_dict())))
     free = set(RESUME_FREE_KEYS)
     return [
         f"{key}: {old[key]!r} -> {new[key]!r}"
